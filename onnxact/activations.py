@@ -1,0 +1,226 @@
+"""The activation mapping every stage passes around, its per-layer records, and its save format.
+
+Why a dict subclass: Keract users love that activations are a plain ``{name: array}``; render
+and stats accept any mapping. ``Activations`` adds the per-layer metadata (layout above all, so
+the channels-first/last question is answered once, here, and never guessed again downstream).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, OutputError
+
+__all__ = ["LayerInfo", "InputInfo", "Activations", "save_activations", "load_activations"]
+
+#: Version of the ``.npz`` + ``manifest.json`` format written by :func:`save_activations`.
+FORMAT_VERSION = 1
+
+@dataclass(frozen=True)
+class InputInfo:
+    """One model input: ONNX name, shape (ints, symbolic names or None), numpy dtype, layout."""
+
+    name: str
+    shape: tuple[int | str | None, ...]
+    dtype: str
+    layout: str
+
+    @property
+    def is_image(self) -> bool:
+        """True when the input is a 4-D NCHW/NHWC tensor with 1, 3 or 4 channels."""
+        from .layout import channel_axis
+
+        if self.layout not in ("NCHW", "NHWC") or len(self.shape) != 4:
+            return False
+        c = self.shape[channel_axis(self.layout)]
+        return c is None or isinstance(c, str) or c in (1, 2, 3, 4)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One capturable layer: the record declared once and reused by every stage.
+
+    ``name`` is the framework layer name (``simple`` format), ``tensor`` the ONNX tensor that
+    holds the layer's output, ``op_type`` the op that defines the layer (``Conv``, ``MaxPool``),
+    ``activation`` the activation op folded into it (``Relu``) or None, ``layout`` one of the
+    strings in :mod:`onnxact.layout`, ``shape`` the statically known shape (None where unknown).
+    """
+
+    name: str
+    tensor: str
+    op_type: str
+    layout: str
+    shape: tuple[int | str | None, ...] | None = None
+    activation: str | None = None
+    index: int = 0
+    node: str = ""
+
+    @property
+    def channel_axis(self) -> int | None:
+        """Axis of the channels in the captured array, or None when the layout has none."""
+        from .layout import channel_axis
+
+        return channel_axis(self.layout)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["shape"] = list(self.shape) if self.shape is not None else None
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> LayerInfo:
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        if kw.get("shape") is not None:
+            kw["shape"] = tuple(kw["shape"])
+        return cls(**kw)
+
+
+class Activations(dict):
+    """Ordered ``{layer key: ndarray}`` in graph order, plus ``.layers`` metadata per key.
+
+    Behaves exactly like a dict (so code written for Keract keeps working); the extra
+    attributes are optional for every consumer.
+    """
+
+    layers: dict[str, LayerInfo]
+    outputs: dict[str, np.ndarray]
+    model_sha256: str | None
+    class_names: list[str] | None
+    inputs: dict[str, np.ndarray]
+
+    def __init__(
+        self,
+        data: Mapping[str, np.ndarray] | None = None,
+        layers: Mapping[str, LayerInfo] | None = None,
+        *,
+        outputs: Mapping[str, np.ndarray] | None = None,
+        model_sha256: str | None = None,
+        class_names: list[str] | None = None,
+        inputs: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        super().__init__(data or {})
+        self.layers = dict(layers or {})
+        self.outputs = dict(outputs or {})
+        self.model_sha256 = model_sha256
+        self.class_names = list(class_names) if class_names else None
+        self.inputs = dict(inputs or {})
+
+    def info(self, key: str) -> LayerInfo | None:
+        """The LayerInfo of ``key`` when known."""
+        return self.layers.get(key)
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{k!r}: {tuple(v.shape)}" for k, v in self.items())
+        return f"Activations({{{body}}})"
+
+    @property
+    def nbytes(self) -> int:
+        """Total bytes held by the captured arrays."""
+        return int(sum(np.asarray(v).nbytes for v in self.values()))
+
+    def save(self, directory: str | os.PathLike[str], name: str = "activations") -> Path:
+        """Write ``{name}.npz`` and ``manifest.json`` into ``directory``; see save_activations."""
+        return save_activations(self, directory, name=name)
+
+
+def _safe_key(i: int) -> str:
+    return f"a{i:05d}"
+
+
+def save_activations(
+    acts: Mapping[str, np.ndarray], directory: str | os.PathLike[str], name: str = "activations"
+) -> Path:
+    """Save activations as ``{name}.npz`` plus a versioned ``manifest.json``.
+
+    Array keys in the npz are positional (``a00000``...), because layer names may contain
+    characters that are not valid npz member names; the manifest maps them back and records
+    the format version, the model's sha256 and each layer's metadata.
+    Returns the path of the npz file.
+    """
+    d = Path(directory)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        npz_path = d / f"{name}.npz"
+        arrays = {_safe_key(i): np.asarray(v) for i, v in enumerate(acts.values())}
+        np.savez(npz_path, **arrays)  # type: ignore[arg-type]
+    except OSError as e:
+        raise OutputError(f"cannot write activations to {d}: {e.strerror or e}; choose a writable folder") from None
+    layers = getattr(acts, "layers", {}) or {}
+    entries = []
+    for i, (k, v) in enumerate(acts.items()):
+        info = layers.get(k)
+        entries.append(
+            {
+                "key": k,
+                "array": _safe_key(i),
+                "shape": list(np.shape(v)),
+                "dtype": str(np.asarray(v).dtype),
+                "info": info.to_json() if info is not None else None,
+            }
+        )
+    manifest = {
+        "format": "onnxact.activations",
+        "format_version": FORMAT_VERSION,
+        "model_sha256": getattr(acts, "model_sha256", None),
+        "class_names": getattr(acts, "class_names", None),
+        "npz": npz_path.name,
+        "layers": entries,
+    }
+    try:
+        (d / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    except OSError as e:
+        raise OutputError(f"cannot write manifest to {d}: {e.strerror or e}") from None
+    return npz_path
+
+
+def load_activations(path: str | os.PathLike[str]) -> Activations:
+    """Load what :func:`save_activations` wrote; ``path`` is the folder or its manifest.json."""
+    p = Path(path)
+    manifest_path = p / "manifest.json" if p.is_dir() else p
+    if manifest_path.suffix == ".npz":
+        manifest_path = manifest_path.with_name("manifest.json")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"no manifest.json at {manifest_path}; pass the folder written by save_activations") from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read {manifest_path}: {e}") from None
+    if manifest.get("format") != "onnxact.activations":
+        raise InputError(f"{manifest_path} is not an onnxact activations manifest")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise InputError(
+            f"{manifest_path} has format version {version}; this onnxact reads up to {FORMAT_VERSION}, upgrade onnxact"
+        )
+    npz_path = manifest_path.with_name(manifest["npz"])
+    try:
+        with np.load(npz_path, allow_pickle=False) as z:
+            data = {e["key"]: z[e["array"]] for e in manifest["layers"]}
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise InputError(f"cannot read {npz_path}: {e}") from None
+    layers = {e["key"]: LayerInfo.from_json(e["info"]) for e in manifest["layers"] if e.get("info")}
+    return Activations(
+        data, layers, model_sha256=manifest.get("model_sha256"), class_names=manifest.get("class_names")
+    )
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def iter_items(acts: Mapping[str, np.ndarray]) -> Iterator[tuple[str, np.ndarray, LayerInfo | None]]:
+    """Yield (key, array, LayerInfo or None) for any mapping; metadata when it has some."""
+    layers = getattr(acts, "layers", None) or {}
+    for k, v in acts.items():
+        yield k, np.asarray(v), layers.get(k)
+

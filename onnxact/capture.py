@@ -1,0 +1,88 @@
+"""``get_activations``: the one verb that ties load -> select -> run -> the activation dict.
+
+Why a separate module: it is the public boundary where a path, bytes or proto becomes a
+``Model``, an image path becomes feeds, and framework-facing options (output key format,
+source layout) are applied once, so later stages only ever see one plain mapping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .activations import Activations, LayerInfo
+from .errors import InputError
+from .model import Model, load
+from .run import prepare_feeds, run_model
+
+__all__ = ["get_activations", "OUTPUT_FORMATS"]
+
+OUTPUT_FORMATS = ("simple", "full", "numbered")
+_TO_LAST = {"NCHW": ((0, 2, 3, 1), "NHWC"), "NCW": ((0, 2, 1), "NWC"), "NCDHW": ((0, 2, 3, 4, 1), "NDHWC")}
+
+
+def get_activations(
+    model: Any,
+    x: Any,
+    layer_names: Sequence[str | int] | str | None = None,
+    *,
+    op_types: Sequence[str] | str | None = None,
+    all_tensors: bool = False,
+    output_format: str = "simple",
+    layout: str | None = None,
+    batch_size: int | None = None,
+    providers: str | Sequence[str] | None = None,
+    max_memory: int | str | None = None,
+    **preprocess_kw: Any,
+) -> Activations:
+    """Capture the activations of ``model`` for input ``x``, in graph order.
+
+    ``model``: a ``Model`` (sessions are reused across calls), a path, bytes or ModelProto.
+    ``x``: an array (batch > 1 allowed), ``{input name: array}`` for multi-input models, an image
+    path / list of paths / PIL image (preprocessed with ``preprocess_image``; extra keyword
+    arguments such as ``normalize=`` go there).
+    By default every conv and pool output is captured, after the activation that follows it;
+    ``layer_names`` (names, ONNX tensor names or indices), ``op_types`` or ``all_tensors=True``
+    change that. Keys are framework layer names (``"simple"``), ONNX tensor names (``"full"``)
+    or ``"0", "1", ...`` (``"numbered"``). ``layout="source"`` returns channels-last arrays when
+    the model came from a channels-last framework (Keras), so they compare 1:1 with it.
+    ``max_memory`` (bytes or "2GB") bounds the memory the captured arrays take: over it, they are
+    streamed to memory-mapped files.
+    """
+    if output_format not in OUTPUT_FORMATS:
+        raise InputError(f"output_format must be one of {', '.join(OUTPUT_FORMATS)}, not '{output_format}'")
+    if layout not in (None, "source", "onnx"):
+        raise InputError(f"layout must be None, 'onnx' or 'source', not '{layout}'")
+    m: Model = load(model, providers=providers) if not isinstance(model, Model) else model
+    if isinstance(layer_names, (str, int)):
+        layer_names = [layer_names]
+    if isinstance(op_types, str):
+        op_types = [op_types]
+    layers = m.select(layer_names, op_types, all_tensors)
+    feeds = prepare_feeds(m, x, **preprocess_kw)
+    if max_memory is not None:
+        from .membound import capture_bounded
+
+        values, own = capture_bounded(m, feeds, layers, max_memory, batch_size=batch_size)
+    else:
+        values, own = run_model(m, feeds, [layer.tensor for layer in layers], batch_size=batch_size)
+    to_last = layout == "source" and (m.source_layout or "").upper() in ("NHWC", "NWC", "NDHWC")
+    data: dict[str, np.ndarray] = {}
+    infos: dict[str, LayerInfo] = {}
+    for i, layer in enumerate(layers):
+        key = {"simple": layer.name, "full": layer.tensor, "numbered": str(i)}[output_format]
+        arr = values[layer.tensor]
+        info = layer
+        if to_last and layer.layout in _TO_LAST:
+            perm, new_layout = _TO_LAST[layer.layout]
+            arr = np.ascontiguousarray(arr.transpose(perm)) if isinstance(arr, np.ndarray) else arr.transpose(perm)
+            info = LayerInfo(layer.name, layer.tensor, layer.op_type, new_layout, None, layer.activation,
+                             layer.index, layer.node)
+        elif layer.shape is None or any(not isinstance(d, int) for d in layer.shape):
+            info = LayerInfo(layer.name, layer.tensor, layer.op_type, layer.layout, tuple(arr.shape),
+                             layer.activation, layer.index, layer.node)
+        data[key] = arr
+        infos[key] = info
+    return Activations(data, infos, outputs=own, model_sha256=m.sha256, class_names=m.class_names, inputs=feeds)

@@ -1,0 +1,185 @@
+"""Graph rewrites: choose the tensors worth capturing and promote them to graph outputs.
+
+Why promote instead of hooks: onnxruntime only returns graph outputs. Appending a tensor to
+``graph.output`` (Polygraphy's ``mark all``) is the standard trick; a node whose output is a
+graph output is never fused away, so the promoted values are the unfused graph's values.
+Typed value_info (from shape inference) keeps ``onnx.checker`` happy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import onnx
+from onnx import TensorProto
+
+__all__ = [
+    "CONV_OPS", "POOL_OPS", "ACTIVATION_OPS", "Candidate", "find_candidates", "default_capture",
+    "expose_outputs", "subgraph_tensors", "FLOAT_TYPES",
+]
+
+CONV_OPS = ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv")
+POOL_OPS = (
+    "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool",
+    "QLinearAveragePool", "QLinearGlobalAveragePool",
+)
+#: Activations folded into the conv/pool layer they follow (a Keras Conv2D(activation=...) is one layer).
+ACTIVATION_OPS = (
+    "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Elu", "Selu", "Tanh",
+)
+FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
+#: Ops that always produce shapes/indices/metadata, never feature maps.
+_SHAPE_OPS = {"Shape", "Size", "NonZero", "ArgMax", "ArgMin", "TopK", "Range", "ConstantOfShape", "EyeLike"}
+_SUBGRAPH_OPS = ("If", "Loop", "Scan")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A promotable tensor: the node that made it and what it is in layer terms."""
+
+    tensor: str
+    op_type: str  # the op that defines the layer (Conv for Conv->Relu)
+    node: str  # name of the node that produced ``tensor``
+    activation: str | None
+    position: int  # index of the producing node in graph order
+
+
+def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    out: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for i in node.input:
+            if i:
+                out.setdefault(i, []).append(node)
+        for attr in node.attribute:  # tensors read by subgraphs (implicit inputs)
+            if attr.type == onnx.AttributeProto.GRAPH:
+                for name in subgraph_tensors(attr.g, inputs_only=True):
+                    out.setdefault(name, []).append(node)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    for name in subgraph_tensors(g, inputs_only=True):
+                        out.setdefault(name, []).append(node)
+    return out
+
+
+def subgraph_tensors(g: onnx.GraphProto, inputs_only: bool = False) -> list[str]:
+    """Names produced inside a subgraph (or, with inputs_only, read there from outside)."""
+    produced: set[str] = {i.name for i in g.input} | {t.name for t in g.initializer}
+    read: list[str] = []
+    for node in g.node:
+        for i in node.input:
+            if i and i not in produced:
+                read.append(i)
+        produced.update(o for o in node.output if o)
+        for attr in node.attribute:
+            subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+            for sg in subs:
+                inner = subgraph_tensors(sg, inputs_only)
+                if inputs_only:
+                    read.extend(x for x in inner if x not in produced)
+                else:
+                    produced.update(inner)
+    return read if inputs_only else sorted(produced)
+
+
+def _follow_activation(
+    tensor: str, consumers: Mapping[str, list[onnx.NodeProto]], graph_outputs: set[str]
+) -> tuple[str, onnx.NodeProto | None]:
+    """From a conv/pool output, step over the activation that follows it, if exactly one does."""
+    if tensor in graph_outputs:
+        return tensor, None
+    users = consumers.get(tensor, [])
+    if len(users) == 1 and users[0].op_type in ACTIVATION_OPS and users[0].input[0] == tensor:
+        return users[0].output[0], users[0]
+    # SiLU / Swish written as x * Sigmoid(x)
+    if len(users) == 2:
+        sig = next((u for u in users if u.op_type == "Sigmoid"), None)
+        mul = next((u for u in users if u.op_type == "Mul"), None)
+        if sig is not None and mul is not None and sig.output[0] in mul.input and tensor in mul.input:
+            if len(consumers.get(sig.output[0], [])) == 1:
+                return mul.output[0], mul
+    return tensor, None
+
+
+def find_candidates(
+    graph: onnx.GraphProto, elem_types: Mapping[str, int], all_tensors: bool = True
+) -> tuple[list[Candidate], list[Candidate]]:
+    """Return (all promotable float tensors, default capture set) of the top-level graph.
+
+    The default set is every conv and pool output, read after the activation that follows it.
+    Constants, non-float and shape tensors and anything inside If/Loop/Scan bodies are never
+    candidates (see :func:`skipped_subgraph_layers` to report the latter).
+    """
+    consumers = _consumers(graph)
+    graph_outputs = {o.name for o in graph.output}
+    everything: list[Candidate] = []
+    default: list[Candidate] = []
+    node_index = {id(n): k for k, n in enumerate(graph.node)}
+    for k, node in enumerate(graph.node):
+        if node.op_type in ("Constant",) or node.op_type in _SHAPE_OPS:
+            continue
+        for out in node.output:
+            if out and elem_types.get(out) in FLOAT_TYPES:
+                everything.append(Candidate(out, node.op_type, node.name, None, k))
+        if node.op_type in CONV_OPS + POOL_OPS and node.output and node.output[0]:
+            t, act = _follow_activation(node.output[0], consumers, graph_outputs)
+            if elem_types.get(t, TensorProto.FLOAT) not in FLOAT_TYPES and node.op_type not in ("ConvInteger", "QLinearConv"):
+                continue
+            act_name = None if act is None else ("SiLU" if act.op_type == "Mul" else act.op_type)
+            pos = node_index[id(act)] if act is not None else k
+            default.append(Candidate(t, node.op_type, act.name if act is not None else node.name, act_name, pos))
+    default.sort(key=lambda c: c.position)
+    return everything, default
+
+
+def skipped_subgraph_layers(graph: onnx.GraphProto) -> list[str]:
+    """Conv/pool outputs that live inside If/Loop/Scan bodies: reported, never promoted."""
+    found: list[str] = []
+
+    def walk(g: onnx.GraphProto, inside: bool) -> None:
+        for node in g.node:
+            if inside and node.op_type in CONV_OPS + POOL_OPS:
+                found.extend(o for o in node.output[:1] if o)
+            for attr in node.attribute:
+                subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+                for sg in subs:
+                    walk(sg, True)
+
+    walk(graph, False)
+    return found
+
+
+def expose_outputs(
+    model: onnx.ModelProto,
+    tensors: Sequence[str],
+    value_info: Mapping[str, onnx.ValueInfoProto] | None = None,
+    keep_original: bool = True,
+) -> onnx.ModelProto:
+    """Return a copy of ``model`` whose graph outputs include ``tensors`` (in that order).
+
+    The original outputs stay first and unchanged (unless keep_original is False). Outputs get the
+    typed value_info from shape inference where available, else a name-only entry (onnxruntime
+    runs those; only ``onnx.checker`` objects). Initializers are shared by reference in the
+    protobuf copy, so the caller should build this once per capture set.
+    """
+    new = onnx.ModelProto()
+    new.CopyFrom(model)
+    g = new.graph
+    existing = {o.name for o in g.output}
+    if not keep_original:
+        del g.output[:]
+        existing = set()
+    vi = value_info or {}
+    for t in tensors:
+        if t in existing:
+            continue
+        existing.add(t)
+        if t in vi:
+            g.output.append(vi[t])
+        else:
+            g.output.append(onnx.ValueInfoProto(name=t))
+    return new
+
+
+def iter_nodes(graph: onnx.GraphProto) -> Iterable[onnx.NodeProto]:
+    return iter(graph.node)

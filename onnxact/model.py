@@ -1,0 +1,378 @@
+"""Load an ONNX model once, describe its inputs and capturable layers, and own its sessions.
+
+Why one object: parsing, shape inference, naming and onnxruntime session creation are the
+expensive parts; a ``Model`` does them once and caches one session per capture set, so repeated
+``get_activations`` calls cost only inference. External data is never pulled into memory:
+sessions read it from the model's folder, so models over 2 GB load by path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+
+from . import graph as graphmod
+from .activations import InputInfo, LayerInfo
+from .errors import LayerError, ModelError, ProviderError
+from .layout import propagate_layouts
+from .naming import closest, simple_names
+
+__all__ = ["Model", "load", "resolve_providers"]
+
+_ONNX_TO_NP = {
+    onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.DOUBLE: "float64",
+    onnx.TensorProto.INT64: "int64", onnx.TensorProto.INT32: "int32", onnx.TensorProto.INT8: "int8",
+    onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.BOOL: "bool", onnx.TensorProto.INT16: "int16",
+    onnx.TensorProto.UINT16: "uint16", onnx.TensorProto.BFLOAT16: "bfloat16", onnx.TensorProto.STRING: "str",
+}
+
+_PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider", "coreml": "CoreMLExecutionProvider", "dml": "DmlExecutionProvider",
+    "directml": "DmlExecutionProvider", "openvino": "OpenVINOExecutionProvider", "rocm": "ROCMExecutionProvider",
+}
+
+
+def resolve_providers(providers: str | Sequence[str] | None) -> list[str]:
+    """Turn ``"cuda"`` / ``["cuda", "cpu"]`` into onnxruntime provider names, checking availability."""
+    import onnxruntime as ort
+
+    if providers is None:
+        return ["CPUExecutionProvider"]
+    if isinstance(providers, str):
+        providers = [p for p in providers.split(",") if p]
+    available = ort.get_available_providers()
+    out: list[str] = []
+    for p in providers:
+        name = _PROVIDER_ALIASES.get(p.lower(), p)
+        if name not in available:
+            raise ProviderError(
+                f"execution provider '{p}' is not available in this onnxruntime build "
+                f"(available: {', '.join(available)}); for CUDA install onnxruntime-gpu"
+            )
+        out.append(name)
+    if "CPUExecutionProvider" not in out:
+        out.append("CPUExecutionProvider")
+    return out
+
+
+def _dims(t: onnx.TypeProto) -> tuple[int | str | None, ...] | None:
+    tt = t.tensor_type
+    if not tt.HasField("shape"):
+        return None
+    return tuple((d.dim_value if d.dim_value > 0 else None) if d.HasField("dim_value") else (d.dim_param or None)
+                 for d in tt.shape.dim)
+
+
+def _read_source(src: Any) -> tuple[onnx.ModelProto, Path | None, str]:
+    """Parse a path / bytes / ModelProto without loading external data; return (proto, path, sha256)."""
+    if isinstance(src, onnx.ModelProto):
+        data = src.SerializeToString() if src.ByteSize() < 2**31 - 1 else b""
+        return src, None, hashlib.sha256(data).hexdigest()
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        data = bytes(src)
+        if not data:
+            raise ModelError("the model bytes are empty; pass the contents of an .onnx file")
+        proto = _parse(data, "the model bytes")
+        return proto, None, hashlib.sha256(data).hexdigest()
+    if isinstance(src, (str, os.PathLike)):
+        path = Path(src).expanduser()
+        if not path.exists():
+            raise ModelError(f"model file not found: {path}; check the path")
+        if path.is_dir():
+            raise ModelError(f"{path} is a directory, not an ONNX file; pass the .onnx file inside it")
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ModelError(f"cannot read model file {path}: {e.strerror or e}") from None
+        if not data:
+            raise ModelError(f"model file {path} is empty; re-export the model")
+        proto = _parse(data, str(path))
+        return proto, path.resolve(), hashlib.sha256(data).hexdigest()
+    raise ModelError(f"cannot load a model from {type(src).__name__}; pass a path, bytes or onnx.ModelProto")
+
+
+def _parse(data: bytes, what: str) -> onnx.ModelProto:
+    head = data[:16]
+    for magic, kind in ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+                        (b"PK\x03\x04", "a zip archive (a .keras file? convert it with 'onnxact convert')"),
+                        (b"\x89HDF", "an HDF5 file (a Keras .h5 model? convert it with 'onnxact convert')")):
+        if head.startswith(magic):
+            raise ModelError(f"{what} is {kind}, not an ONNX model")
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError):
+        raise ModelError(f"{what} is not a valid ONNX model (it may be truncated or another format)") from None
+    if not proto.HasField("graph") or (len(proto.graph.node) == 0 and len(proto.graph.output) == 0):
+        raise ModelError(f"{what} is not a valid ONNX model (no graph found; truncated or another format?)")
+    return proto
+
+
+def _external_locations(proto: onnx.ModelProto) -> set[str]:
+    locs: set[str] = set()
+    for t in proto.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            for e in t.external_data:
+                if e.key == "location":
+                    locs.add(e.value)
+    return locs
+
+
+class Model:
+    """A loaded ONNX model: inputs, capturable layers, metadata and cached onnxruntime sessions."""
+
+    def __init__(self, src: Any, providers: str | Sequence[str] | None = None) -> None:
+        proto, path, sha = _read_source(src)
+        self.proto: onnx.ModelProto = proto
+        self.path: Path | None = path
+        self.sha256: str = sha
+        self.providers: list[str] = resolve_providers(providers)
+        self._sessions: dict[tuple[str, ...], Any] = {}
+        self.external_data_dir: Path | None = None
+        locs = _external_locations(proto)
+        if locs:
+            if path is None:
+                raise ModelError(
+                    "this model keeps its weights in external data files; load it by path so they can be found"
+                )
+            base = path.parent
+            missing = [loc for loc in sorted(locs) if not (base / loc).is_file()]
+            if missing:
+                raise ModelError(
+                    f"external data file '{missing[0]}' of {path.name} is missing; keep it in {base} beside the model"
+                )
+            self.external_data_dir = base
+        self.metadata: dict[str, str] = {p.key: p.value for p in proto.metadata_props}
+        self._analyse()
+
+    # -- analysis -------------------------------------------------------------------------------
+    def _analyse(self) -> None:
+        proto = self.proto
+        try:
+            inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
+        except Exception:  # noqa: BLE001 - inference is best effort; layouts then fall back
+            inferred = proto
+        g = inferred.graph
+        self.value_info: dict[str, onnx.ValueInfoProto] = {}
+        elem: dict[str, int] = {}
+        ranks: dict[str, int] = {}
+        shapes: dict[str, tuple[int | str | None, ...] | None] = {}
+        for vi in list(g.value_info) + list(g.output) + list(g.input):
+            if vi.type.HasField("tensor_type"):
+                self.value_info[vi.name] = vi
+                elem[vi.name] = vi.type.tensor_type.elem_type
+                d = _dims(vi.type)
+                shapes[vi.name] = d
+                if d is not None:
+                    ranks[vi.name] = len(d)
+        init_names = {t.name for t in proto.graph.initializer}
+        self._producers: dict[str, onnx.NodeProto] = {}
+        for node in proto.graph.node:
+            for o in node.output:
+                if o:
+                    self._producers[o] = node
+                    elem.setdefault(o, 0)
+        # Tensors without inferred type: assume float when produced by float-only ops (Conv, pools...)
+        for node in proto.graph.node:
+            if node.op_type in graphmod.CONV_OPS + graphmod.POOL_OPS + graphmod.ACTIVATION_OPS:
+                for o in node.output[:1]:
+                    if o and not elem.get(o) and node.op_type not in ("ConvInteger",):
+                        elem[o] = onnx.TensorProto.FLOAT
+        self._elem = elem
+        self._shapes = shapes
+        self.layouts: dict[str, str] = propagate_layouts(proto.graph, ranks)
+        self.inputs: list[InputInfo] = []
+        for inp in proto.graph.input:
+            if inp.name in init_names:
+                continue
+            d = _dims(inp.type) or ()
+            dtype = _ONNX_TO_NP.get(inp.type.tensor_type.elem_type, "unknown")
+            self.inputs.append(InputInfo(inp.name, tuple(d), dtype, self.layouts.get(inp.name, "other")))
+        self.output_names: list[str] = [o.name for o in proto.graph.output]
+        everything, default = graphmod.find_candidates(proto.graph, elem)
+        order = [c.tensor for c in everything]
+        names = simple_names(proto, order, self._producers)
+        default_by_tensor = {c.tensor: c for c in default}
+
+        def info(c: graphmod.Candidate, i: int) -> LayerInfo:
+            d = default_by_tensor.get(c.tensor, c)
+            return LayerInfo(
+                name=names.get(c.tensor, c.tensor), tensor=c.tensor, op_type=d.op_type,
+                layout=self.layouts.get(c.tensor, "other"), shape=shapes.get(c.tensor),
+                activation=d.activation, index=i, node=c.node,
+            )
+
+        self.all_layers: list[LayerInfo] = [info(c, i) for i, c in enumerate(everything)]
+        by_tensor = {layer.tensor: layer for layer in self.all_layers}
+        self.layers: list[LayerInfo] = []
+        for i, c in enumerate(default):
+            base = by_tensor.get(c.tensor)
+            if base is None:  # a ConvInteger/QLinearConv integer output: not a float candidate
+                continue
+            self.layers.append(
+                LayerInfo(base.name, base.tensor, c.op_type, base.layout, base.shape, c.activation, i, c.node)
+            )
+        self.skipped_subgraph_layers: list[str] = graphmod.skipped_subgraph_layers(proto.graph)
+
+    # -- metadata -------------------------------------------------------------------------------
+    def _meta_json(self, key: str) -> Any:
+        raw = self.metadata.get(key)
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return None
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Class names from the converters' metadata (``onnxact.class_names``), if any."""
+        v = self._meta_json("onnxact.class_names")
+        return [str(x) for x in v] if isinstance(v, list) else None
+
+    @property
+    def framework(self) -> str | None:
+        return self.metadata.get("onnxact.framework")
+
+    @property
+    def source_layout(self) -> str | None:
+        return self.metadata.get("onnxact.source_layout")
+
+    @property
+    def preprocess_defaults(self) -> dict[str, Any]:
+        v = self._meta_json("onnxact.preprocess")
+        return v if isinstance(v, dict) else {}
+
+    @property
+    def name(self) -> str:
+        if self.path is not None:
+            return self.path.name
+        return self.proto.graph.name or "model"
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r}, inputs={[i.name for i in self.inputs]}, layers={len(self.layers)})"
+
+    # -- layer selection ------------------------------------------------------------------------
+    def layer(self, key: str | int) -> LayerInfo:
+        """Forgiving lookup: index, exact name, exact ONNX tensor, or a unique substring."""
+        pool = self.all_layers
+        if isinstance(key, int):
+            try:
+                return self.layers[key]
+            except IndexError:
+                raise LayerError(f"layer index {key} is out of range: the model has {len(self.layers)} layers") from None
+        for layer in self.layers + pool:
+            if layer.name == key or layer.tensor == key:
+                return layer
+        subs = [layer for layer in pool if key in layer.name]
+        if len(subs) == 1:
+            return subs[0]
+        names = [layer.name for layer in pool]
+        if len(subs) > 1:
+            raise LayerError(f"layer '{key}' is ambiguous: it matches {', '.join(s.name for s in subs[:6])}")
+        hint = closest(key, names)
+        raise LayerError(
+            f"no layer named '{key}'" + (f"; did you mean {', '.join(repr(h) for h in hint)}?" if hint else
+                                          "; see Model.layers for the names")
+        )
+
+    def select(
+        self,
+        layer_names: Sequence[str | int] | None = None,
+        op_types: Sequence[str] | None = None,
+        all_tensors: bool = False,
+    ) -> list[LayerInfo]:
+        """The layers to capture: the default conv/pool set, or those named, or op-type filtered."""
+        if layer_names:
+            chosen: list[LayerInfo] = []
+            for k in layer_names:
+                layer = self.layer(k)
+                if layer not in chosen:
+                    chosen.append(layer)
+            return chosen
+        if op_types:
+            wanted = {o.lower() for o in op_types}
+            known = {layer.op_type.lower() for layer in self.all_layers} | {
+                (layer.activation or "").lower() for layer in self.layers
+            }
+            unknown = [o for o in op_types if o.lower() not in known]
+            if unknown and len(unknown) == len(op_types):
+                ops = sorted({layer.op_type for layer in self.all_layers})
+                raise LayerError(f"no layer has op type {', '.join(unknown)}; op types here: {', '.join(ops)}")
+            chosen = [layer for layer in self.layers if layer.op_type.lower() in wanted
+                      or (layer.activation or "").lower() in wanted]
+            taken = {layer.tensor for layer in chosen}
+            chosen += [layer for layer in self.all_layers if layer.op_type.lower() in wanted and layer.tensor not in taken]
+            chosen.sort(key=lambda layer: self._position(layer.tensor))
+            return chosen
+        if all_tensors:
+            return list(self.all_layers)
+        if not self.layers:
+            raise LayerError(
+                f"{self.name} has no conv or pool layer to capture; pass all_tensors=True "
+                "(CLI: --all-tensors) or layer_names=[...] to capture other tensors"
+            )
+        return list(self.layers)
+
+    def _position(self, tensor: str) -> int:
+        if not hasattr(self, "_pos"):
+            self._pos = {layer.tensor: i for i, layer in enumerate(self.all_layers)}
+        return self._pos.get(tensor, 1 << 30)
+
+    # -- sessions -------------------------------------------------------------------------------
+    def build_session(self, proto: onnx.ModelProto, many_outputs: bool = False) -> Any:
+        """An onnxruntime session for ``proto`` (this model or a rewrite of it), external data handled."""
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        if many_outputs:
+            # The memory pattern planner keeps a second copy of every promoted output (DESIGN.md 4).
+            so.enable_mem_pattern = False
+        if self.external_data_dir is not None:
+            so.add_session_config_entry(
+                "session.model_external_initializers_file_folder_path", str(self.external_data_dir)
+            )
+        try:
+            data = proto.SerializeToString()
+            return ort.InferenceSession(data, so, providers=self.providers)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises many types; all mean "cannot run"
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f"onnxruntime cannot load {self.name}: {msg[:300]}") from None
+
+    def session(self, output_tensors: Sequence[str] = ()) -> Any:
+        """Cached session whose outputs are the model's own followed by ``output_tensors``."""
+        key = tuple(output_tensors)
+        s = self._sessions.get(key)
+        if s is None:
+            proto = graphmod.expose_outputs(self.proto, key, self.value_info) if key else self.proto
+            s = self.build_session(proto, many_outputs=bool(key))
+            if len(self._sessions) >= 8:
+                self._sessions.pop(next(iter(self._sessions)))
+            self._sessions[key] = s
+        return s
+
+
+def load(src: Any, providers: str | Sequence[str] | None = None) -> Model:
+    """Load an ONNX model from a path, bytes or ``onnx.ModelProto`` (a ``Model`` is returned as is).
+
+    External data files are read from the model's folder by onnxruntime, never into memory here,
+    so a model over 2 GB loads by path.
+    """
+    if isinstance(src, Model):
+        return src
+    return Model(src, providers=providers)
+
+
+def dtype_of(name: str) -> np.dtype:
+    return np.dtype(name) if name not in ("bfloat16", "str", "unknown") else np.dtype("float32")

@@ -1,0 +1,126 @@
+"""Feed preparation and onnxruntime execution of a capture.
+
+Why its own stage: the fastest way to get every promoted tensor out is one ``session.run`` on
+a session built once per capture set (``ORT_ENABLE_ALL``, memory pattern off so promoted
+outputs are not held twice). Batches larger than a fixed batch dimension are split here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, ModelError
+from .model import Model
+
+__all__ = ["prepare_feeds", "run_model"]
+
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+def _is_image_ref(x: Any) -> bool:
+    if isinstance(x, (str, os.PathLike)):
+        return True
+    if isinstance(x, (list, tuple)) and x and all(isinstance(i, (str, os.PathLike)) for i in x):
+        return True
+    return hasattr(x, "mode") and hasattr(x, "convert")  # PIL image
+
+
+def _check_array(model: Model, name: str, arr: Any) -> np.ndarray:
+    info = next(i for i in model.inputs if i.name == name)
+    try:
+        a = np.asarray(arr)
+    except Exception:  # noqa: BLE001
+        raise InputError(f"input '{name}' is not array-like") from None
+    if a.dtype == object:
+        raise InputError(f"input '{name}' is not a numeric array")
+    want = len(info.shape)
+    if want and a.ndim == want - 1:
+        a = a[None]  # a single sample without its batch axis
+    if want and a.ndim != want:
+        raise InputError(
+            f"input '{name}' has rank {a.ndim} (shape {list(a.shape)}) but the model expects rank {want} "
+            f"(shape {list(info.shape)})"
+        )
+    for axis, (got, exp) in enumerate(zip(a.shape, info.shape)):
+        if axis > 0 and isinstance(exp, int) and exp > 0 and got != exp:
+            raise InputError(
+                f"input '{name}' has shape {list(a.shape)} but the model expects {list(info.shape)} "
+                f"(axis {axis} must be {exp}); resize the input or use preprocess_image"
+            )
+    target = info.dtype if info.dtype not in ("unknown", "bfloat16", "str") else "float32"
+    if a.dtype != np.dtype(target):
+        if np.issubdtype(np.dtype(target), np.integer) and np.issubdtype(a.dtype, np.floating):
+            raise InputError(f"input '{name}' expects {target} values, got {a.dtype}")
+        a = a.astype(target)
+    return np.ascontiguousarray(a)
+
+
+def prepare_feeds(model: Model, x: Any, **preprocess_kw: Any) -> dict[str, np.ndarray]:
+    """Turn an ndarray, ``{input name: array}``, image path(s) or PIL image into onnxruntime feeds."""
+    if x is None:
+        raise InputError("no input given; pass an image path, an array or {input name: array}")
+    names = [i.name for i in model.inputs]
+    if isinstance(x, Mapping):
+        unknown = [k for k in x if k not in names]
+        if unknown:
+            raise InputError(f"the model has no input '{unknown[0]}'; its inputs are: {', '.join(names)}")
+        missing = [n for n in names if n not in x]
+        if missing:
+            raise InputError(f"input '{missing[0]}' is missing; the model needs: {', '.join(names)}")
+        return {k: (_image_feed(model, v, k, preprocess_kw) if _is_image_ref(v) else _check_array(model, k, v))
+                for k, v in x.items()}
+    if len(names) != 1:
+        raise InputError(f"the model has {len(names)} inputs ({', '.join(names)}); pass a dict {{name: array}}")
+    if _is_image_ref(x):
+        return {names[0]: _image_feed(model, x, names[0], preprocess_kw)}
+    return {names[0]: _check_array(model, names[0], x)}
+
+
+def _image_feed(model: Model, x: Any, name: str, kw: Mapping[str, Any]) -> np.ndarray:
+    from .preprocess import preprocess_image
+
+    if isinstance(x, (str, os.PathLike)) and Path(x).suffix.lower() in (".npy",):
+        try:
+            return _check_array(model, name, np.load(x, allow_pickle=False))
+        except (OSError, ValueError) as e:
+            raise InputError(f"cannot read array file {x}: {e}") from None
+    return _check_array(model, name, preprocess_image(x, model, input_name=name, **kw))
+
+
+def _fixed_batch(model: Model) -> int | None:
+    sizes = {i.shape[0] for i in model.inputs if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def run_model(
+    model: Model, feeds: Mapping[str, np.ndarray], tensors: Sequence[str], batch_size: int | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Run once (or per batch) and return ({promoted tensor: array}, {model output: array})."""
+    sess = model.session(tuple(tensors))
+    out_names = [o.name for o in sess.get_outputs()]
+    n = next(iter(feeds.values())).shape[0] if feeds else 1
+    fixed = _fixed_batch(model)
+    step = batch_size or (fixed if fixed and fixed < n else n)
+    if fixed and step != fixed and n != fixed:
+        step = fixed
+    results: list[list[np.ndarray]] = []
+    for start in range(0, n, max(step, 1)):
+        part = {k: v[start:start + step] for k, v in feeds.items()} if step < n else dict(feeds)
+        try:
+            results.append(sess.run(out_names, part))
+        except Exception as e:  # noqa: BLE001 - onnxruntime's errors: wrong input values or a model bug
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f"onnxruntime failed to run {model.name}: {msg[:300]}") from None
+    if len(results) == 1:
+        merged = results[0]
+    else:
+        merged = [np.concatenate([r[i] for r in results], axis=0) if np.ndim(results[0][i]) else results[0][i]
+                  for i in range(len(out_names))]
+    values = dict(zip(out_names, merged))
+    own = {k: values[k] for k in model.output_names if k in values}
+    return {t: values[t] for t in tensors}, own
