@@ -15,7 +15,7 @@ import onnx
 from onnx import TensorProto
 
 __all__ = [
-    "CONV_OPS", "POOL_OPS", "ACTIVATION_OPS", "Candidate", "find_candidates", "default_capture",
+    "CONV_OPS", "POOL_OPS", "ACTIVATION_OPS", "Candidate", "find_candidates", "skipped_subgraph_layers",
     "expose_outputs", "subgraph_tensors", "FLOAT_TYPES",
 ]
 
