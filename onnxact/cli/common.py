@@ -1,0 +1,64 @@
+"""Options shared by several subcommands, declared once so they read the same everywhere."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..preprocess import NORMALISATIONS
+
+__all__ = ["add_capture_options", "add_preprocess_options", "capture_kwargs", "preprocess_kwargs", "add_provider_option"]
+
+
+def add_capture_options(p: argparse.ArgumentParser) -> None:
+    """--layers, --op-types, --all-tensors, --output-format, --batch-size, --max-memory, --provider."""
+    g = p.add_argument_group("capture")
+    g.add_argument("--layers", nargs="+", metavar="NAME", help="capture only these layers (names, ONNX tensors or indices)")
+    g.add_argument("--op-types", nargs="+", metavar="OP", help="capture only layers of these op types (Conv, MaxPool, ...)")
+    g.add_argument("--all-tensors", action="store_true", help="capture every float tensor, not just conv/pool outputs")
+    g.add_argument("--output-format", choices=("simple", "full", "numbered"), default="simple",
+                   help="layer keys: framework names (simple), ONNX tensor names (full) or indices")
+    g.add_argument("--batch-size", type=int, default=None, help="images per onnxruntime run")
+    g.add_argument("--max-memory", default=None, metavar="SIZE", help="bound the captured arrays' memory, e.g. 2GB")
+    add_provider_option(g)
+
+
+def add_provider_option(p: Any) -> None:
+    p.add_argument("--provider", default=None, metavar="EP",
+                   help="onnxruntime execution provider(s): cpu, cuda, ... (comma separated)")
+
+
+def add_preprocess_options(p: argparse.ArgumentParser) -> None:
+    """--normalize, --mean, --std, --size, --layout."""
+    g = p.add_argument_group("preprocessing")
+    g.add_argument("--normalize", choices=NORMALISATIONS, default=None,
+                   help="pixel scaling (default: the model's metadata, else 0-1)")
+    g.add_argument("--mean", type=float, nargs="+", default=None, help="per-channel mean on 0-1 scaled pixels")
+    g.add_argument("--std", type=float, nargs="+", default=None, help="per-channel std on 0-1 scaled pixels")
+    g.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="resize images to H W (needed only for models with dynamic spatial size)")
+
+
+def preprocess_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k in ("normalize", "mean", "std"):
+        v = getattr(args, k, None)
+        if v is not None:
+            out[k] = v
+    if getattr(args, "size", None):
+        out["size"] = tuple(args.size)
+    return out
+
+
+def capture_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "layer_names": getattr(args, "layers", None),
+        "op_types": getattr(args, "op_types", None),
+        "all_tensors": getattr(args, "all_tensors", False),
+        "output_format": getattr(args, "output_format", "simple"),
+    }
+    if getattr(args, "batch_size", None):
+        out["batch_size"] = args.batch_size
+    if getattr(args, "max_memory", None):
+        out["max_memory"] = args.max_memory
+    return out
