@@ -1,0 +1,12 @@
+"""Shared test setup: headless matplotlib, `import subjects` for the real test subjects."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+_TESTS = str(Path(__file__).parent)
+if _TESTS not in sys.path:
+    sys.path.append(_TESTS)
