@@ -1,0 +1,297 @@
+"""Class activation maps without gradients: exact CAM for GAP -> FC heads, EigenCAM otherwise.
+
+Why no gradients: onnxruntime inference builds have none, and for the most common head
+(GlobalAveragePool -> [Flatten/Reshape] -> Gemm/MatMul) none are needed: the logit of class k
+is ``b_k + mean_hw(sum_c W[k, c] * F[c, h, w])``, so ``sum_c W[k, c] * F[c]`` (the CAM of Zhou
+et al. 2016) is exact and its spatial mean plus the bias *is* the logit. The class weights are
+read straight from the graph's initializers. Heads of any other shape (Flatten -> Dense, like
+the seed's CNN) get EigenCAM: the first principal component of the last spatial layer, which is
+class-agnostic (said so in the result).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .errors import InputError, LayerError
+
+__all__ = ["CamHead", "CamResult", "find_cam_head", "cam_from_features", "eigencam", "class_activation_map"]
+
+_PASS_THROUGH = {"Flatten", "Reshape", "Squeeze", "Identity", "Dropout"}
+
+
+@dataclass
+class CamHead:
+    """Where the exact CAM comes from: the pooled feature tensor and the class weights ``(K, C)``."""
+
+    feature_tensor: str
+    weights: np.ndarray
+    bias: np.ndarray | None
+    feature_layout: str  # NCHW or NHWC
+    pool_node: str
+    fc_node: str
+
+
+@dataclass
+class CamResult:
+    """A class activation map at the feature map's resolution (``map``: raw values, ``(H, W)``)."""
+
+    map: np.ndarray
+    method: str  # "cam" (exact) or "eigencam" (class-agnostic)
+    layer: str
+    class_index: int | None = None
+    class_name: str | None = None
+    score: float | None = None
+    scores: np.ndarray | None = field(default=None, repr=False)
+
+    def normalized(self) -> np.ndarray:
+        """The map scaled to [0, 1]; a constant map is all zeros (never NaN)."""
+        m = np.nan_to_num(self.map.astype(np.float32))
+        lo, hi = float(m.min()), float(m.max())
+        return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+
+    def overlay(self, image: Any, cmap: Any = "jet", alpha: float = 0.4, index: int = 0) -> Any:
+        """The map resized bilinearly onto ``image`` and blended -> PIL image."""
+        from .render import overlay
+
+        return overlay(image, self.map, cmap=cmap, alpha=alpha, index=index)
+
+    @property
+    def title(self) -> str:
+        what = "CAM" if self.method == "cam" else "EigenCAM (class-agnostic)"
+        cls = ""
+        if self.class_index is not None:
+            cls = f" | class {self.class_index}" + (f" {self.class_name}" if self.class_name else "")
+            if self.score is not None:
+                cls += f" ({self.score:.3g})"
+        return f"{what} | {self.layer}{cls}"
+
+
+# ----------------------------------------------------------------------------- graph reading
+def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    out = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant" and n.output:
+            for a in n.attribute:
+                if a.name == "value":
+                    out[n.output[0]] = numpy_helper.to_array(a.t)
+    return out
+
+
+def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _pool_layout(node: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> str | None:
+    """NCHW / NHWC when ``node`` averages exactly the spatial axes of a 4-D map, else None."""
+    if node.op_type == "GlobalAveragePool":
+        return "NCHW"
+    if node.op_type != "ReduceMean":
+        return None
+    axes = _attr(node, "axes", None)
+    if axes is None and len(node.input) > 1 and node.input[1] in consts:
+        axes = consts[node.input[1]].tolist()
+    if axes is None:
+        return None
+    axes = sorted(int(a) % 4 for a in axes)
+    return {(2, 3): "NCHW", (1, 2): "NHWC"}.get(tuple(axes))
+
+
+def find_cam_head(proto: onnx.ModelProto) -> CamHead | None:
+    """Find the last GlobalAveragePool (or spatial ReduceMean) feeding a Gemm/MatMul through
+    reshape-like ops only, and read its class weights; None when the model has no such head."""
+    graph = proto.graph
+    consts = _constants(graph)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    found: CamHead | None = None
+    for pool in graph.node:
+        layout = _pool_layout(pool, consts)
+        if layout is None or not pool.output:
+            continue
+        cur = pool.output[0]
+        node = None
+        for _ in range(8):
+            nxt = consumers.get(cur, [])
+            if len(nxt) != 1:
+                break
+            node = nxt[0]
+            if node.op_type in _PASS_THROUGH:
+                cur = node.output[0]
+                continue
+            break
+        if node is None or node.op_type not in ("Gemm", "MatMul") or node.input[0] != cur:
+            continue
+        if len(node.input) < 2 or node.input[1] not in consts:
+            continue
+        b = consts[node.input[1]].astype(np.float64)
+        if b.ndim != 2:
+            continue
+        bias = None
+        if node.op_type == "Gemm":
+            if _attr(node, "transA", 0):
+                continue
+            w = b if _attr(node, "transB", 0) else b.T
+            w = w * float(_attr(node, "alpha", 1.0))
+            if len(node.input) > 2 and node.input[2] in consts:
+                bias = consts[node.input[2]].astype(np.float64).reshape(-1) * float(_attr(node, "beta", 1.0))
+        else:
+            w = b.T
+            after = consumers.get(node.output[0], [])
+            if len(after) == 1 and after[0].op_type == "Add":
+                other = [i for i in after[0].input if i != node.output[0]]
+                if other and other[0] in consts:
+                    bias = consts[other[0]].astype(np.float64).reshape(-1)
+        found = CamHead(pool.input[0], w, bias, layout, pool.name or pool.output[0], node.name or node.output[0])
+    return found
+
+
+# ----------------------------------------------------------------------------- the maps
+def cam_from_features(features: np.ndarray, weights: np.ndarray, class_index: int) -> np.ndarray:
+    """``sum_c weights[class_index, c] * features[c]`` for features ``(C, H, W)`` -> ``(H, W)``."""
+    f = np.asarray(features, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    if f.ndim != 3 or w.ndim != 2 or w.shape[1] != f.shape[0]:
+        raise InputError(f"CAM needs features (C, H, W) and weights (K, C); got {f.shape} and {w.shape}")
+    if not 0 <= class_index < w.shape[0]:
+        raise InputError(f"class index {class_index} is out of range: the head has {w.shape[0]} classes")
+    return np.tensordot(w[class_index], f, axes=1).astype(np.float32)
+
+
+def eigencam(features: np.ndarray) -> np.ndarray:
+    """First principal component of ``(C, H, W)`` features projected per pixel -> ``(H, W)``.
+
+    The sign of a principal component is arbitrary; it is chosen so the map correlates
+    positively with the mean over channels (bright where the layer fires).
+    """
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 3:
+        raise InputError(f"EigenCAM needs features (C, H, W), got shape {f.shape}")
+    c, h, w = f.shape
+    a = np.nan_to_num(f.reshape(c, h * w).T)
+    a = a - a.mean(axis=0, keepdims=True)
+    if not np.any(a):
+        return np.zeros((h, w), np.float32)
+    _, _, vt = np.linalg.svd(a, full_matrices=False)
+    proj = a @ vt[0]
+    ref = f.mean(axis=0).ravel()
+    if np.dot(proj - proj.mean(), ref - ref.mean()) < 0:
+        proj = -proj
+    return proj.reshape(h, w).astype(np.float32)
+
+
+def _chw(arr: np.ndarray, layout: str, sample: int) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.ndim != 4:
+        raise InputError(f"a class activation map needs a 4-D feature map, got shape {a.shape}")
+    if not -a.shape[0] <= sample < a.shape[0]:
+        raise InputError(f"sample {sample} is out of range: the batch has {a.shape[0]}")
+    s = a[sample]
+    return np.moveaxis(s, -1, 0) if layout == "NHWC" else s
+
+
+def _class_scores(outputs: Mapping[str, np.ndarray], k: int | None, sample: int) -> np.ndarray | None:
+    cands = [np.asarray(v) for v in outputs.values() if np.ndim(v) == 2 and np.shape(v)[1] > 1]
+    if k is not None:
+        exact = [v for v in cands if v.shape[1] == k]
+        cands = exact or cands
+    if not cands:
+        return None
+    v = cands[0]
+    return v[sample] if sample < v.shape[0] else None
+
+
+def _spatial_key(acts: Mapping[str, Any], layer: str | None) -> str:
+    infos = getattr(acts, "layers", None) or {}
+    if layer is not None:
+        if layer not in acts:
+            raise LayerError(f"unknown layer {layer!r} for EigenCAM; captured layers: {', '.join(list(acts)[:8])}")
+        return layer
+    best = None
+    for k, v in acts.items():
+        info = infos.get(k)
+        lay = getattr(info, "layout", None) or ("NCHW" if np.ndim(v) == 4 else None)
+        if lay in ("NCHW", "NHWC") and np.ndim(v) == 4:
+            hw = v.shape[2:] if lay == "NCHW" else v.shape[1:3]
+            if min(hw) > 1 or best is None:
+                best = k
+    if best is None:
+        raise InputError("no 4-D (NCHW/NHWC) layer among the activations to compute EigenCAM from")
+    return best
+
+
+def class_activation_map(model: Any, x: Any = None, class_index: int | None = None, *,
+                         acts: Mapping[str, Any] | None = None, method: str = "auto", layer: str | None = None,
+                         sample: int = 0, **preprocess_kw: Any) -> CamResult:
+    """The class activation map of ``sample`` for ``class_index`` (default: the predicted class).
+
+    ``method="auto"`` uses exact CAM when the model's head is GAP -> Gemm/MatMul and EigenCAM on
+    the last spatial layer otherwise (``"cam"`` / ``"eigencam"`` force one). Pass ``acts`` from
+    :func:`onnxact.get_activations` to reuse a capture (its ``.outputs`` give the prediction);
+    otherwise ``x`` (array, image path, ...) is run through the model.
+    """
+    from .capture import get_activations
+    from .model import load
+    from .run import prepare_feeds, run_model
+
+    if method not in ("auto", "cam", "eigencam"):
+        raise InputError(f"method must be 'auto', 'cam' or 'eigencam', not {method!r}")
+    m = load(model)
+    head = find_cam_head(m.proto) if method != "eigencam" else None
+    if method == "cam" and head is None:
+        raise InputError("exact CAM needs a GlobalAveragePool -> Gemm/MatMul head, which this model lacks; "
+                         "use method='eigencam'")
+    if acts is None and x is None:
+        raise InputError("pass an input x (image path or array) or acts from get_activations")
+    names = getattr(m, "class_names", None) or (getattr(acts, "class_names", None) if acts is not None else None)
+    if head is not None:
+        feats = None
+        outputs: Mapping[str, np.ndarray] = getattr(acts, "outputs", None) or {}
+        if acts is not None:
+            for k, info in (getattr(acts, "layers", None) or {}).items():
+                if getattr(info, "tensor", None) == head.feature_tensor and k in acts:
+                    lay = info.layout if info.layout in ("NCHW", "NHWC") else head.feature_layout
+                    feats = _chw(acts[k], lay, sample)
+        if feats is None:
+            feeds = prepare_feeds(m, x, **preprocess_kw) if x is not None else dict(getattr(acts, "inputs", {}) or {})
+            if not feeds:
+                raise InputError("the activations do not hold the CAM feature map and no input x was given")
+            values, outputs = run_model(m, feeds, [head.feature_tensor])
+            feats = _chw(values[head.feature_tensor], head.feature_layout, sample)
+        k_classes = head.weights.shape[0]
+        scores = _class_scores(outputs, k_classes, sample)
+        if class_index is None:
+            if scores is not None and scores.shape[0] == k_classes:
+                class_index = int(np.argmax(scores))
+            else:  # the logits from the features themselves (exact for a GAP head)
+                logits = head.weights @ feats.reshape(feats.shape[0], -1).mean(axis=1)
+                class_index = int(np.argmax(logits + (head.bias if head.bias is not None else 0)))
+        cmap = cam_from_features(feats, head.weights, class_index)
+        layer_name = next((li.name for li in m.all_layers if li.tensor == head.feature_tensor), head.feature_tensor)
+        method_used = "cam"
+    else:
+        if acts is None or (layer is not None and layer not in acts):
+            acts = get_activations(m, x, **preprocess_kw)
+        key = _spatial_key(acts, layer)
+        info = (getattr(acts, "layers", None) or {}).get(key)
+        lay = getattr(info, "layout", "NCHW")
+        cmap = eigencam(_chw(acts[key], lay if lay in ("NCHW", "NHWC") else "NCHW", sample))
+        scores = _class_scores(getattr(acts, "outputs", None) or {}, None, sample)
+        if class_index is None and scores is not None:
+            class_index = int(np.argmax(scores))
+        layer_name, method_used = key, "eigencam"
+    score = float(scores[class_index]) if scores is not None and class_index is not None \
+        and class_index < len(scores) else None
+    cname = names[class_index] if names and class_index is not None and class_index < len(names) else None
+    return CamResult(cmap, method_used, layer_name, class_index, cname, score, scores)
