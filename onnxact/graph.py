@@ -88,9 +88,14 @@ def _follow_activation(
     """From a conv/pool output, step over the activation that follows it, if exactly one does."""
     if tensor in graph_outputs:
         return tensor, None
+    dq = _follow_qdq(tensor, consumers, graph_outputs)
+    if dq is not None:
+        return dq
     users = consumers.get(tensor, [])
     if len(users) == 1 and users[0].op_type in ACTIVATION_OPS and users[0].input[0] == tensor:
-        return users[0].output[0], users[0]
+        out = users[0].output[0]
+        after = _follow_qdq(out, consumers, graph_outputs)
+        return (after[0], users[0]) if after is not None else (out, users[0])
     # SiLU / Swish written as x * Sigmoid(x)
     if len(users) == 2:
         sig = next((u for u in users if u.op_type == "Sigmoid"), None)
@@ -99,6 +104,24 @@ def _follow_activation(
             if len(consumers.get(sig.output[0], [])) == 1:
                 return mul.output[0], mul
     return tensor, None
+
+
+def _follow_qdq(
+    tensor: str, consumers: Mapping[str, list[onnx.NodeProto]], graph_outputs: set[str]
+) -> tuple[str, onnx.NodeProto] | None:
+    """QDQ models (onnxruntime.quantization): ``x -> QuantizeLinear -> DequantizeLinear``.
+
+    The quantizer drops a Relu after a Conv and lets the quantization range clip instead, so the
+    layer's real (int8-equivalent) activation is the dequantized tensor, not the raw float output.
+    """
+    if tensor in graph_outputs:
+        return None
+    users = consumers.get(tensor, [])
+    if len(users) == 1 and users[0].op_type == "QuantizeLinear" and users[0].input[0] == tensor:
+        dq = consumers.get(users[0].output[0], [])
+        if len(dq) == 1 and dq[0].op_type == "DequantizeLinear" and dq[0].output and dq[0].output[0]:
+            return dq[0].output[0], dq[0]
+    return None
 
 
 def find_candidates(
@@ -125,7 +148,8 @@ def find_candidates(
             t, act = _follow_activation(node.output[0], consumers, graph_outputs)
             if elem_types.get(t, TensorProto.FLOAT) not in FLOAT_TYPES and node.op_type not in ("ConvInteger", "QLinearConv"):
                 continue
-            act_name = None if act is None else ("SiLU" if act.op_type == "Mul" else act.op_type)
+            act_name = None if act is None or act.op_type == "DequantizeLinear" else (
+                "SiLU" if act.op_type == "Mul" else act.op_type)
             pos = node_index[id(act)] if act is not None else k
             default.append(Candidate(t, node.op_type, act.name if act is not None else node.name, act_name, pos))
     default.sort(key=lambda c: c.position)

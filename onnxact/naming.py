@@ -50,8 +50,13 @@ def _dynamo_scope(node: onnx.NodeProto) -> str | None:
     for p in node.metadata_props:
         if p.key == "pkg.torch.onnx.name_scopes":
             try:
-                scopes = json.loads(p.value) if p.value.startswith("[") else eval_list(p.value)
+                scopes = json.loads(p.value)
             except ValueError:
+                try:
+                    scopes = eval_list(p.value)
+                except ValueError:
+                    return None
+            if not isinstance(scopes, list):
                 return None
             # ['', 'features', 'features.0', 'conv2d'] -> module path is the last scope that
             # looks like a module path; the very last one is the op's own name.
@@ -91,6 +96,11 @@ def simple_names(
             name = _dynamo_scope(node) or torch_module_from_node(node.name)
         if name is None:
             name = keras_layer_from_tensor(t)
+        if name is None and node is not None and node.op_type == "DequantizeLinear":
+            # QDQ models: x -> QuantizeLinear -> DequantizeLinear belongs to the layer that made x
+            q = producers.get(node.input[0]) if node.input else None
+            if q is not None and q.op_type == "QuantizeLinear" and q.input:
+                name = raw.get(q.input[0])
         raw[t] = name
     # Group by layer name, keep order; last tensor of a group keeps the bare name.
     last_of: dict[str, str] = {}
