@@ -69,7 +69,7 @@ class CamResult:
         if self.class_index is not None:
             cls = f" | class {self.class_index}" + (f" {self.class_name}" if self.class_name else "")
             if self.score is not None:
-                cls += f" ({self.score:.3g})"
+                cls += f" (score {self.score:.3g})"
         return f"{what} | {self.layer}{cls}"
 
 

@@ -659,7 +659,8 @@ def display_heatmaps(acts: Mapping[str, Any], image: Any, save: bool = False,
         heat = np.clip(resize_bilinear(_unit(maps), th, tw), 0.0, 1.0)  # unit first: constant stays flat
         tiles = np.stack([_blend(base, m, cmap, alpha) for m in heat])
         grid = tile_grid(tiles, sep=2, fill=255) if len(tiles) > 1 else tiles[0]
-        op = getattr(info, "op_type", None)
+        op, act = getattr(info, "op_type", None), getattr(info, "activation", None)
+        op = f"{op}+{act}" if op and act else op
         title = "  |  ".join([key] + ([op] if op else []) + [_shape_text(arr)]
                               + (["mean of filters"] if merge_filters else [f"{len(tiles)} filters"]))
         img, _ = _compose(grid, title, (colormap_lut(cmap), "map max", "map min"))
