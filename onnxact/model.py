@@ -114,7 +114,31 @@ def _parse(data: bytes, what: str) -> onnx.ModelProto:
         raise ModelError(f"{what} is not a valid ONNX model (it may be truncated or another format)") from None
     if not proto.HasField("graph") or (len(proto.graph.node) == 0 and len(proto.graph.output) == 0):
         raise ModelError(f"{what} is not a valid ONNX model (no graph found; truncated or another format?)")
+    if not _names_are_text(proto.graph) or not all(
+        isinstance(p.key, str) and isinstance(p.value, str) for p in proto.metadata_props
+    ):
+        raise ModelError(f"{what} is not a valid ONNX model (names that are not UTF-8 text; corrupt file?)")
     return proto
+
+
+def _names_are_text(g: onnx.GraphProto) -> bool:
+    """False when a corrupt file left non-UTF-8 bytes in names (protobuf then returns ``bytes``)."""
+    for v in list(g.input) + list(g.output) + list(g.value_info):
+        if not isinstance(v.name, str):
+            return False
+    if not all(isinstance(t.name, str) for t in g.initializer):
+        return False
+    for n in g.node:
+        if not all(isinstance(x, str) for x in (n.name, n.op_type, n.domain, *n.input, *n.output)):
+            return False
+        for a in n.attribute:
+            if not isinstance(a.name, str):
+                return False
+            if a.type == onnx.AttributeProto.GRAPH and not _names_are_text(a.g):
+                return False
+            if a.type == onnx.AttributeProto.GRAPHS and not all(_names_are_text(sg) for sg in a.graphs):
+                return False
+    return True
 
 
 def _external_locations(proto: onnx.ModelProto) -> set[str]:
