@@ -1,0 +1,82 @@
+"""``onnxact serve MODEL [IMAGES_DIR]``: the browser viewer on 127.0.0.1.
+
+Why loopback by default: the viewer reads files from IMAGES_DIR and runs the model on
+uploads; exposing that to a network must be a deliberate choice, so another ``--host`` works
+but prints a warning. The web stack (FastAPI, uvicorn) is imported only when the command runs,
+so ``onnxact --help`` lists ``serve`` even without the ``viewer`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import threading
+from pathlib import Path
+
+from ..errors import InputError, missing_dependency
+
+_LOCAL = ("127.0.0.1", "localhost", "::1")
+
+
+def add_parser(sub, name: str, help: str) -> None:
+    p = sub.add_parser(name, help=help, description=(
+        "Serve a web page that shows the model's layers, the activations of each filter for a chosen "
+        "image, heatmaps, class activation maps and top-5 predictions. Binds 127.0.0.1 unless --host says otherwise."
+    ))
+    p.add_argument("model", metavar="MODEL", help="the ONNX model file")
+    p.add_argument("images_dir", metavar="IMAGES_DIR", nargs="?", help="a folder of images for the gallery")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--labels", metavar="FILE", help="class names: one per line, or a JSON list (default: the model's)")
+    p.add_argument("--open", action="store_true", help="open the page in a web browser")
+    p.set_defaults(func=run)
+
+
+def _free_port(host: str, port: int) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            what = "in use" if e.errno in (98, 48, 10048) else (e.strerror or str(e))
+            raise InputError(f"cannot listen on {host}:{port} ({what}); pass another --port") from None
+        return int(s.getsockname()[1])
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        raise missing_dependency("uvicorn", "viewer", "'onnxact serve'") from None
+    try:
+        from ..viewer.app import create_app
+    except ImportError as e:
+        raise missing_dependency(e.name or "fastapi", "viewer", "'onnxact serve'") from None
+    from ..model import load
+
+    if not 0 <= args.port <= 65535:
+        raise InputError(f"--port must be between 0 and 65535, not {args.port}")
+    if args.images_dir is not None and not Path(args.images_dir).is_dir():
+        raise InputError(f"images folder not found: {args.images_dir}; pass a folder of images")
+    model = load(args.model)
+    host = args.host
+    local = host in _LOCAL
+    port = _free_port(host, args.port)
+    allowed = ["127.0.0.1", "localhost", "::1"] if local else None
+    app = create_app(model, args.images_dir, args.labels, allowed_hosts=allowed)
+    if not local:
+        print(f"onnxact: warning: serving on {host}, not 127.0.0.1: anyone who can reach this address can "
+              "browse IMAGES_DIR and run the model; use --host 127.0.0.1 unless you mean it", file=sys.stderr)
+    shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "::") else host)
+    url = f"http://{shown}:{port}/"
+    print(f"onnxact viewer for {model.name} at {url}  (Ctrl+C to stop)", flush=True)
+    if args.open:
+        import webbrowser
+
+        threading.Timer(1.0, webbrowser.open, args=(url,)).start()
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        app.state.viewer.close()
+    return 0

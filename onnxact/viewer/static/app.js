@@ -1,0 +1,384 @@
+// onnxact viewer: plain JS over the JSON API (see /openapi.json). No build step.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const S = {
+  model: null, images: [], image: null, layer: null, view: "filters", overlay: false, opacity: 0.6,
+  normalize: "tile", cmap: "viridis", stats: null, preds: null, camClass: -1, renderToken: 0,
+};
+window.__onnxact = { layerClickAt: null, tilesShownAt: null, tilesShownMs: null };
+
+function el(tag, attrs = {}, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const k of kids) if (k != null) e.append(k);
+  return e;
+}
+
+async function api(path, opts) {
+  const r = await fetch(path, opts);
+  if (!r.ok) {
+    let msg = `${r.status} ${r.statusText}`;
+    try {
+      const j = await r.json();
+      msg = typeof j.detail === "string" ? j.detail : (j.detail || []).map((d) => d.msg).join("; ") || msg;
+    } catch (_) { /* not JSON */ }
+    throw new Error(msg);
+  }
+  return r;
+}
+
+function status(text, isError = false) {
+  const s = $("#status");
+  s.textContent = text;
+  s.classList.toggle("error", isError);
+}
+
+const shapeText = (s) => (s ? s.map((d, i) => (typeof d === "number" ? d : (i === 0 ? "N" : "?"))).join("×") : "?");
+const fmt = (v) => (Math.abs(v) >= 1000 || (Math.abs(v) < 0.001 && v !== 0) ? v.toExponential(2) : (+v.toFixed(4)).toString());
+const imgBase = () => `/api/images/${S.image}`;
+
+function mapDims(layer) {
+  const s = layer && layer.shape;
+  if (!s || s.length < 3) return null;
+  if (layer.layout === "NHWC") return [s[1], s[2]];
+  if (layer.layout === "NCHW") return [s[2], s[3]];
+  return null;
+}
+
+// ------------------------------------------------------------------ model + layers
+async function loadModel() {
+  const m = await (await api("/api/model")).json();
+  S.model = m;
+  const inp = m.inputs.map((i) => `${i.name} ${shapeText(i.shape)}`).join(", ");
+  $("#model-info").replaceChildren(
+    el("b", { text: m.name }), ` · ${m.layers.length} layers · input ${inp}`,
+    el("span", { class: "pill", text: m.framework || "onnx" }),
+    el("span", { class: "pill", text: `CAM: ${m.cam_method}` }),
+    el("span", { class: "pill", text: m.sha256.slice(0, 10), title: "model sha256" }),
+  );
+  renderLayers();
+}
+
+function renderLayers() {
+  const m = S.model;
+  const q = $("#layer-filter").value.trim().toLowerCase();
+  const list = $("#layers");
+  list.replaceChildren();
+  const seen = m.layers.length ? m.layers[0].dead_over_images : 0;
+  $("#dead-note").textContent = seen ? `dead over ${seen} image${seen > 1 ? "s" : ""}` : "dead: pick an image";
+  for (const L of m.layers) {
+    if (q && !L.name.toLowerCase().includes(q) && !L.op_type.toLowerCase().includes(q)) continue;
+    const op = L.activation ? `${L.op_type}+${L.activation}` : L.op_type;
+    let dead = null;
+    if (L.dead_filters !== null) {
+      dead = el("span", { class: `dead ${L.dead_filters ? "some" : "zero"}`,
+        title: `${L.dead_filters} of ${L.channels ?? "?"} filters never positive on the images seen`,
+        text: L.dead_filters ? `${L.dead_filters} dead` : "0 dead" });
+    }
+    const li = el("li", { class: `layer${S.layer === L.index ? " active" : ""}`, "data-index": L.index,
+      title: `${L.tensor} (${L.layout})`, onclick: () => selectLayer(L.index) },
+      el("span", { class: "idx", text: L.index }), el("span", { class: "lname", text: L.name }), dead || el("span"),
+      el("span", { class: "meta" }, el("span", { class: "op", text: op }), el("span", { text: shapeText(L.shape) }),
+        el("span", { class: "nf", text: L.channels ? `${L.channels} filters` : "" })));
+    list.append(li);
+  }
+}
+
+// ------------------------------------------------------------------ images
+async function loadImages(selectId) {
+  S.images = await (await api("/api/images")).json();
+  const g = $("#gallery");
+  g.replaceChildren();
+  if (!S.images.length) g.append(el("div", { class: "empty", text: "No images yet: upload one →" }));
+  for (const im of S.images) {
+    const t = el("div", { class: `thumb${S.image === im.id ? " active" : ""}`, "data-id": im.id, title: im.name,
+      onclick: () => selectImage(im.id) },
+      el("img", { src: `/api/images/${im.id}/image.png?size=128`, alt: im.name, loading: "lazy" }),
+      el("span", { class: "tag", text: im.source === "upload" ? "upload" : im.name.split("/").pop() }));
+    g.append(t);
+  }
+  if (selectId) await selectImage(selectId);
+}
+
+async function selectImage(id) {
+  S.image = id;
+  S.camClass = -1;
+  S.stats = null;
+  document.querySelectorAll(".thumb").forEach((t) => t.classList.toggle("active", t.dataset.id === id));
+  const im = S.images.find((x) => x.id === id);
+  const prev = $("#input-preview");
+  prev.src = `${imgBase()}/image.png?size=384`;
+  prev.hidden = false;
+  $("#input-name").textContent = im ? im.name : id;
+  status("Capturing activations…");
+  try {
+    const p = await (await api(`${imgBase()}/predictions?k=5`)).json();
+    S.preds = p;
+    renderPredictions(p);
+    await loadModel(); // dead-filter counts now include this image
+    if (S.layer === null) {
+      const first = S.model.layers.find((l) => l.spatial) || S.model.layers[0];
+      if (first) await selectLayer(first.index);
+    } else {
+      await selectLayer(S.layer);
+    }
+  } catch (e) {
+    status(e.message, true);
+  }
+}
+
+function renderPredictions(p) {
+  const ol = $("#predictions");
+  ol.replaceChildren();
+  if (!p.top.length) { ol.append(el("li", { class: "dim small", text: "the model's output is not a class vector" })); return; }
+  for (const t of p.top) {
+    const pct = (t.score * 100);
+    const li = el("li", { class: "pred", title: `class ${t.index}: click for its CAM`,
+      onclick: () => { S.camClass = t.index; setView("cam"); } },
+      el("span", { class: "label", text: t.label }), el("span", { class: "score", text: `${pct.toFixed(1)}%` }),
+      el("div", { class: "bar" }, el("span")));
+    li.querySelector(".bar span").style.width = `${Math.max(pct, 0.5)}%`;
+    ol.append(li);
+  }
+  if (!p.probabilities) ol.append(el("li", { class: "dim small", text: "softmax of the raw scores" }));
+}
+
+async function upload(file) {
+  if (!file) return;
+  if (file.size > 10 * 1024 * 1024) { status("That file is over the 10 MB limit.", true); return; }
+  const fd = new FormData();
+  fd.append("file", file);
+  status("Uploading…");
+  try {
+    const r = await (await api("/api/images", { method: "POST", body: fd })).json();
+    await loadImages(r.id);
+  } catch (e) {
+    status(`Upload refused: ${e.message}`, true);
+  }
+}
+
+// ------------------------------------------------------------------ layer views
+async function selectLayer(index) {
+  S.layer = index;
+  document.querySelectorAll(".layer").forEach((l) => l.classList.toggle("active", +l.dataset.index === index));
+  if (!S.image) { status("Pick an image first."); return; }
+  window.__onnxact.layerClickAt = performance.now();
+  window.__onnxact.tilesShownAt = null;
+  window.__onnxact.tilesShownMs = null;
+  render();
+  loadStats(index);
+}
+
+function render() {
+  if (!S.image || S.layer === null) return;
+  const token = ++S.renderToken;
+  const L = S.model.layers[S.layer];
+  $("#tiles").hidden = S.view !== "filters";
+  $("#single").hidden = S.view === "filters";
+  if (S.view === "filters") renderTiles(L, token);
+  else renderSingle(L, token);
+}
+
+function tileUrl(ch, scale = 1) {
+  return `${imgBase()}/layers/${S.layer}/tiles/${ch}.png?cmap=${S.cmap}&normalize=${S.normalize}` + (scale > 1 ? `&scale=${scale}` : "");
+}
+
+function renderTiles(L, token) {
+  const box = $("#tiles");
+  box.replaceChildren();
+  const n = L.channels || (S.stats && S.stats.layer === L.index ? S.stats.channels : 0);
+  if (!n) { status(`${L.name}: ${shapeText(L.shape)}: nothing to tile`); return; }
+  const dims = mapDims(L);
+  box.style.setProperty("--aspect", dims && dims[0] && dims[1] ? `${dims[1]} / ${dims[0]}` : "1");
+  const bg = `url("${imgBase()}/image.png?size=256")`;
+  const frag = document.createDocumentFragment();
+  const start = performance.now();
+  for (let c = 0; c < n; c++) {
+    const img = el("img", { loading: "lazy", decoding: "async", alt: `filter ${c}`, src: tileUrl(c) });
+    img.addEventListener("load", () => tileLoaded(token, start, n));
+    img.addEventListener("error", () => tileLoaded(token, start, n));
+    const t = el("div", { class: `tile${S.overlay ? " smooth" : ""}`, "data-ch": c, onclick: () => openModal(c) },
+      img, el("span", { class: "ch", text: `#${c}` }));
+    if (S.overlay) t.style.backgroundImage = bg;
+    frag.append(t);
+  }
+  box.append(frag);
+  applyOverlay();
+  markDead();
+  status(`${L.name} · ${L.activation ? L.op_type + "+" + L.activation : L.op_type} · ${shapeText(L.shape)} · ${n} filters · loading…`);
+}
+
+function visibleTilesDone() {
+  const view = $("#view").getBoundingClientRect();
+  const imgs = document.querySelectorAll("#tiles .tile img");
+  let seen = 0;
+  for (const img of imgs) {
+    const r = img.getBoundingClientRect();
+    if (r.bottom < view.top || r.top > view.bottom) { if (seen) break; continue; }
+    seen++;
+    if (!img.complete) return false;
+  }
+  return seen > 0;
+}
+
+function tileLoaded(token, start, n) {
+  if (token !== S.renderToken || window.__onnxact.tilesShownAt !== null) return;
+  if (!visibleTilesDone()) return;
+  const now = performance.now();
+  window.__onnxact.tilesShownAt = now;
+  window.__onnxact.tilesShownMs = now - (window.__onnxact.layerClickAt ?? start);
+  const L = S.model.layers[S.layer];
+  status(`${L.name} · ${L.activation ? L.op_type + "+" + L.activation : L.op_type} · ${shapeText(L.shape)} · ${n} filters · shown in ${Math.round(window.__onnxact.tilesShownMs)} ms · click a tile to enlarge`);
+  document.body.dataset.tilesReady = String(token);
+}
+
+async function blobImage(url, img) {
+  const r = await api(url);
+  const blob = await r.blob();
+  img.src = URL.createObjectURL(blob);
+  return r.headers;
+}
+
+async function renderSingle(L, token) {
+  const box = $("#single");
+  const img = el("img", { alt: S.view });
+  const cap = el("div", { class: "caption", text: "rendering…" });
+  box.replaceChildren(img, cap);
+  const alpha = S.opacity.toFixed(2);
+  try {
+    if (S.view === "heatmap") {
+      await blobImage(`${imgBase()}/layers/${S.layer}/heatmap.png?channel=-1&alpha=${alpha}`, img);
+      if (token !== S.renderToken) return;
+      cap.textContent = `${L.name}: mean of ${L.channels ?? "its"} filter maps over the image (jet, opacity = slider)`;
+    } else {
+      const h = await blobImage(`/api/images/${S.image}/cam.png?class_index=${S.camClass}&alpha=${alpha}`, img);
+      if (token !== S.renderToken) return;
+      const cls = h.get("X-Cam-Class");
+      const method = h.get("X-Cam-Method") || S.model.cam_method;
+      const label = cls !== null && S.model.class_names && S.model.class_names[+cls] ? S.model.class_names[+cls] : (cls !== null ? `class ${cls}` : "");
+      cap.textContent = method === "eigencam"
+        ? `EigenCAM on ${h.get("X-Cam-Layer") || "the last spatial layer"} (class-agnostic: this model has no GAP→FC head)`
+        : `Class activation map${label ? " for " + label : ""} (${method}); click a prediction to switch class`;
+    }
+    status(`${S.view === "cam" ? "CAM" : "Heatmap"} · ${L.name}`);
+  } catch (e) {
+    cap.textContent = "";
+    status(e.message, true);
+  }
+}
+
+async function loadStats(index) {
+  const dl = $("#stats");
+  try {
+    const s = await (await api(`${imgBase()}/layers/${index}/stats`)).json();
+    if (index !== S.layer) return;
+    S.stats = s;
+    const rows = [["shape", shapeText(s.shape)], ["filters", s.channels], ["min", fmt(s.min)], ["max", fmt(s.max)],
+      ["mean", fmt(s.mean)], ["std", fmt(s.std)], ["zeros", `${(s.zero_fraction * 100).toFixed(1)}%`],
+      ["dead on this image", `${s.dead_on_image} / ${s.channels}`]];
+    dl.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
+    drawSpark(s.channel_max);
+    markDead();
+    if (S.view === "filters" && !document.querySelector("#tiles .tile") && s.channels) render();
+  } catch (e) {
+    dl.replaceChildren(el("dt", { class: "dim small", text: e.message }));
+  }
+}
+
+function drawSpark(values) {
+  const c = $("#spark");
+  c.hidden = !values.length;
+  const ctx = c.getContext("2d");
+  const w = c.width, h = c.height;
+  ctx.clearRect(0, 0, w, h);
+  const hi = Math.max(...values, 1e-12), lo = Math.min(0, ...values);
+  const bw = w / values.length;
+  values.forEach((v, i) => {
+    const bh = Math.max(1, ((v - lo) / (hi - lo || 1)) * (h - 2));
+    ctx.fillStyle = v <= 0 ? "#ffb454" : "#5ea1ff";
+    ctx.fillRect(i * bw, h - bh, Math.max(bw - (bw > 3 ? 1 : 0), 0.5), bh);
+  });
+  c.title = "max activation per filter (orange: never positive)";
+}
+
+function markDead() {
+  if (!S.stats || S.stats.layer !== S.layer || S.stats.image !== S.image) return;
+  const mx = S.stats.channel_max;
+  document.querySelectorAll("#tiles .tile").forEach((t) => t.classList.toggle("dead-tile", mx[+t.dataset.ch] <= 0));
+}
+
+function applyOverlay() {
+  const box = $("#tiles");
+  box.style.setProperty("--tile-opacity", S.overlay ? String(S.opacity) : "1");
+  $("#modal").style.setProperty("--tile-opacity", S.overlay ? String(S.opacity) : "1");
+}
+
+// ------------------------------------------------------------------ modal
+function openModal(ch) {
+  const L = S.model.layers[S.layer];
+  const dims = mapDims(L);
+  const stage = $("#modal-stage");
+  stage.style.setProperty("--aspect", dims ? `${dims[1]} / ${dims[0]}` : "1");
+  stage.style.backgroundImage = S.overlay ? `url("${imgBase()}/image.png?size=512")` : "none";
+  stage.replaceChildren(el("img", { src: tileUrl(ch, 4), alt: `filter ${ch}` }));
+  stage.querySelector("img").style.imageRendering = S.overlay ? "auto" : "pixelated";
+  $("#modal-heat").src = `${imgBase()}/layers/${S.layer}/heatmap.png?channel=${ch}&alpha=${Math.min(S.opacity, 0.9).toFixed(2)}`;
+  $("#modal-title").textContent = `${L.name} · filter ${ch} of ${L.channels}`;
+  const s = S.stats && S.stats.layer === S.layer ? S.stats : null;
+  $("#modal-meta").textContent = s ? `max ${fmt(s.channel_max[ch])} · mean ${fmt(s.channel_mean[ch])}${s.channel_max[ch] <= 0 ? " · dead on this image" : ""} · ← → to step through filters` : "";
+  $("#modal").hidden = false;
+  $("#modal").dataset.ch = ch;
+}
+const closeModal = () => { $("#modal").hidden = true; };
+
+// ------------------------------------------------------------------ wiring
+function setView(v) {
+  S.view = v;
+  document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("active", t.dataset.view === v));
+  render();
+}
+
+function wire() {
+  document.querySelectorAll(".tab").forEach((t) => t.addEventListener("click", () => setView(t.dataset.view)));
+  $("#overlay").addEventListener("change", (e) => { S.overlay = e.target.checked; render(); });
+  $("#opacity").addEventListener("input", (e) => { S.opacity = e.target.value / 100; applyOverlay(); });
+  $("#opacity").addEventListener("change", () => { if (S.view !== "filters") render(); });
+  $("#normalize").addEventListener("change", (e) => { S.normalize = e.target.value; render(); });
+  $("#cmap").addEventListener("change", (e) => { S.cmap = e.target.value; render(); });
+  $("#tile-size").addEventListener("input", (e) => document.documentElement.style.setProperty("--tile", `${e.target.value}px`));
+  $("#upload").addEventListener("change", (e) => upload(e.target.files[0]));
+  $("#layer-filter").addEventListener("input", renderLayers);
+  $("#modal-close").addEventListener("click", closeModal);
+  $("#modal").addEventListener("click", (e) => { if (e.target.id === "modal") closeModal(); });
+  document.addEventListener("keydown", (e) => {
+    if (!$("#modal").hidden) {
+      if (e.key === "Escape") closeModal();
+      const n = S.model.layers[S.layer].channels || 0;
+      const ch = +$("#modal").dataset.ch;
+      if (e.key === "ArrowRight" && ch + 1 < n) openModal(ch + 1);
+      if (e.key === "ArrowLeft" && ch > 0) openModal(ch - 1);
+      return;
+    }
+    if (e.target.tagName === "INPUT" || !S.model || S.layer === null) return;
+    if (e.key === "ArrowDown" && S.layer + 1 < S.model.layers.length) { e.preventDefault(); selectLayer(S.layer + 1); }
+    if (e.key === "ArrowUp" && S.layer > 0) { e.preventDefault(); selectLayer(S.layer - 1); }
+  });
+}
+
+async function main() {
+  wire();
+  try {
+    await loadModel();
+    await loadImages();
+    if (!S.images.length) status("No images in the folder: upload one to start.");
+  } catch (e) {
+    status(`Cannot reach the viewer API: ${e.message}`, true);
+  }
+}
+main();
