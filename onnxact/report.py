@@ -131,7 +131,7 @@ section{background:#fff;border:1px solid #e0e0e0;border-radius:6px;padding:12px 
 h2{font-size:16px;margin:0 0 8px}table{border-collapse:collapse;font-size:13px}
 td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:right}
 td:first-child,th:first-child,td:nth-child(2),th:nth-child(2){text-align:left}
-tr.dead td{color:#b71c1c}.muted{color:#777;font-size:12px}
+td.dead{color:#b71c1c;font-weight:600}.muted{color:#777;font-size:12px}
 img{max-width:100%;height:auto;border:1px solid #eee}
 .row{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
 .bar{display:inline-block;height:10px;background:#42a5f5;vertical-align:middle;margin-right:6px}
@@ -199,9 +199,11 @@ def write_report(directory: str | os.PathLike[str], stats: Sequence[LayerStats],
     rows = []
     for s in stats:
         cells = s.row()
-        cls = " class='dead'" if s.dead_channels else ""
         cells[0] = f"<a href='#{anchors[s.key]}'>{e(cells[0])}</a>" if s.key in grids else e(cells[0])
-        rows.append(f"<tr{cls}>" + "".join(f"<td>{c if i == 0 else e(c)}</td>" for i, c in enumerate(cells)) + "</tr>")
+        tds = [f"<td>{c if i == 0 else e(c)}</td>" for i, c in enumerate(cells)]
+        if s.dead_channels:
+            tds[-1] = f"<td class='dead'>{e(cells[-1])}</td>"
+        rows.append("<tr>" + "".join(tds) + "</tr>")
     head = "".join(f"<th>{e(h)}</th>" for h in STAT_HEADERS)
     out.append(f"<section><h2>Layers ({len(stats)})</h2><table><tr>{head}</tr>{''.join(rows)}</table>"
                "<p class='muted'>zeros: fraction of exactly-zero values; all-zero ch: channels that are zero "

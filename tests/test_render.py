@@ -208,3 +208,34 @@ def test_render_speed_seed_cnn_shapes(tmp_path):
     elapsed = time.perf_counter() - t
     assert len(pics.paths) == len(shapes)
     assert elapsed < 1.5, elapsed  # typically ~0.3 s; Keract needs ~19 s
+
+
+def test_progress_draws_only_on_a_terminal():
+    import io
+
+    from onnxact.progress import progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    plain, tty = io.StringIO(), Tty()
+    assert list(progress(range(3), stream=plain)) == [0, 1, 2] and plain.getvalue() == ""
+    assert list(progress(iter(range(4)), total=4, desc="x", stream=tty, min_interval=0)) == [0, 1, 2, 3]
+    assert "x [" in tty.getvalue() and "4/4" in tty.getvalue()
+
+
+def test_pictures_show_inline_as_html():
+    pics = display_activations({"a": np.ones((1, 2, 3, 3))}, show=False)
+    html = pics._repr_html_()
+    assert html.count("<img") == 1 and "data:image/png;base64," in html
+
+
+def test_import_onnxact_stays_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, onnxact, onnxact.render, onnxact.cam, onnxact.report, onnxact.progress;"
+            "print(sorted(m for m in ('matplotlib', 'PIL') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stderr
