@@ -239,3 +239,20 @@ def test_import_onnxact_stays_light():
             "print(sorted(m for m in ('matplotlib', 'PIL') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_demo_model_onnx_and_source_layout_give_the_same_grids():
+    import onnxact
+
+    model_path, image = onnxact.demo_paths()
+    m = onnxact.load(model_path)
+    nchw = onnxact.get_activations(m, str(image))
+    nhwc = onnxact.get_activations(m, str(image), layout="source")
+    a = display_activations(nchw, show=False)
+    b = display_activations(nhwc, show=False)
+    assert list(a) == list(b) and len(a) >= 10
+    for k in a:
+        assert np.array_equal(a.details[k].grid, b.details[k].grid, equal_nan=True), k
+    ha = display_heatmaps(nchw, nchw.inputs[m.inputs[0].name], merge_filters=True, show=False)
+    hb = display_heatmaps(nhwc, str(image), merge_filters=True, show=False)
+    assert list(ha) == list(hb)
