@@ -63,9 +63,8 @@ def _gallery(tmp: Path) -> Path:
 def _model(tmp: Path) -> Path:
     if DEMO.exists():
         return DEMO
-    import tiny
-
     import onnx
+    import tiny
 
     p = tmp / "tiny.onnx"
     onnx.save(tiny.conv_net(channels=(16, 32), size=64), p)

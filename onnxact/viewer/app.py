@@ -224,6 +224,8 @@ class ViewerState:
             raise _http(413, f"the upload is over the {self.max_upload // (1024 * 1024)} MB limit")
         try:
             fmt = Image.open(io.BytesIO(data)).format
+        except Image.DecompressionBombError:
+            raise _http(422, "the uploaded image has too many pixels to decode safely; resize it first") from None
         except Exception:  # noqa: BLE001 - any failure to identify means "not an image"
             fmt = None
         if fmt not in _ALLOWED_FORMATS:
@@ -312,6 +314,40 @@ class ViewerState:
 
 
 # ----------------------------------------------------------------------------- helpers
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over ``limit`` bytes with a JSON 413.
+
+    A declared Content-Length over the limit is refused before reading; a chunked body is
+    counted as it arrives and the read fails with HTTPException(413) (FastAPI re-raises
+    HTTPExceptions from body parsing, so the client gets the JSON error, not a 400 or 500).
+    """
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        detail = f"request body over the {self.limit // 1024} KB limit"
+        for k, v in scope.get("headers", []):
+            if k == b"content-length" and (not v.isdigit() or int(v) > self.limit):
+                await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+                return
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            msg = await receive()
+            if msg.get("type") == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    raise HTTPException(status_code=413, detail=detail)
+            return msg
+
+        await self.app(scope, counted, send)
+
+
 def _http(status: int, detail: str) -> Exception:
     return HTTPException(status_code=status, detail=detail)
 
@@ -444,6 +480,7 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
 
     app = FastAPI(title="onnxact viewer", version="1", description=f"Activations of {m.name}, in a browser.",
                   responses=errors)
+    app.add_middleware(BodyLimit, limit=max_upload + 64 * 1024)
     app.state.viewer = state
     cam_method = _cam_method(m)
 
@@ -453,10 +490,6 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
             host = (request.headers.get("host") or "").rsplit(":", 1)[0].strip("[]")
             if host not in allowed_hosts:
                 return JSONResponse({"detail": "host not allowed"}, status_code=400)
-        cl = request.headers.get("content-length")
-        if cl is not None and (not cl.isdigit() or int(cl) > state.max_upload + 64 * 1024):
-            return JSONResponse({"detail": f"request body over the {state.max_upload // (1024 * 1024)} MB limit"},
-                                status_code=413)
         response = await call_next(request)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"

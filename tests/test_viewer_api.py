@@ -1,0 +1,231 @@
+"""The viewer's JSON API, against the app in-process (FastAPI TestClient) and over real HTTP."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+import tiny  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from onnxact.viewer.app import MAX_UPLOAD_BYTES, create_app  # noqa: E402
+
+
+def png_bytes(size=(32, 32), seed=0) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture()
+def gallery(tmp_path):
+    d = tmp_path / "images"
+    (d / "sub").mkdir(parents=True)
+    (d / "a.png").write_bytes(png_bytes(seed=1))
+    (d / "sub" / "b.png").write_bytes(png_bytes(seed=2))
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+@pytest.fixture()
+def client(gallery):
+    app = create_app(tiny.conv_net(channels=(4, 8), size=32), gallery, labels=["a", "b", "c", "d", "e"])
+    with TestClient(app) as c:
+        yield c
+    app.state.viewer.close()
+
+
+def _first_image(client) -> str:
+    return client.get("/api/images").json()[0]["id"]
+
+
+def test_model_summary_lists_layers_in_graph_order(client):
+    r = client.get("/api/model")
+    assert r.status_code == 200
+    m = r.json()
+    assert [layer["index"] for layer in m["layers"]] == list(range(len(m["layers"])))
+    assert [layer["name"] for layer in m["layers"]][:2] == ["block0.relu", "block0.pool"]
+    first = m["layers"][0]
+    assert first["op_type"] == "Conv" and first["activation"] == "Relu" and first["channels"] == 4
+    assert first["shape"] == [1, 4, 32, 32] and first["dead_filters"] is None  # no image seen yet
+    assert m["class_names"] == ["a", "b", "c", "d", "e"]
+    assert m["cam_method"] in ("cam", "eigencam")
+
+
+def test_images_lists_gallery_recursively_and_skips_non_images(client):
+    imgs = client.get("/api/images").json()
+    assert sorted(i["name"] for i in imgs) == ["a.png", "sub/b.png"]
+    assert all(i["source"] == "gallery" for i in imgs)
+
+
+def test_predictions_tiles_stats_heatmap_cam(client):
+    iid = _first_image(client)
+    p = client.get(f"/api/images/{iid}/predictions").json()
+    assert len(p["top"]) == 5 and p["probabilities"] is True
+    scores = [t["score"] for t in p["top"]]
+    assert scores == sorted(scores, reverse=True) and abs(sum(scores) - 1) < 1e-4
+    assert {t["label"] for t in p["top"]} == {"a", "b", "c", "d", "e"}
+
+    r = client.get(f"/api/images/{iid}/layers/0/tiles/3.png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(r.content)).size == (32, 32)
+    big = client.get(f"/api/images/{iid}/layers/0/tiles/3.png?scale=4&cmap=gray&normalize=layer")
+    assert Image.open(io.BytesIO(big.content)).size == (128, 128)
+
+    s = client.get(f"/api/images/{iid}/layers/2/stats").json()
+    assert s["channels"] == 8 and len(s["channel_max"]) == 8 and s["shape"] == [1, 8, 16, 16]
+    assert s["min"] >= 0 and s["max"] >= s["mean"]
+    assert s["dead_on_image"] == sum(v <= 0 for v in s["channel_max"])
+
+    h = client.get(f"/api/images/{iid}/layers/1/heatmap.png?alpha=0.5")
+    assert h.status_code == 200 and Image.open(io.BytesIO(h.content)).size == (32, 32)
+    h1 = client.get(f"/api/images/{iid}/layers/1/heatmap.png?channel=2")
+    assert h1.status_code == 200 and h1.content != h.content
+    c = client.get(f"/api/images/{iid}/cam.png")
+    assert c.status_code == 200 and c.headers["X-Cam-Method"] in ("cam", "eigencam")
+    c2 = client.get(f"/api/images/{iid}/cam.png?class_index=3")
+    assert c2.status_code == 200
+
+    # after one image the summary reports dead filters over it
+    m = client.get("/api/model").json()
+    assert m["layers"][0]["dead_over_images"] == 1 and m["layers"][0]["dead_filters"] is not None
+
+
+def test_tile_values_match_the_activation(client):
+    import onnxact
+
+    iid = _first_image(client)
+    state = client.app.state.viewer
+    entry = state.image(iid)
+    x = onnxact.preprocess_image(entry.path, state.model)
+    acts = onnxact.get_activations(state.model, x)
+    arr = acts["block0.relu"][0, 1]
+    r = client.get(f"/api/images/{iid}/layers/0/tiles/1.png?cmap=gray")
+    got = np.asarray(Image.open(io.BytesIO(r.content)).convert("L"), dtype=np.float32) / 255
+    want = (arr - arr.min()) / (arr.max() - arr.min())
+    assert np.abs(got - want).max() <= 2 / 255 + 1e-6
+
+
+def test_activations_are_captured_once_per_image_and_cache_is_bounded(gallery, monkeypatch):
+    app = create_app(tiny.conv_net(), gallery, cache_entries=1)
+    state = app.state.viewer
+    calls = []
+    real = state._compute
+    monkeypatch.setattr(state, "_compute", lambda e: calls.append(e.id) or real(e))
+    with TestClient(app) as c:
+        ids = [i["id"] for i in c.get("/api/images").json()]
+        for ch in range(4):
+            assert c.get(f"/api/images/{ids[0]}/layers/0/tiles/{ch}.png").status_code == 200
+        c.get(f"/api/images/{ids[0]}/layers/1/stats")
+        assert calls == [ids[0]]
+        c.get(f"/api/images/{ids[1]}/predictions")
+        assert len(state.cache) == 1  # bounded: the first capture was evicted
+        c.get(f"/api/images/{ids[0]}/predictions")
+        assert calls == [ids[0], ids[1], ids[0]]
+    state.close()
+
+
+def test_upload_then_use_it(client):
+    r = client.post("/api/images", files={"file": ("my photo.png", png_bytes((40, 30)), "image/png")})
+    assert r.status_code == 201, r.text
+    up = r.json()
+    assert up["source"] == "upload" and up["name"] == "my photo.png"
+    assert up["id"] in [i["id"] for i in client.get("/api/images").json()]
+    assert client.get(f"/api/images/{up['id']}/predictions").status_code == 200
+    img = client.get(f"/api/images/{up['id']}/image.png?size=20")
+    assert Image.open(io.BytesIO(img.content)).size == (20, 15)
+    stored = client.app.state.viewer.uploads[up["id"]].path
+    assert stored.parent == client.app.state.viewer.upload_dir
+
+
+def test_errors_are_json_4xx(client):
+    iid = _first_image(client)
+    cases = [
+        ("/api/images/g0000000000000000/predictions", 404),
+        ("/api/images/not-an-id/predictions", 422),
+        (f"/api/images/{iid}/layers/99/tiles/0.png", 404),
+        (f"/api/images/{iid}/layers/0/tiles/999.png", 404),
+        (f"/api/images/{iid}/layers/0/tiles/0.png?cmap=nope", 422),
+        (f"/api/images/{iid}/layers/0/heatmap.png?alpha=3", 422),
+        ("/api/nothing", 404),
+        ("/static/nothing.js", 404),
+    ]
+    for url, code in cases:
+        r = client.get(url)
+        assert r.status_code == code, (url, r.status_code, r.text)
+        assert r.headers["content-type"].startswith("application/json"), url
+        assert "detail" in r.json() and "Traceback" not in r.text
+
+
+def test_openapi_documents_the_api(client):
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    for p in ["/api/model", "/api/images", "/api/images/{image_id}/predictions",
+              "/api/images/{image_id}/layers/{layer}/tiles/{channel}.png",
+              "/api/images/{image_id}/layers/{layer}/heatmap.png", "/api/images/{image_id}/cam.png",
+              "/api/images/{image_id}/layers/{layer}/stats"]:
+        assert p in paths, p
+    assert "post" in paths["/api/images"]
+    json.dumps(spec)
+
+
+def test_page_and_assets_are_served(client):
+    r = client.get("/")
+    assert r.status_code == 200 and "onnxact viewer" in r.text
+    assert client.get("/static/app.js").status_code == 200
+    assert client.get("/static/app.css").status_code == 200
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_model_without_class_vector_and_without_images(tmp_path):
+    app = create_app(tiny.silu_net(), None)
+    with TestClient(app) as c:
+        assert c.get("/api/images").json() == []
+        up = c.post("/api/images", files={"file": ("x.png", png_bytes((16, 16)), "image/png")}).json()
+        p = c.get(f"/api/images/{up['id']}/predictions").json()
+        assert p["top"] == [] or len(p["top"]) <= 5
+        assert c.get(f"/api/images/{up['id']}/cam.png").status_code in (200, 422)
+    app.state.viewer.close()
+
+
+def test_live_server_over_http(gallery):
+    import httpx
+    import uvicorn
+
+    app = create_app(tiny.conv_net(), gallery, allowed_hosts=["127.0.0.1", "localhost"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    try:
+        deadline = time.time() + 15
+        while not srv.started and time.time() < deadline:
+            time.sleep(0.05)
+        base = f"http://127.0.0.1:{port}"
+        iid = httpx.get(f"{base}/api/images").json()[0]["id"]
+        assert httpx.get(f"{base}/api/images/{iid}/layers/0/tiles/0.png").status_code == 200
+        # DNS-rebinding guard: a foreign Host header is refused
+        r = httpx.get(f"{base}/api/model", headers={"Host": "evil.example"})
+        assert r.status_code == 400 and r.json()["detail"] == "host not allowed"
+    finally:
+        srv.should_exit = True
+        t.join(10)
+        app.state.viewer.close()
+
+
+def test_upload_limit_constant_is_sane():
+    assert 1 << 20 <= MAX_UPLOAD_BYTES <= 64 << 20
