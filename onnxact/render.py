@@ -18,6 +18,7 @@ import math
 import os
 import re
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -174,7 +175,8 @@ def _normalise(tiles: np.ndarray, mode: str) -> tuple[np.ndarray, float, float]:
     finite = np.isfinite(t)
     all_finite = bool(finite.all())
     masked = t if all_finite else np.where(finite, t, np.nan)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN tiles: drawn as background
         if mode == "tile":
             axes = (1, 2)
             mn = np.nanmin(masked, axis=axes, keepdims=True) if not all_finite else t.min(axis=axes, keepdims=True)
@@ -288,6 +290,8 @@ def render_layer(key: str, arr: np.ndarray, info: Any = None, *, cmap: Any = Non
                  max_side: int = 1600) -> LayerPicture:
     """Render one layer (one sample) as a tiled grid with title and colour bar."""
     arr = np.asarray(arr)
+    if arr.size == 0:
+        raise InputError(f"layer {key!r} is empty (shape {arr.shape}); there is nothing to draw")
     layout = _layout(arr, info, data_format)
     tiles, kind = sample_tiles(arr, layout, sample)
     values, vmin, vmax = _normalise(tiles, normalize)
@@ -650,7 +654,7 @@ def display_heatmaps(acts: Mapping[str, Any], image: Any, save: bool = False,
         arr = np.asarray(acts[key])
         info = infos.get(key)
         layout = _layout(arr, info, data_format)
-        if layout not in ("NCHW", "NHWC", "NCDHW", "NDHWC") or arr.ndim < 4:
+        if arr.size == 0 or layout not in ("NCHW", "NHWC", "NCDHW", "NDHWC") or arr.ndim < 4:
             continue
         sample = _samples(arr, index)[0]
         maps, _ = sample_tiles(arr, layout, sample)

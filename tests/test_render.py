@@ -146,8 +146,25 @@ def test_bad_input_raises_one_line_errors(tmp_path):
         display_activations({"a": np.ones((1, 2, 3, 3))}, index=3, show=False)
     with pytest.raises(InputError):
         display_heatmaps({"a": np.ones((1, 2, 3, 3))}, tmp_path / "missing.png", show=False)
+    with pytest.raises(InputError, match="empty"):
+        display_activations({"a": np.zeros((1, 0, 4, 4))}, show=False)
     for exc in (InputError("x"), LayerError("y")):
         assert isinstance(exc, OnnxactError) and "\n" not in str(exc)
+
+
+def test_odd_values_and_dtypes_render_without_nan_or_warnings():
+    import warnings
+
+    cases = {"nan": np.full((1, 2, 3, 3), np.nan), "inf": np.array([[[[np.inf, 1], [0, -np.inf]]]]),
+             "int": np.arange(18).reshape(1, 2, 3, 3), "bool": np.ones((1, 2, 3, 3), bool),
+             "f16": np.ones((1, 2, 3, 3), np.float16), "scalar": np.float32(3), "5d": np.ones((1, 2, 3, 4, 5)),
+             "nwc": np.ones((1, 7, 3))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pics = display_activations(cases, show=False)
+    assert list(pics) == list(cases)
+    inf = pics.details["inf"].grid
+    assert np.nanmax(inf) == 1.0 and np.nanmin(inf) == 0.0
 
 
 def test_resize_bilinear_matches_pillow_upsampling():
