@@ -63,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 check found a problem, 2 bad input, 3 internal)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     show_tb = "--traceback" in argv
+    # accepted anywhere (`onnxact inspect ... --traceback` too), not only before the subcommand
+    argv = [a for a in argv if a != "--traceback"]
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
