@@ -229,3 +229,86 @@ def test_live_server_over_http(gallery):
 
 def test_upload_limit_constant_is_sane():
     assert 1 << 20 <= MAX_UPLOAD_BYTES <= 64 << 20
+
+
+# ----------------------------------------------------------------------------- onnxact serve
+@pytest.fixture()
+def model_file(tmp_path):
+    import onnx
+
+    p = tmp_path / "tiny.onnx"
+    onnx.save(tiny.conv_net(), p)
+    return p
+
+
+def test_serve_binds_loopback_by_default_and_prints_the_url(model_file, gallery, monkeypatch, capsys):
+    import uvicorn
+
+    from onnxact.cli import main
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    assert main(["serve", str(model_file), str(gallery), "--port", "0"]) == 0
+    out, err = capsys.readouterr()
+    (app, kw), = calls
+    assert kw["host"] == "127.0.0.1" and kw["port"] > 0
+    assert f"http://127.0.0.1:{kw['port']}/" in out and err == ""
+    assert app.title == "onnxact viewer"
+
+
+def test_serve_warns_for_another_host_and_reads_labels(model_file, tmp_path, monkeypatch, capsys):
+    import uvicorn
+
+    from onnxact.cli import main
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\nfox\nowl\nbee\n")
+    apps = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: apps.append(app))
+    assert main(["serve", str(model_file), "--host", "0.0.0.0", "--port", "0", "--labels", str(labels)]) == 0
+    out, err = capsys.readouterr()
+    assert "warning" in err and "0.0.0.0" in err and "http://" in out
+    with TestClient(apps[0]) as c:
+        assert c.get("/api/model").json()["class_names"] == ["cat", "dog", "fox", "owl", "bee"]
+
+
+def test_serve_bad_input_exits_2(model_file, tmp_path, capsys):
+    from onnxact.cli import main
+
+    assert main(["serve", str(tmp_path / "missing.onnx")]) == 2
+    assert main(["serve", str(model_file), str(tmp_path / "no-such-dir")]) == 2
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = s.getsockname()[1]
+        assert main(["serve", str(model_file), "--port", str(busy)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "pass another --port" in err
+
+
+def test_serve_subprocess_smoke(model_file, gallery):
+    import subprocess
+    import sys
+
+    import httpx
+
+    code = "import sys; from onnxact.cli import main; sys.exit(main(sys.argv[1:]))"
+    p = subprocess.Popen([sys.executable, "-c", code, "serve", str(model_file), str(gallery), "--port", "0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+        url = next(w for w in line.split() if w.startswith("http://"))
+        deadline = time.time() + 20
+        while True:
+            try:
+                r = httpx.get(url + "api/model", timeout=2)
+                break
+            except httpx.TransportError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert r.status_code == 200 and r.json()["layers"]
+        assert httpx.get(url, timeout=5).status_code == 200
+    finally:
+        p.terminate()
+        p.wait(10)
