@@ -13,10 +13,11 @@ vectors), ``other`` (unknown or not spatial).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import onnx
 
-__all__ = ["channel_axis", "propagate_layouts", "guess_input_layout", "CHANNELS_FIRST", "is_spatial"]
+__all__ = ["guess_layout_of_array", "channel_axis", "propagate_layouts", "guess_input_layout", "CHANNELS_FIRST", "is_spatial"]
 
 CHANNELS_FIRST = {3: "NCW", 4: "NCHW", 5: "NCDHW"}
 CHANNELS_LAST = {3: "NWC", 4: "NHWC", 5: "NDHWC"}
@@ -147,3 +148,28 @@ def propagate_layouts(
                 lay = "NC" if r == 2 else "other"
             layouts[out] = lay
     return layouts
+
+
+def guess_layout_of_array(shape: Sequence[int] | Any) -> str:
+    """Layout of a bare array with no graph to ask (a hand-built dict): guessed once, by shape.
+
+    4-D: the two equal axes are taken as the spatial ones (maps are usually square); otherwise
+    NHWC only when the last axis is smaller than both others; ties go to ONNX's NCHW.
+    """
+    if hasattr(shape, "shape"):
+        shape = shape.shape
+    r = len(shape)
+    if r == 4:
+        _, a, b, c = shape
+        if a == b != c:
+            return "NHWC"
+        if b == c:
+            return "NCHW"
+        return "NHWC" if c < a and c < b else "NCHW"
+    if r == 3:
+        return "NCW"
+    if r == 2:
+        return "NC"
+    if r == 5:
+        return "NCDHW"
+    return "other"

@@ -334,8 +334,12 @@ class Model:
                 raise LayerError(f"no layer has op type {', '.join(unknown)}; op types here: {', '.join(ops)}")
             chosen = [layer for layer in self.layers if layer.op_type.lower() in wanted
                       or (layer.activation or "").lower() in wanted]
+            # An op type the default set already covers (Conv -> its post-activation output) is
+            # taken from there only; other op types (Add, Gemm, ...) come from all float tensors.
+            covered = {layer.op_type.lower() for layer in chosen} | {(layer.activation or "").lower() for layer in chosen}
             taken = {layer.tensor for layer in chosen}
-            chosen += [layer for layer in self.all_layers if layer.op_type.lower() in wanted and layer.tensor not in taken]
+            chosen += [layer for layer in self.all_layers if layer.op_type.lower() in wanted - covered
+                       and layer.tensor not in taken]
             chosen.sort(key=lambda layer: self._position(layer.tensor))
             return chosen
         if all_tensors:

@@ -49,7 +49,8 @@ def conv_net(
     g = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info(x, TensorProto.FLOAT, shape)], outputs, inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
     m.ir_version = 8
-    onnx.checker.check_model(m)
+    if head:  # without a head the output is name-only (untyped): onnxruntime runs it, the checker objects
+        onnx.checker.check_model(m)
     return m
 
 
