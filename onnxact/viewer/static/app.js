@@ -85,7 +85,7 @@ function renderLayers() {
       title: `${L.tensor} (${L.layout})`, onclick: () => selectLayer(L.index) },
       el("span", { class: "idx", text: L.index }), el("span", { class: "lname", text: L.name }), dead || el("span"),
       el("span", { class: "meta" }, el("span", { class: "op", text: op }), el("span", { text: shapeText(L.shape) }),
-        el("span", { class: "nf", text: L.channels ? `${L.channels} filters` : "" })));
+        el("span", { class: "nf", text: L.channels ? `${L.channels} ch` : "" })));
     list.append(li);
   }
 }
@@ -266,7 +266,7 @@ async function renderSingle(L, token) {
         ? `EigenCAM on ${h.get("X-Cam-Layer") || "the last spatial layer"} (class-agnostic: this model has no GAP→FC head)`
         : `Class activation map${label ? " for " + label : ""} (${method}); click a prediction to switch class`;
     }
-    status(`${S.view === "cam" ? "CAM" : "Heatmap"} · ${L.name}`);
+    status(S.view === "cam" ? "Class activation map (whole model, not per layer)" : `Heatmap · ${L.name}`);
   } catch (e) {
     cap.textContent = "";
     status(e.message, true);
@@ -281,7 +281,7 @@ async function loadStats(index) {
     S.stats = s;
     const rows = [["shape", shapeText(s.shape)], ["filters", s.channels], ["min", fmt(s.min)], ["max", fmt(s.max)],
       ["mean", fmt(s.mean)], ["std", fmt(s.std)], ["zeros", `${(s.zero_fraction * 100).toFixed(1)}%`],
-      ["dead on this image", `${s.dead_on_image} / ${s.channels}`]];
+      ["dead here", `${s.dead_on_image} / ${s.channels}`]];
     dl.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
     drawSpark(s.channel_max);
     markDead();
