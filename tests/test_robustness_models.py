@@ -64,9 +64,6 @@ def no_temp_files_left(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
     monkeypatch.setenv("TMPDIR", str(tmp))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     yield
-    from onnxact import membound
-
-    membound._cleanup_all()  # what atexit would do; arrays still mapped are released by then
     left = [p.name for p in tmp.iterdir()]
     assert left == [], f"onnxact left temporary files behind: {left}"
 
@@ -367,6 +364,28 @@ def test_saved_model_file_unchanged(tmp_path: Path) -> None:
     onnxact.get_activations(m, IMG, layer_names=["pool1"])
     onnxact.get_activations(m, IMG, all_tensors=True, max_memory=1)
     assert tree_hashes(tmp_path) == before
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
+def test_temp_files_removed_on_error_and_ctrl_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exc) -> None:
+    """A streamed (max_memory) capture interrupted midway leaves no temporary files (fixture checks)."""
+    from onnxact import membound
+
+    calls = {"n": 0}
+    real = membound._run_ort
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise exc()
+        return real(*a, **k)
+
+    monkeypatch.setattr(membound, "_run_ort", flaky)
+    m = onnxact.load(build("conv_dynamic"))
+    x = np.random.default_rng(3).random((8, 3, 16, 16), dtype=np.float32)
+    with pytest.raises(exc):
+        onnxact.get_activations(m, x, max_memory=20_000)
+    assert calls["n"] == 2, "the capture was not streamed in several passes; lower max_memory"
 
 
 def test_robustness_doc_rows_name_real_tests() -> None:
