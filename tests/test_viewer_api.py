@@ -40,7 +40,8 @@ def gallery(tmp_path):
 
 @pytest.fixture()
 def client(gallery):
-    app = create_app(tiny.conv_net(channels=(4, 8), size=32), gallery, labels=["a", "b", "c", "d", "e"])
+    app = create_app(tiny.conv_net(channels=(4, 8), size=32), gallery, labels=["a", "b", "c", "d", "e"],
+                     scan_dead=False)
     with TestClient(app) as c:
         yield c
     app.state.viewer.close()
@@ -61,6 +62,18 @@ def test_model_summary_lists_layers_in_graph_order(client):
     assert first["shape"] == [1, 4, 32, 32] and first["dead_filters"] is None  # no image seen yet
     assert m["class_names"] == ["a", "b", "c", "d", "e"]
     assert m["cam_method"] in ("cam", "eigencam")
+
+
+def test_dead_filters_scanned_over_the_gallery_in_the_background(gallery):
+    app = create_app(tiny.conv_net(channels=(4, 8), size=32), gallery)
+    state = app.state.viewer
+    deadline = time.time() + 30
+    while state.dataset_dead is None and time.time() < deadline:
+        time.sleep(0.05)
+    with TestClient(app) as c:
+        layers = c.get("/api/model").json()["layers"]
+    assert all(layer["dead_over_images"] == 2 and layer["dead_filters"] is not None for layer in layers)
+    state.close()
 
 
 def test_images_lists_gallery_recursively_and_skips_non_images(client):

@@ -142,6 +142,29 @@ class ViewerState:
         self.channel_max: dict[int, np.ndarray] = {}  # running max per channel over images seen
         self.seen: set[str] = set()
         self.size = self._input_size()
+        self.dataset_dead: dict[str, int] | None = None  # {layer name: dead count} from onnxact.stats
+        self.dataset_images = 0
+
+    def scan_dead_filters(self, limit: int = 64) -> None:
+        """Dead filters over (up to ``limit``) gallery images with onnxact.stats; run in a background thread."""
+        try:
+            from ..stats import find_dead_filters
+
+            paths = [str(e.path) for e in self.scan()[:limit]]
+            if not paths:
+                return
+            kw: dict[str, Any] = {"size": self.size} if self.size else {}
+            report = find_dead_filters(self.model, paths, show_progress=False, **kw)
+            counts: dict[str, int] = {}
+            for name, _ in report.dead:
+                counts[name] = counts.get(name, 0) + 1
+            with self._lock:
+                self.dataset_dead = counts
+                self.dataset_images = int(getattr(report, "images", len(paths)) or len(paths))
+        except Exception:  # noqa: BLE001 - the per-image counts remain; the scan is a bonus
+            import logging
+
+            logging.getLogger("onnxact.viewer").warning("dead-filter scan of the gallery failed", exc_info=True)
 
     def close(self) -> None:
         self._tmp.cleanup()
@@ -459,11 +482,13 @@ class Error(BaseModel):
 # ----------------------------------------------------------------------------- the app
 def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, labels: Any = None, *,
                allowed_hosts: list[str] | None = None, cache_entries: int = 16, cache_bytes: int = 1 << 30,
-               max_upload: int = MAX_UPLOAD_BYTES) -> Any:
+               max_upload: int = MAX_UPLOAD_BYTES, scan_dead: bool = True) -> Any:
     """The FastAPI app for ``model`` (path, bytes, proto or Model), gallery ``images_dir`` and ``labels``.
 
     ``labels``: a list of class names or a file (one name a line, or a JSON list); default the
     model's own class names. ``allowed_hosts`` turns on Host-header checking (DNS rebinding).
+    ``scan_dead``: count dead filters over the gallery (``onnxact.stats``) in a background thread;
+    until it is done (or without it) the counts cover the images viewed so far.
     """
     m = load(model)
     root: Path | None = None
@@ -482,6 +507,8 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
                   responses=errors)
     app.add_middleware(BodyLimit, limit=max_upload + 64 * 1024)
     app.state.viewer = state
+    if scan_dead and root is not None:
+        threading.Thread(target=state.scan_dead_filters, name="onnxact-dead-scan", daemon=True).start()
     cam_method = _cam_method(m)
 
     @app.middleware("http")
@@ -526,17 +553,22 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
         with state._lock:
             seen = len(state.seen)
             cmax = dict(state.channel_max)
+            dataset = state.dataset_dead if state.dataset_images >= seen else None
+            n_dataset = state.dataset_images
         for i, layer in enumerate(m.layers):
             shape = list(layer.shape) if layer.shape is not None else None
             ax = layer.channel_axis
             ch = shape[ax] if shape is not None and ax is not None and ax < len(shape) else None
             ch = ch if isinstance(ch, int) else None
             dead = int((cmax[i] <= 0).sum()) if i in cmax else None
+            if dataset is not None:
+                dead = dataset.get(layer.name, 0)
             out.append(LayerModel(
                 index=i, name=layer.name, tensor=layer.tensor, op_type=layer.op_type, activation=layer.activation,
                 layout=layer.layout, shape=shape, channels=ch if ch is not None else (
                     int(cmax[i].size) if i in cmax else None),
-                spatial=layer.layout in ("NCHW", "NHWC", "NCDHW", "NDHWC"), dead_filters=dead, dead_over_images=seen,
+                spatial=layer.layout in ("NCHW", "NHWC", "NCDHW", "NDHWC"), dead_filters=dead,
+                dead_over_images=n_dataset if dataset is not None else seen,
             ))
         return ModelSummary(
             name=m.name, sha256=m.sha256, framework=m.framework,
