@@ -22,7 +22,7 @@ import numpy as np
 
 from onnxact.errors import ConversionError, DependencyError, InputError
 
-from .metadata import arrays_match, remove_dead_nodes, set_metadata, tensor_values
+from .metadata import arrays_match, cancel_transpose_pairs, remove_dead_nodes, set_metadata, tensor_values
 
 __all__ = ["from_keras", "load_keras_model"]
 
@@ -149,6 +149,7 @@ def _export(model, opset: int | None, keep_batchnorm: bool):
     if keep_batchnorm:
         del proto.graph.output[n_outputs:]
         remove_dead_nodes(proto.graph)
+        cancel_transpose_pairs(proto.graph)
     return proto
 
 
@@ -186,11 +187,13 @@ def keras_layer_tensor_names(model, proto, verify: bool = True) -> dict[str, str
     graph = proto.graph
     initializers = {t.name for t in graph.initializer}
     by_layer: dict[str, list[tuple[Any, str, str]]] = {}  # layer -> [(node, tensor, rest)] in graph order
+    unscoped: list[tuple[Any, str, str]] = []  # nodes tf2onnx made up (a Conv+BN fusion is named "Conv__37")
     for node in graph.node:
         if node.op_type == "Constant":
             continue
         r = resolve(node.name)
         if r is None:
+            unscoped.extend((node, t, "") for t in node.output if t and t not in initializers)
             continue
         layer, rest = r
         for k, t in enumerate(node.output):
@@ -207,23 +210,29 @@ def keras_layer_tensor_names(model, proto, verify: bool = True) -> dict[str, str
             refs = ref_model(xs if len(xs) > 1 else xs[0], training=False)
         refs = [np.asarray(r) for r in (refs if isinstance(refs, (list, tuple)) else [refs])]
         feeds = {i.name: x for i, x in zip(graph.input, xs)}
-        all_tensors = [t for items in by_layer.values() for _, t, _ in items]
+        all_tensors = [t for items in by_layer.values() for _, t, _ in items] + [t for _, t, _ in unscoped]
         values = tensor_values(proto, feeds, all_tensors)
-        for layer, ref in zip(layers, refs):
-            items = by_layer.get(layer.name, [])
+
+        def claim(layer, ref, items) -> bool:
             ordered = [it for it in reversed(items) if it[0].op_type not in _LAYOUT_OPS]
             ordered += [it for it in reversed(items) if it[0].op_type in _LAYOUT_OPS]
             for _node, t, _rest in ordered:
-                if t in values and arrays_match(values[t], ref):
+                if t not in chosen and t in values and arrays_match(values[t], ref):
                     chosen[t] = layer.name
-                    break
+                    return True
+            return False
+
+        # a layer's value in its own scope first, else in a node tf2onnx created outside any scope
+        unmatched = [(la, r) for la, r in zip(layers, refs) if not claim(la, r, by_layer.get(la.name, []))]
+        for la, r in unmatched:
+            claim(la, r, unscoped)
     else:  # no functional graph: the last non-layout tensor of each layer scope
         for layer, items in by_layer.items():
             ordered = [it for it in reversed(items) if it[0].op_type not in _LAYOUT_OPS] or list(reversed(items))
             if ordered:
                 chosen[ordered[0][1]] = layer
 
-    names: dict[str, str] = {}
+    names: dict[str, str] = {t: la for t, la in chosen.items() if any(t == u for _, u, _ in unscoped)}
     used = set(chosen.values())
     for layer, items in by_layer.items():
         for _node, t, rest in items:

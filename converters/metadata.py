@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["set_metadata", "get_metadata", "tensor_values", "remove_dead_nodes", "arrays_match"]
+__all__ = [
+    "set_metadata", "get_metadata", "tensor_values", "remove_dead_nodes", "cancel_transpose_pairs", "arrays_match",
+]
 
 
 def set_metadata(
@@ -72,6 +74,37 @@ def remove_dead_nodes(graph) -> None:
     vi = [v for v in graph.value_info if v.name in used]
     del graph.value_info[:]
     graph.value_info.extend(vi)
+
+
+def cancel_transpose_pairs(graph) -> int:
+    """Bypass ``Transpose(Transpose(x))`` pairs that compose to the identity (in place); returns how many.
+
+    Why: exporting with every layer as an output (``from_keras(keep_batchnorm=True)``) leaves
+    NCHW -> NHWC -> NCHW round trips behind once those outputs are removed again.
+    """
+    outputs = {o.name for o in graph.output}
+    producer = {o: n for n in graph.node for o in n.output}
+    renames: dict[str, str] = {}
+    for node in graph.node:
+        if node.op_type != "Transpose" or node.output[0] in outputs:
+            continue
+        src = producer.get(node.input[0])
+        if src is None or src.op_type != "Transpose":
+            continue
+        p1 = next((list(a.ints) for a in src.attribute if a.name == "perm"), None)
+        p2 = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+        if p1 is None or p2 is None or len(p1) != len(p2):
+            continue
+        if [p1[i] for i in p2] == list(range(len(p1))):
+            renames[node.output[0]] = src.input[0]
+    if renames:
+        for node in graph.node:
+            for i, name in enumerate(node.input):
+                while name in renames:
+                    name = renames[name]
+                node.input[i] = name
+        remove_dead_nodes(graph)
+    return len(renames)
 
 
 def tensor_values(proto, feeds: Mapping[str, np.ndarray], tensors: Iterable[str]) -> dict[str, np.ndarray]:

@@ -15,6 +15,7 @@ tensor only when no child holds the same value (e.g. a block ending in a functio
 from __future__ import annotations
 
 import ast
+import contextlib
 import inspect
 import io
 import os
@@ -46,7 +47,7 @@ def _import_torch():
 
 
 def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
 
 
@@ -97,15 +98,21 @@ def _node_scope(node, modules: set[str]) -> str | None:
     parts = node.name.strip("/").split("/")[:-1]
     qual = ""
     for c in parts:
-        cand = c if (qual and c.startswith(qual + ".")) or (not qual and c in modules) else (f"{qual}.{c}" if qual else c)
-        if cand not in modules:
-            m = _SUFFIX.match(c)  # the n-th call of a module: relu_1
-            if m:
-                base = m.group(1)
-                cand = base if (qual and base.startswith(qual + ".")) or not qual else f"{qual}.{base}"
-        if cand not in modules:
+        m = _SUFFIX.match(c)  # the n-th call of a module: relu_1
+        found = None
+        for comp in (c, m.group(1) if m else None):
+            if comp is None:
+                continue
+            last = qual.rsplit(".", 1)[-1]
+            cands = [f"{qual}.{comp}" if qual else comp, comp]
+            if qual and comp.startswith(last + "."):  # Sequential children: "/stem/stem.0", "/downsample/downsample.0"
+                cands.insert(0, qual + comp[len(last):])
+            found = next((k for k in cands if k in modules), None)
+            if found:
+                break
+        if found is None:
             break
-        qual = cand
+        qual = found
     return qual
 
 
@@ -145,25 +152,23 @@ def torch_layer_tensor_names(module, example_input, proto) -> dict[str, str]:
     def depth(key: str) -> int:
         return base(key).count(".")
 
-    claimed: dict[str, str] = {}
-    # leaves first, deepest containers next
-    pending = sorted(calls, key=lambda kv: (bool(names_children[base(kv[0])]), -depth(kv[0])))
-    unmatched = []
-    for key, ref in pending:
-        scope = base(key)
-        items = by_scope.get(scope, []) if not names_children[scope] else subtree(scope)
+    def claim(key: str, ref: np.ndarray, items) -> bool:
         hit = next((t for _n, t in ranked(items) if t not in claimed and arrays_match(values[t], ref)), None)
-        if hit is None:
-            unmatched.append((key, ref))
-        else:
-            claimed[hit] = key
-    for key, ref in unmatched:  # folded layers: the value lives in a sibling's scope (legacy Conv+BN)
-        if names_children[base(key)]:
-            continue
-        parent = base(key).rpartition(".")[0]
-        hit = next((t for _n, t in ranked(subtree(parent)) if t not in claimed and arrays_match(values[t], ref)), None)
         if hit is not None:
             claimed[hit] = key
+        return hit is not None
+
+    claimed: dict[str, str] = {}
+    leaves = [(k, r) for k, r in calls if not names_children[base(k)]]
+    containers = sorted(((k, r) for k, r in calls if names_children[base(k)]), key=lambda kv: -depth(kv[0]))
+    # 1. a leaf module's value in its own scope
+    unmatched = [(k, r) for k, r in leaves if not claim(k, r, by_scope.get(base(k), []))]
+    # 2. folded layers: the value lives in a sibling's scope (legacy Conv+BN keeps the Conv's name)
+    for k, r in unmatched:
+        claim(k, r, subtree(base(k).rpartition(".")[0]))
+    # 3. containers, only for values no child holds (e.g. a block ending in a functional relu)
+    for k, r in containers:
+        claim(k, r, subtree(base(k)))
     names = dict(claimed)
     used = set(names.values())
     for scope, items in by_scope.items():
@@ -241,7 +246,9 @@ def from_torch(
         else:
             kw.update(dynamo=True, optimize=not keep_batchnorm)
         buf = io.BytesIO()
-        with warnings.catch_warnings():
+        # the exporters print graphs and progress; a library stays quiet
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             try:
                 if exporter == "dynamo":

@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     if __package__ in (None, ""):  # run as a script: make the repository importable
         sys.path.insert(0, str(HERE.parent))
     import numpy as np
-
     from onnxact.converters import make_shapes_dataset, train_image_classifier
     from onnxact.converters.shapes import draw_shape_image
 

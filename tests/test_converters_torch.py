@@ -1,0 +1,121 @@
+"""from_torch: module names per tensor, checked against forward hooks, for both exporters and both BN modes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from onnxact.converters import from_torch  # noqa: E402
+
+import onnxact  # noqa: E402
+from onnxact.errors import ConversionError, InputError  # noqa: E402
+
+from .models.torch_nets import hook_outputs, tiny_resnet  # noqa: E402
+
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def _close(a, b, key):
+    np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL, err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def net():
+    module, x = tiny_resnet()
+    return module, x, hook_outputs(module, x)
+
+
+@pytest.fixture(scope="module", params=[("dynamo", False), ("dynamo", True), ("legacy", False), ("legacy", True)],
+                ids=lambda p: f"{p[0]}-{'keepbn' if p[1] else 'foldbn'}")
+def converted(request, net):
+    module, x, _ = net
+    exporter, keep = request.param
+    proto = from_torch(module, x, exporter=exporter, keep_batchnorm=keep)
+    return exporter, keep, onnxact.load(proto)
+
+
+def _modules(module, kind):
+    return [n for n, m in module.named_modules() if isinstance(m, kind)]
+
+
+def test_every_captured_module_matches_its_forward_hook(net, converted):
+    module, x, ref = net
+    exporter, keep, model = converted
+    acts = onnxact.get_activations(model, x.numpy(), all_tensors=True)
+    named = [k for k in acts if k in ref]
+    for k in named:
+        _close(acts[k], ref[k], k)
+    nn = torch.nn
+    bns = _modules(module, nn.BatchNorm2d)
+    relus = ["stem.2", "layer1.0.relu", "layer1.0.relu:2", "layer1.1.relu", "layer1.1.relu:2"]
+    expected = set(bns + relus + ["pool", "gap", "fc"])
+    if keep:  # every Conv, BN and ReLU module has a tensor of its own
+        expected |= set(_modules(module, nn.Conv2d))
+    missing = expected - set(named)
+    assert not missing, f"{exporter} keep_batchnorm={keep}: no key for {sorted(missing)}"
+    if not keep:  # folded: the Conv's own (pre-BN) output is gone, never mislabelled
+        assert not set(_modules(module, nn.Conv2d)) & set(acts)
+
+
+def test_default_capture_keys_are_module_names(net, converted):
+    module, x, ref = net
+    _exporter, keep, model = converted
+    acts = onnxact.get_activations(model, x.numpy())
+    assert acts, "nothing captured"
+    for k, v in acts.items():
+        assert k in ref, f"{k!r} is not a module name ({sorted(ref)})"
+        _close(v, ref[k], k)
+    assert "pool" in acts
+    # folded, the stem's Conv (holding the BN output) is read after its ReLU; kept, the Conv is followed by BN
+    assert ("stem.0" if keep else "stem.2") in acts
+
+
+def test_metadata(converted):
+    _exporter, _keep, model = converted
+    md = model.metadata
+    assert md["onnxact.framework"] == "torch"
+    assert md["onnxact.source_layout"] == "NCHW"
+    assert isinstance(json.loads(md["onnxact.layer_names"]), dict)
+
+
+def test_writes_path_and_restores_training_flag(tmp_path, net):
+    module, x, _ = net
+    module.train()
+    try:
+        from_torch(module, x, tmp_path / "m.onnx", exporter="legacy", class_names=list("abcde"))
+        assert module.training
+    finally:
+        module.eval()
+    model = onnxact.load(tmp_path / "m.onnx")
+    assert model.class_names == list("abcde")
+
+
+def test_bad_input():
+    with pytest.raises(InputError, match="torch.nn.Module"):
+        from_torch("not a module", torch.zeros(1))
+    with pytest.raises(InputError, match="exporter"):
+        from_torch(torch.nn.ReLU(), torch.zeros(1), exporter="nope")
+    with pytest.raises(InputError, match="example_input"):
+        from_torch(torch.nn.ReLU(), "x")
+
+
+class _DataDependent(torch.nn.Module):
+    def forward(self, x):
+        return {"a": x} if x.sum() > 0 else x  # torch.export rejects data-dependent control flow
+
+
+class _Fft(torch.nn.Module):
+    def forward(self, x):
+        return torch.fft.fft(x)  # no ONNX symbolic in the legacy exporter
+
+
+@pytest.mark.parametrize("module, exporter", [(_DataDependent(), "dynamo"), (_Fft(), "legacy")])
+def test_exporter_rejection_is_one_line(module, exporter, capsys):
+    with pytest.raises(ConversionError, match=f"torch.onnx.export \\({exporter}\\) failed") as e:
+        from_torch(module, torch.ones(4), exporter=exporter)
+    assert "\n" not in str(e.value) and "\x1b" not in str(e.value)
+    assert capsys.readouterr().out == ""
