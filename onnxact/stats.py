@@ -12,8 +12,11 @@ read after the activation that follows a conv/pool):
 - **dead**: max |a| <= eps (default 0): the filter never fires.
 - **dormant**: not dead, the layer's outputs are non-negative (ReLU-like), and the channel's mean
   divided by the layer's mean over all its channels is <= tau (default 0).
-- **constant**: not dead, and max - min <= 1e-6 * max(1, |max|): zero variance over the dataset
-  (the useful test for layers without a following activation).
+- **constant**: not dead, and zero variance over the dataset: max == min (layers that can be
+  negative), max == mean (non-negative layers, where min is not computed), within float32 rounding.
+
+``threshold=`` (or ``extra_stats``) adds sums of squares (variance) and counts of positions above
+the threshold; they cost extra passes over the maps, so the default scan leaves them out.
 """
 
 from __future__ import annotations
@@ -45,17 +48,17 @@ CONSTANT_RTOL = 1e-6
 class LayerStats:
     """Per-channel accumulators of one layer (arrays of length C, float64 / int64)."""
 
-    min: np.ndarray
+    min: np.ndarray  # NaN where not computed (layers known to be non-negative, e.g. after a ReLU)
     max: np.ndarray
     sum: np.ndarray
-    sumsq: np.ndarray
-    above: np.ndarray
+    sumsq: np.ndarray | None  # None unless asked for (extra_stats)
+    above: np.ndarray | None  # count of positions > threshold; None unless asked for
     positions: int = 0  # positions per channel seen so far (images x spatial)
 
     @classmethod
-    def empty(cls, channels: int) -> LayerStats:
-        return cls(np.full(channels, np.inf), np.full(channels, -np.inf), np.zeros(channels), np.zeros(channels),
-                   np.zeros(channels, np.int64), 0)
+    def empty(cls, channels: int, min_known: bool = True, counted: bool = False) -> LayerStats:
+        return cls(np.full(channels, np.inf if min_known else np.nan), np.full(channels, -np.inf), np.zeros(channels),
+                   np.zeros(channels) if counted else None, np.zeros(channels, np.int64) if counted else None, 0)
 
     @property
     def channels(self) -> int:
@@ -64,34 +67,58 @@ class LayerStats:
     def merge(self, other: LayerStats) -> LayerStats:
         if other.channels != self.channels:
             raise ValueError(f"cannot merge statistics of {self.channels} and {other.channels} channels")
+        above = None if self.above is None or other.above is None else self.above + other.above
+        sumsq = None if self.sumsq is None or other.sumsq is None else self.sumsq + other.sumsq
         return LayerStats(np.minimum(self.min, other.min), np.maximum(self.max, other.max), self.sum + other.sum,
-                          self.sumsq + other.sumsq, self.above + other.above, self.positions + other.positions)
+                          sumsq, above, self.positions + other.positions)
+
+    @property
+    def min_known(self) -> bool:
+        return not bool(np.isnan(self.min).any())
+
+    @property
+    def nonnegative(self) -> bool:
+        """True when the layer's values are never negative (min not computed, or min >= 0)."""
+        return not self.min_known or bool((self.min >= 0).all())
 
     @property
     def max_abs(self) -> np.ndarray:
-        return np.maximum(np.abs(self.max), np.abs(self.min))
+        return np.fmax(np.abs(self.max), np.abs(self.min))
+
+    @property
+    def constant(self) -> np.ndarray:
+        """Channels with zero variance: max == min where min is known, else max == mean (every value
+        equals the max exactly when the mean does), within float32 rounding."""
+        if self.min_known:
+            return (self.max - self.min) <= CONSTANT_RTOL * np.maximum(1.0, np.abs(self.max))
+        return (self.max - self.mean) <= 10 * CONSTANT_RTOL * np.maximum(np.abs(self.max), 1e-30)
 
     @property
     def mean(self) -> np.ndarray:
         return self.sum / max(self.positions, 1)
 
     @property
-    def var(self) -> np.ndarray:
+    def var(self) -> np.ndarray | None:
+        if self.sumsq is None:
+            return None
         m = self.mean
         return np.maximum(self.sumsq / max(self.positions, 1) - m * m, 0.0)
 
     @property
-    def fraction_above(self) -> np.ndarray:
-        return self.above / max(self.positions, 1)
+    def fraction_above(self) -> np.ndarray | None:
+        return None if self.above is None else self.above / max(self.positions, 1)
 
     def to_json(self) -> dict[str, Any]:
-        return {"min": self.min.tolist(), "max": self.max.tolist(), "sum": self.sum.tolist(),
-                "sumsq": self.sumsq.tolist(), "above": self.above.tolist(), "positions": self.positions}
+        return {"min": [None if np.isnan(v) else v for v in self.min.tolist()], "max": self.max.tolist(),
+                "sum": self.sum.tolist(), "sumsq": None if self.sumsq is None else self.sumsq.tolist(),
+                "above": None if self.above is None else self.above.tolist(), "positions": self.positions}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> LayerStats:
-        return cls(np.asarray(d["min"], float), np.asarray(d["max"], float), np.asarray(d["sum"], float),
-                   np.asarray(d["sumsq"], float), np.asarray(d["above"], np.int64), int(d["positions"]))
+        mn = np.asarray([np.nan if v is None else v for v in d["min"]], float)
+        above = None if d.get("above") is None else np.asarray(d["above"], np.int64)
+        sumsq = None if d.get("sumsq") is None else np.asarray(d["sumsq"], float)
+        return cls(mn, np.asarray(d["max"], float), np.asarray(d["sum"], float), sumsq, above, int(d["positions"]))
 
 
 @dataclass
@@ -159,9 +186,10 @@ class StatsRunner:
     Built once per scan (and once per Ray actor).
     """
 
-    def __init__(self, model: Model, layers: Sequence[LayerInfo] | None = None, threshold: float = 0.0) -> None:
+    def __init__(self, model: Model, layers: Sequence[LayerInfo] | None = None, threshold: float = 0.0,
+                 count_above: bool = False) -> None:
         self.model = model
-        self.layers = list(model.layers if layers is None else layers)
+        self.layers = post_activation_layers(model, list(model.layers if layers is None else layers))
         if not self.layers:
             raise ModelError(
                 f"{model.name} has no capturable conv/pool layers to check; pass layer_names= or op_types= to pick tensors"
@@ -169,7 +197,10 @@ class StatsRunner:
         if len(model.inputs) != 1:
             raise InputError(f"{model.name} has {len(model.inputs)} inputs; the dataset scan supports one image input")
         self.threshold = float(threshold)
-        proto, self.outputs = add_channel_stats(model.proto, self.layers, self.threshold, model._elem)
+        nonneg = [_nonnegative(model, layer.tensor) for layer in self.layers]
+        proto, self.outputs = add_channel_stats(model.proto, self.layers, self.threshold, model._elem,
+                                                count_above=count_above, nonnegative=nonneg,
+                                                sum_squares=count_above)
         self.session = model.build_session(proto)
         self.input_name = model.inputs[0].name
         b = model.inputs[0].shape[0] if model.inputs[0].shape else None
@@ -189,19 +220,78 @@ class StatsRunner:
             return out
         names = [n for o in self.outputs for n in o.names()]
         try:
-            values = self.session.run(names, {self.input_name: x})
+            values = dict(zip(names, self.session.run(names, {self.input_name: x})))
         except Exception as e:  # noqa: BLE001 - onnxruntime's errors: input values that don't fit
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise InputError(f"onnxruntime failed to run {self.model.name} on the images: {msg[:300]}") from None
         layers: dict[str, LayerStats] = {}
-        for k, o in enumerate(self.outputs):
-            mn, mx, s, ss, above, size = values[6 * k:6 * k + 6]
-            c = int(np.asarray(mn).shape[0]) if np.ndim(mn) else 1
+        n = int(x.shape[0])
+        for o in self.outputs:
+            mx = np.asarray(values[o.max], np.float64).reshape(-1)
+            c = mx.shape[0]
+            if o.size:
+                positions = int(values[o.size]) // max(c, 1)
+                per_image = positions // max(n, 1)
+            else:
+                per_image = o.per_image
+                positions = per_image * n  # sum and sumsq come as sums of per-image means
+            mn = np.asarray(values[o.min], np.float64).reshape(c) if o.min else np.full(c, np.nan)
+            above = np.rint(np.asarray(values[o.above], np.float64)).astype(np.int64).reshape(c) if o.above else None
+            sumsq = np.asarray(values[o.sumsq], np.float64).reshape(c) * per_image if o.sumsq else None
             layers[o.layer.name] = LayerStats(
-                np.asarray(mn, np.float64).reshape(c), np.asarray(mx, np.float64).reshape(c),
-                np.asarray(s, np.float64).reshape(c), np.asarray(ss, np.float64).reshape(c),
-                np.rint(np.asarray(above, np.float64)).astype(np.int64).reshape(c), int(size) // max(c, 1))
+                mn, mx, np.asarray(values[o.sum], np.float64).reshape(c) * per_image, sumsq, above, positions)
         return ChannelStats(layers, {li.name: li for li in self.layers}, int(x.shape[0]), [], self.threshold)
+
+
+_NONNEG_OPS = {"Relu", "Sigmoid", "Softplus", "HardSigmoid", "Abs", "Exp", "Softmax"}
+_PASS_OPS = {"MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool", "Identity", "Dropout", "Flatten",
+             "Reshape", "Transpose", "Squeeze", "Unsqueeze"}
+
+
+def _nonnegative(model: Model, tensor: str, depth: int = 0) -> bool:
+    """True when the ops that make ``tensor`` guarantee values >= 0 (ReLU, or a pool of a ReLU)."""
+    node = model._producers.get(tensor)
+    if node is None or depth > 8:
+        return False
+    if node.op_type in _NONNEG_OPS:
+        return True
+    if node.op_type in _PASS_OPS and node.input:
+        return _nonnegative(model, node.input[0], depth + 1)
+    return False
+
+
+_AFFINE_OPS = {"BatchNormalization", "InstanceNormalization"}
+
+
+def post_activation_layers(model: Model, layers: Sequence[LayerInfo]) -> list[LayerInfo]:
+    """Step each layer over a following BatchNormalization and activation (Conv -> BN -> ReLU).
+
+    The dead-filter definitions are about the post-activation tensor, and reading the Conv's
+    own output would stop onnxruntime from fusing Conv+BN+ReLU (slower, and a different tensor).
+    """
+    from .graph import ACTIVATION_OPS
+
+    consumers: dict[str, list[Any]] = {}
+    for node in model.proto.graph.node:
+        for i in node.input:
+            if i:
+                consumers.setdefault(i, []).append(node)
+    outputs = {o.name for o in model.proto.graph.output}
+    out: list[LayerInfo] = []
+    for layer in layers:
+        t, act = layer.tensor, layer.activation
+        for ops in (_AFFINE_OPS, ACTIVATION_OPS):
+            users = consumers.get(t, [])
+            if act is None and t not in outputs and len(users) == 1 and users[0].op_type in ops \
+                    and users[0].input[0] == t:
+                t = users[0].output[0]
+                if users[0].op_type in ACTIVATION_OPS:
+                    act = users[0].op_type
+        if t != layer.tensor:
+            layer = LayerInfo(layer.name, t, layer.op_type, model.layouts.get(t, layer.layout), layer.shape, act,
+                              layer.index, layer.node)
+        out.append(layer)
+    return out
 
 
 def _merge_all(parts: Iterable[ChannelStats | None]) -> ChannelStats | None:
@@ -222,6 +312,7 @@ def scan(
     batch_size: int = 32,
     strict: bool = False,
     show_progress: bool = True,
+    count_above: bool = False,
     **preprocess_kw: Any,
 ) -> ChannelStats:
     """Scan ``images`` (see :mod:`onnxact.images`) with the local engine and return their statistics."""
@@ -229,7 +320,7 @@ def scan(
     from .progress import progress
 
     items = expand_sources(images)
-    runner = StatsRunner(model, layers, threshold)
+    runner = StatsRunner(model, layers, threshold, count_above)
     total = count_samples(items)
     batches = iter_batches(model, items, batch_size=batch_size, strict=strict, **preprocess_kw)
     if show_progress:
@@ -302,12 +393,12 @@ class DeadFilterReport:
             for c in np.flatnonzero(dead):
                 self.findings["dead"].append(Finding("dead", name, info.tensor, int(c), float(max_abs[c])))
             layer_mean = float(mean.mean()) if mean.size else 0.0
-            if st.min.size and float(st.min.min()) >= 0.0 and layer_mean > 0:
+            if st.nonnegative and layer_mean > 0:
                 ratio = mean / layer_mean
                 for c in np.flatnonzero((ratio <= self.tau) & ~dead):
                     self.findings["dormant"].append(Finding("dormant", name, info.tensor, int(c), float(ratio[c])))
                     counts["dormant"] += 1
-            const = ((st.max - st.min) <= CONSTANT_RTOL * np.maximum(1.0, np.abs(st.max))) & ~dead
+            const = st.constant & ~dead
             for c in np.flatnonzero(const):
                 self.findings["constant"].append(Finding("constant", name, info.tensor, int(c), float(st.max[c])))
                 counts["constant"] += 1
@@ -445,8 +536,8 @@ def find_dead_filters(
 
     ``images``: folders (recursive), globs, a text file listing paths, ``.npy``/``.npz`` arrays
     of ready inputs, or an ndarray (or a list of any of these). ``eps``: max |a| at or below which
-    a channel is dead; ``tau``: the dormant ratio; ``threshold``: the activation level counted as
-    "firing" in the statistics (defaults to ``eps``). ``engine="ray"`` runs the scan on a Ray
+    a channel is dead; ``tau``: the dormant ratio; ``threshold``: when given, the statistics also
+    count positions above it per channel (``LayerStats.fraction_above``; three extra passes). ``engine="ray"`` runs the scan on a Ray
     cluster (``address``, ``workers``); results are identical to the local engine's.
     """
     m = load(model, providers=providers)
@@ -456,12 +547,12 @@ def find_dead_filters(
     thr = eps if threshold is None else threshold
     if engine == "local":
         stats = scan(m, images, layers=layers, threshold=thr, batch_size=batch_size, strict=strict,
-                     show_progress=show_progress, **preprocess_kw)
+                     show_progress=show_progress, count_above=threshold is not None, **preprocess_kw)
     elif engine == "ray":
         from .ray_engine import scan_ray
 
         stats = scan_ray(m, images, layers=layers, threshold=thr, batch_size=batch_size, strict=strict,
-                         address=address, workers=workers, show_progress=show_progress, **preprocess_kw)
+                         count_above=threshold is not None, address=address, workers=workers, show_progress=show_progress, **preprocess_kw)
     else:
         raise InputError(f"unknown engine '{engine}'; use 'local' or 'ray'")
     return DeadFilterReport(stats, eps=eps, tau=tau, model_name=m.name)
