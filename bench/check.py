@@ -1,0 +1,136 @@
+"""Issue 5 benchmark: the dead-filter scan vs plain onnxruntime, and its memory vs image count.
+
+    python -m bench.check                 # both subjects, writes bench/results_check.md
+    python -m bench.check --rss MODEL N   # (child) scan N images, print peak RSS as JSON
+
+Speed: the same random batches through (a) a plain onnxruntime session of the model and (b) the
+scan's statistics session (``StatsRunner.run``, i.e. in-graph reductions plus merging), medians
+of interleaved runs. Memory: peak RSS of a whole ``find_dead_filters`` run over a list file of
+N image paths (50 distinct PNGs repeated), each N in its own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import CACHE, ROOT, interleaved, machine, run_json, versions
+
+DEMO = ROOT / "models" / "demo_cnn.onnx"
+
+
+def subjects() -> dict[str, tuple[Path, int]]:
+    from bench.nets import tenblock_path
+
+    out = {}
+    if DEMO.exists():
+        out["demo_cnn (128x128 NHWC, Keras)"] = (DEMO, 32)
+    out["10-block Conv-BN-ReLU 224x224"] = (tenblock_path(), 8)
+    return out
+
+
+def speed(path: Path, batch: int, batches: int = 4, repeats: int = 5) -> dict[str, float]:
+    import onnxact
+    from onnxact.stats import StatsRunner
+
+    m = onnxact.load(path)
+    shape = tuple(d if isinstance(d, int) else batch for d in m.inputs[0].shape)
+    xs = [np.random.default_rng(i).random(shape, dtype=np.float32) for i in range(batches)]
+    plain = m.build_session(m.proto)
+    runner = StatsRunner(m)
+    name = m.inputs[0].name
+
+    def run_plain() -> None:
+        for x in xs:
+            plain.run(None, {name: x})
+
+    def run_scan() -> None:
+        acc = None
+        for x in xs:
+            part = runner.run(x)
+            acc = part if acc is None else acc.merge(part)
+
+    t = interleaved({"plain": run_plain, "scan": run_scan}, repeats=repeats)
+    n = batch * batches
+    return {"images": n, "batch": batch, "plain_ips": n / t["plain"], "scan_ips": n / t["scan"],
+            "ratio": t["plain"] / t["scan"]}
+
+
+def _images(path: Path, n_distinct: int = 50) -> Path:
+    from PIL import Image
+
+    import onnxact
+
+    m = onnxact.load(path)
+    shp = m.inputs[0].shape
+    h, w = (shp[1], shp[2]) if m.inputs[0].layout == "NHWC" else (shp[2], shp[3])
+    folder = CACHE / f"check_images_{h}x{w}"
+    if not (folder / f"{n_distinct - 1}.png").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        for i in range(n_distinct):
+            Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def rss_child(model: str, n: int, batch: int) -> None:
+    import onnxact
+
+    folder = _images(Path(model))
+    lst = folder / f"list_{n}.txt"
+    lst.write_text("".join(f"{i % 50}.png\n" for i in range(n)))
+    t0 = time.perf_counter()
+    report = onnxact.find_dead_filters(model, lst, batch_size=batch, show_progress=False)
+    dt = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"images": report.images, "peak_rss_mb": peak, "seconds": dt, "ips": report.images / dt}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rss", nargs=2, metavar=("MODEL", "N"))
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--sizes", default="50,1000")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results_check.md"))
+    a = ap.parse_args()
+    if a.rss:
+        rss_child(a.rss[0], int(a.rss[1]), a.batch)
+        return
+    rows, mem = [], []
+    for label, (path, batch) in subjects().items():
+        s = speed(path, batch)
+        rows.append(f"| {label} | {s['batch']} | {s['plain_ips']:.1f} | {s['scan_ips']:.1f} | {s['ratio']:.2f} |")
+        print(rows[-1], flush=True)
+        res = {n: run_json(["-m", "bench.check", "--rss", str(path), n, "--batch", str(batch)])
+               for n in a.sizes.split(",")}
+        ns = a.sizes.split(",")
+        line = f"| {label} | " + " | ".join(f"{res[n].get('peak_rss_mb', float('nan')):.0f}" for n in ns)
+        first, last = res[ns[0]].get("peak_rss_mb"), res[ns[-1]].get("peak_rss_mb")
+        growth = f"{(last / first - 1) * 100:+.1f}%" if first and last else str(res)
+        e2e = res[ns[-1]].get("ips", float("nan"))
+        mem.append(line + f" | {growth} | {e2e:.1f} |")
+        print(mem[-1], flush=True)
+    ns = a.sizes.split(",")
+    text = "\n".join([
+        "# `onnxact check` speed and memory (bench/check.py)", "",
+        f"Machine: {machine()}. Versions: {json.dumps(versions())}.", "Command: `python -m bench.check`.", "",
+        "## Scan vs plain onnxruntime, same random batches (images/s, median of interleaved runs)", "",
+        "| model | batch | plain ORT | scan (in-graph stats + merge) | scan / plain |", "|---|---|---|---|---|",
+        *rows, "",
+        "## Peak RSS of a whole `find_dead_filters` run (list file of PNG paths, each N in its own process)", "",
+        "| model | " + " | ".join(f"{n} images (MB)" for n in ns) + f" | growth {ns[0]} -> {ns[-1]} | "
+        f"end-to-end images/s at {ns[-1]} (decode included) |",
+        "|---|" + "---|" * (len(ns) + 2), *mem, "",
+    ])
+    Path(a.out).write_text(text)
+    print(f"written {a.out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
