@@ -549,7 +549,12 @@ def find_dead_filters(
         stats = scan(m, images, layers=layers, threshold=thr, batch_size=batch_size, strict=strict,
                      show_progress=show_progress, count_above=threshold is not None, **preprocess_kw)
     elif engine == "ray":
-        from .ray_engine import scan_ray
+        try:
+            from .ray_engine import scan_ray
+        except ImportError as e:
+            from .errors import DependencyError
+
+            raise DependencyError(f"the Ray engine is unavailable ({e}); install it with: pip install 'onnxact[ray]'") from None
 
         stats = scan_ray(m, images, layers=layers, threshold=thr, batch_size=batch_size, strict=strict,
                          count_above=threshold is not None, address=address, workers=workers, show_progress=show_progress, **preprocess_kw)
