@@ -129,5 +129,6 @@ def seed_onnx(path: Path, size: int = 256) -> Path:
     if not path.exists():
         from onnxact.converters import from_keras
 
+        path.parent.mkdir(parents=True, exist_ok=True)
         from_keras(seed_keras(size), path)
     return path

@@ -1,0 +1,51 @@
+"""Rendering speed on the same activations: onnxact's display_activations / display_heatmaps vs
+Keract's (in a tf-keras subprocess, fed the very same arrays in Keras' channels-last layout)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .common import CACHE, batch_of, run_json
+from .models import seed_onnx
+
+
+def _timed(fn: Any) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def measure(quick: bool, keract: bool = True) -> dict[str, Any]:
+    import onnxact
+
+    try:
+        from onnxact.render import display_activations, display_heatmaps
+    except ImportError as e:
+        return {"error": f"onnxact.render unavailable: {e}"}
+    model = onnxact.load(seed_onnx(CACHE / "seed_cnn.onnx"))
+    x = batch_of((256, 256, 3), 1)
+    acts = onnxact.get_activations(model, x)
+    out: dict[str, Any] = {"layers": len(acts), "model": "seed CNN, batch 1"}
+    repeats = 1 if quick else 3
+    with tempfile.TemporaryDirectory() as d:
+        display_activations(acts, save=True, directory=d)  # warm-up: fonts, colormap tables
+        out["onnxact_activations"] = float(np.median([_timed(lambda: display_activations(acts, save=True, directory=d))
+                                                      for _ in range(repeats)]))
+        out["onnxact_heatmaps"] = float(np.median([_timed(lambda: display_heatmaps(acts, x[0], save=True, directory=d))
+                                                   for _ in range(repeats)]))
+        out["pngs"] = len(list(Path(d).glob("*.png")))
+        if keract:
+            src = onnxact.get_activations(model, x, layout="source")  # NHWC, as Keras gives them
+            np.savez(Path(d) / "acts.npz", **{k: np.asarray(v) for k, v in src.items()})
+            np.save(Path(d) / "image.npy", x[0])
+            r = run_json(["-m", "bench.keract_run", "render", str(Path(d) / "acts.npz"), str(Path(d) / "image.npy"), d],
+                         env={"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"})
+            out["keract_activations"] = r.get("display_activations")
+            out["keract_heatmaps"] = r.get("display_heatmaps")
+            out["keract_error"] = r.get("error")
+    return out
