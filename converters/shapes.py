@@ -41,8 +41,11 @@ def _polygon(cx: float, cy: float, r: float, angle: float, kind: str) -> list[tu
     return [(cx + x, cy + y) for x, y in pts]
 
 
-def draw_shape_image(kind: str, rng: np.random.Generator, size: tuple[int, int] = (128, 128)):
-    """One RGB ``PIL.Image`` of shape ``kind`` (one of :data:`SHAPE_CLASSES`), drawn with ``rng``."""
+def draw_shape_image(kind: str, rng: np.random.Generator, size: tuple[int, int] = (128, 128), noise: float = 1.0):
+    """One RGB ``PIL.Image`` of shape ``kind`` (one of :data:`SHAPE_CLASSES`), drawn with ``rng``.
+
+    ``noise`` scales the background gradient and the pixel noise (0: a plain background, an easier task).
+    """
     from PIL import Image, ImageDraw
 
     if kind not in SHAPE_CLASSES:
@@ -50,9 +53,9 @@ def draw_shape_image(kind: str, rng: np.random.Generator, size: tuple[int, int] 
     h, w = size
     # noisy background: a random base colour, a smooth gradient and per-pixel noise
     base = rng.uniform(0, 255, 3)
-    grad = rng.uniform(-60, 60, 3)
+    grad = rng.uniform(-60, 60, 3) * noise
     yy = np.linspace(0, 1, h)[:, None, None]
-    bg = base + grad * yy + rng.normal(0, rng.uniform(5, 25), (h, w, 3))
+    bg = base + grad * yy + rng.normal(0, rng.uniform(5, 25) * noise + 1e-9, (h, w, 3))
     img = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(img)
     # a shape colour far enough from the background to be visible
@@ -71,7 +74,7 @@ def draw_shape_image(kind: str, rng: np.random.Generator, size: tuple[int, int] 
     else:
         draw.polygon(_polygon(cx, cy, r, angle, kind), fill=fill)
     # light noise over the whole image so the shape edges are not perfectly clean
-    arr = np.asarray(img).astype(np.float32) + rng.normal(0, 6, (h, w, 3))
+    arr = np.asarray(img).astype(np.float32) + rng.normal(0, 6 * noise + 1e-9, (h, w, 3))
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
 
 
@@ -81,10 +84,11 @@ def make_shapes_dataset(
     image_size: tuple[int, int] = (128, 128),
     seed: int = 0,
     classes: tuple[str, ...] | list[str] = SHAPE_CLASSES,
+    noise: float = 1.0,
 ) -> Path:
     """Write ``folder/<class>/<class>_0000.png ...``: ``n_per_class`` PNG images per shape class.
 
-    Deterministic for a given ``seed``. Returns the folder as a ``Path``.
+    Deterministic for a given ``seed``; ``noise`` as in :func:`draw_shape_image`. Returns the folder.
     """
     folder = Path(folder)
     rng = np.random.default_rng(seed)
@@ -92,5 +96,5 @@ def make_shapes_dataset(
         d = folder / kind
         d.mkdir(parents=True, exist_ok=True)
         for i in range(n_per_class):
-            draw_shape_image(kind, rng, image_size).save(d / f"{kind}_{i:04d}.png")
+            draw_shape_image(kind, rng, image_size, noise).save(d / f"{kind}_{i:04d}.png")
     return folder

@@ -1,0 +1,69 @@
+"""PyTorch half of :func:`onnxact.converters.train_image_classifier` (imported only when used)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .torch import _import_torch
+
+
+def build_seed_cnn_torch(n_classes: int, image_size=(128, 128), filters=(16, 32, 64, 64, 64), dense: int = 512,
+                         channels: int = 3):
+    """The seed's CNN in PyTorch: ``features`` (Conv 3x3 + ReLU + MaxPool blocks) and ``classifier``.
+
+    Softmax is part of the model (as in the Keras version) so the exported ONNX gives probabilities.
+    """
+    torch = _import_torch()
+    nn = torch.nn
+    layers: list = []
+    cin = channels
+    for f in filters:
+        layers += [nn.Conv2d(cin, f, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        cin = f
+    h, w = image_size[0] >> len(filters), image_size[1] >> len(filters)
+    head: list = [nn.Flatten()]
+    flat = cin * h * w
+    if dense:
+        head += [nn.Linear(flat, dense), nn.ReLU()]
+        flat = dense
+    head += [nn.Linear(flat, n_classes), nn.Softmax(dim=1)]
+    return nn.Sequential(nn.Sequential(*layers), nn.Sequential(*head))
+
+
+def train_torch(x_tr, y_tr, x_va, y_va, n_classes, *, epochs, batch_size, learning_rate, seed, filters, dense, verbose):
+    torch = _import_torch()
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    xt = torch.from_numpy(np.ascontiguousarray(np.transpose(x_tr, (0, 3, 1, 2))))
+    yt = torch.from_numpy(y_tr)
+    model = build_seed_cnn_torch(n_classes, x_tr.shape[1:3], filters, dense, channels=x_tr.shape[3])
+    opt = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    nll = torch.nn.NLLLoss()
+    history: dict[str, list[float]] = {"loss": [], "accuracy": []}
+    for epoch in range(epochs):
+        model.train()
+        perm = torch.randperm(len(yt), generator=g)
+        total, correct, loss_sum = 0, 0, 0.0
+        for i in range(0, len(perm), batch_size):
+            idx = perm[i:i + batch_size]
+            probs = model(xt[idx])
+            loss = nll(torch.log(probs.clamp_min(1e-7)), yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * len(idx)
+            correct += int((probs.argmax(1) == yt[idx]).sum())
+            total += len(idx)
+        history["loss"].append(loss_sum / total)
+        history["accuracy"].append(correct / total)
+        if verbose:
+            print(f"epoch {epoch + 1}/{epochs}: loss {loss_sum / total:.4f}, accuracy {correct / total:.3f}")
+    model.eval()
+
+    def acc(x, y):
+        with torch.no_grad():
+            xb = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2))))
+            pred = torch.cat([model(xb[i:i + 256]).argmax(1) for i in range(0, len(xb), 256)]).numpy()
+        return float(np.mean(pred == y))
+
+    return model, history, acc(x_tr, y_tr), (acc(x_va, y_va) if x_va is not None else None)

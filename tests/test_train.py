@@ -1,0 +1,91 @@
+"""train_image_classifier on a small generated shapes folder, both frameworks, plus bad folders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnxact.converters import make_shapes_dataset, train_image_classifier
+
+import onnxact
+from onnxact.errors import InputError
+
+SIZE = (32, 32)
+CLASSES = ("blue_bars", "green_dots", "red_blob")  # 3 classes: chance is 1/3
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    """A folder a tiny CNN learns in a few epochs: colour and texture differ per class, on noise.
+
+    (The 5-class shapes task of the demo needs ~1000 images and minutes; this tests the machinery.)
+    """
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("easy")
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:SIZE[0], 0:SIZE[1]]
+    patterns = {
+        "blue_bars": ((xx // 4) % 2)[..., None] * np.array([0, 0, 200]),
+        "green_dots": (((xx % 8) < 3) & ((yy % 8) < 3))[..., None] * np.array([0, 200, 0]),
+        "red_blob": (((xx - 16) ** 2 + (yy - 16) ** 2) < 100)[..., None] * np.array([200, 0, 0]),
+    }
+    for cls, pat in patterns.items():
+        (root / cls).mkdir()
+        for i in range(40):
+            img = np.clip(pat + rng.normal(60, 30, (*SIZE, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / cls / f"{i:03d}.png")
+    return root
+
+
+def test_make_shapes_dataset_is_seeded(tmp_path):
+    a = make_shapes_dataset(tmp_path / "a", n_per_class=2, image_size=(24, 24), seed=7)
+    b = make_shapes_dataset(tmp_path / "b", n_per_class=2, image_size=(24, 24), seed=7)
+    assert sorted(p.name for p in a.iterdir()) == ["circle", "cross", "square", "star", "triangle"]
+    for f in sorted(a.rglob("*.png")):
+        assert f.read_bytes() == (b / f.relative_to(a)).read_bytes()
+
+
+@pytest.mark.parametrize("framework", ["keras", "torch"])
+def test_trains_above_chance_and_exports(shapes, framework, tmp_path):
+    pytest.importorskip("keras" if framework == "keras" else "torch")
+    out = tmp_path / f"{framework}.onnx"
+    res = train_image_classifier(shapes, framework=framework, image_size=SIZE, epochs=6, validation_split=0.25,
+                                 seed=0, output=out, filters=(16, 32, 32), dense=64, batch_size=16)
+    assert res.class_names == sorted(CLASSES)
+    assert res.n_val == 30 and res.n_train == 90
+    assert res.train_accuracy > 0.6, res  # chance is 0.33
+    assert res.val_accuracy is not None and res.val_accuracy > 0.6, res
+    model = onnxact.load(out)
+    assert model.class_names == sorted(CLASSES)
+    assert model.framework == framework
+    x = np.random.default_rng(0).uniform(0, 1, (1, *SIZE, 3)).astype("float32")
+    if framework == "torch":
+        x = np.transpose(x, (0, 3, 1, 2))
+    acts = onnxact.get_activations(model, x)
+    assert len(acts) == 6  # three conv and three pool layers
+    assert np.allclose(acts.outputs[model.output_names[0]].sum(), 1, atol=1e-4)  # softmax probabilities
+
+
+def test_seed_architecture_by_default():
+    pytest.importorskip("keras")
+    from onnxact.converters._train_keras import build_seed_cnn_keras
+
+    m = build_seed_cnn_keras((128, 128, 3), 5)
+    convs = [la.filters for la in m.layers if la.__class__.__name__ == "Conv2D"]
+    assert convs == [16, 32, 64, 64, 64]
+    assert m.get_layer("dense").units == 512 and m.get_layer("flatten").output.shape[-1] == 4 * 4 * 64
+
+
+def test_bad_folders(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        train_image_classifier(tmp_path / "missing")
+    (tmp_path / "one" / "only").mkdir(parents=True)
+    with pytest.raises(InputError, match="at least two class sub-folders"):
+        train_image_classifier(tmp_path / "one")
+    bad = tmp_path / "bad"
+    make_shapes_dataset(bad, n_per_class=1, image_size=(16, 16), classes=("circle", "cross"))
+    (bad / "circle" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(InputError, match="can't read image .*broken.png"):
+        train_image_classifier(bad)
+    with pytest.raises(InputError, match="framework"):
+        train_image_classifier(bad, framework="jax")
