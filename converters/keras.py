@@ -42,10 +42,28 @@ def _import_keras():
     return keras
 
 
+def _tf_keras():
+    """The legacy tf-keras package when installed (Keras 2 API), else None."""
+    try:
+        import tf_keras
+    except ImportError:
+        return None
+    return tf_keras
+
+
+def _family(model):
+    """The Keras package a model belongs to: keras (3) or tf_keras."""
+    tfk = _tf_keras()
+    if tfk is not None and isinstance(model, tfk.Model):
+        return tfk
+    return _import_keras()
+
+
 def load_keras_model(src: Any):
     """A Keras model from a model object, a ``.keras`` / ``.h5`` / ``.hdf5`` file or a SavedModel folder."""
     keras = _import_keras()
-    if isinstance(src, keras.Model):
+    tfk = _tf_keras()
+    if isinstance(src, keras.Model) or (tfk is not None and isinstance(src, tfk.Model)):
         return src
     if not isinstance(src, (str, os.PathLike)):
         raise InputError(f"expected a Keras model or a path to a Keras file, got {type(src).__name__}")
@@ -65,6 +83,11 @@ def load_keras_model(src: Any):
     try:
         return keras.models.load_model(str(p), compile=False)
     except Exception as e:  # noqa: BLE001
+        if tfk is not None and p.suffix.lower() in {".h5", ".hdf5"}:  # an old Keras 2 file: try tf-keras
+            try:
+                return tfk.models.load_model(str(p), compile=False)
+            except Exception:  # noqa: BLE001, S110 - report the Keras 3 error below
+                pass
         raise ConversionError(f"can't load the Keras model {p}: {_one_line(e)}") from None
 
 
@@ -80,7 +103,8 @@ def _input_specs(model) -> list[tuple[str, tuple[int, ...], str]]:
         if any(d is None for d in shape):
             # dynamic spatial dims: pick a moderate size for the verification run
             shape = tuple(32 if d is None else d for d in shape)
-        specs.append((t.name, shape, str(getattr(t, "dtype", "float32"))))
+        dtype = getattr(t, "dtype", "float32")
+        specs.append((t.name, shape, str(getattr(dtype, "name", dtype))))  # tf-keras: a tf.DType
     return specs
 
 
@@ -130,7 +154,7 @@ def _layers_with_output(model) -> list:
 def _export(model, opset: int | None, keep_batchnorm: bool):
     import onnx
 
-    keras = _import_keras()
+    keras = _family(model)
     export_model = model
     n_outputs = len(model.outputs)
     if keep_batchnorm:
@@ -142,7 +166,17 @@ def _export(model, opset: int | None, keep_batchnorm: bool):
     with tempfile.TemporaryDirectory() as tmp:
         f = os.path.join(tmp, "model.onnx")
         try:
-            export_model.export(f, format="onnx", verbose=False, opset_version=opset)
+            if keras is _import_keras():
+                export_model.export(f, format="onnx", verbose=False, opset_version=opset)
+            else:  # tf-keras: tf2onnx's own Keras path (it fails on Keras 3, hence model.export above)
+                import tensorflow as tf
+                import tf2onnx
+
+                sig = [tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=t.name.split(":")[0])
+                       for t in export_model.inputs]
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    tf2onnx.convert.from_keras(export_model, input_signature=sig, opset=opset, output_path=f)
         except Exception as e:  # noqa: BLE001
             raise ConversionError(f"Keras ONNX export of {model.name!r} failed: {_one_line(e)}") from None
         proto = onnx.load(f)
@@ -188,6 +222,7 @@ def keras_layer_tensor_names(model, proto, verify: bool = True) -> dict[str, str
     initializers = {t.name for t in graph.initializer}
     by_layer: dict[str, list[tuple[Any, str, str]]] = {}  # layer -> [(node, tensor, rest)] in graph order
     unscoped: list[tuple[Any, str, str]] = []  # nodes tf2onnx made up (a Conv+BN fusion is named "Conv__37")
+    order = {t: i for i, n in enumerate(graph.node) for t in n.output}
     for node in graph.node:
         if node.op_type == "Constant":
             continue
@@ -202,7 +237,7 @@ def keras_layer_tensor_names(model, proto, verify: bool = True) -> dict[str, str
 
     chosen: dict[str, str] = {}  # tensor -> layer
     if verify and layers:
-        keras = _import_keras()
+        keras = _family(model)
         xs = _random_inputs(model)
         ref_model = keras.Model(model.inputs, [la.output for la in layers])
         with warnings.catch_warnings():
@@ -223,16 +258,18 @@ def keras_layer_tensor_names(model, proto, verify: bool = True) -> dict[str, str
             return False
 
         # a layer's value in its own scope first, else in a node tf2onnx created outside any scope
+        # ("Conv__37") or fused into another layer's node (tf-keras: Conv+BN keeps the Conv's node name)
         unmatched = [(la, r) for la, r in zip(layers, refs) if not claim(la, r, by_layer.get(la.name, []))]
+        anywhere = sorted(unscoped + [it for items in by_layer.values() for it in items], key=lambda it: order[it[1]])
         for la, r in unmatched:
-            claim(la, r, unscoped)
+            claim(la, r, anywhere)
     else:  # no functional graph: the last non-layout tensor of each layer scope
         for layer, items in by_layer.items():
             ordered = [it for it in reversed(items) if it[0].op_type not in _LAYOUT_OPS] or list(reversed(items))
             if ordered:
                 chosen[ordered[0][1]] = layer
 
-    names: dict[str, str] = {t: la for t, la in chosen.items() if any(t == u for _, u, _ in unscoped)}
+    names: dict[str, str] = dict(chosen)
     used = set(chosen.values())
     for layer, items in by_layer.items():
         for _node, t, rest in items:
@@ -289,7 +326,7 @@ def from_keras(
 
     model = load_keras_model(model_or_path)
     keras = _import_keras()
-    if isinstance(model, keras.layers.Layer) and not isinstance(model, keras.Model):
+    if isinstance(model, keras.layers.Layer) and not isinstance(model, keras.Model) and _family(model) is keras:
         return _from_savedmodel_layer(model, model_or_path, path, opset, class_names, preprocess)
     _ensure_called(model)
     proto = _export(model, opset, keep_batchnorm)
@@ -299,7 +336,9 @@ def from_keras(
         if not verify:
             raise
         names = keras_layer_tensor_names(model, proto, verify=False)
-        del e
+        import logging
+
+        logging.getLogger(__name__).info("layer-name check skipped: %s", _one_line(e))
     layout = "NHWC" if any(len(t.shape) >= 3 for t in model.inputs) else None
     set_metadata(proto, framework="keras", layer_names=names, source_layout=layout,
                  class_names=class_names, preprocess=preprocess)

@@ -130,3 +130,26 @@ def test_unbuilt_model_is_refused_with_one_line():
     m = keras.Sequential([keras.layers.Dense(2)])
     with pytest.raises(ConversionError, match="no defined input"):
         from_keras(m)
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["foldbn", "keepbn"])
+def test_tf_keras_model(keep):
+    """tf-keras (Keras 2 API) models go through tf2onnx; its Conv+BN fusion keeps the Conv's node name."""
+    tfk = pytest.importorskip("tf_keras")
+    L = tfk.layers
+    inp = tfk.Input((16, 16, 3))
+    x = L.Conv2D(4, 3, use_bias=False, name="c1")(inp)
+    x = L.BatchNormalization(name="bn")(x)
+    x = L.Activation("relu", name="act")(x)
+    x = L.MaxPooling2D(name="p1")(x)
+    m = tfk.Model(inp, x, name="tfk")
+    rng = np.random.default_rng(0)
+    m.get_layer("bn").set_weights([rng.uniform(0.5, 1.5, 4), rng.normal(0, 0.3, 4), rng.normal(0, 0.5, 4),
+                                   rng.uniform(0.5, 1.5, 4)])
+    xin = rng.uniform(0, 1, (1, 16, 16, 3)).astype("float32")
+    ref = {la.name: np.asarray(o) for la, o in zip(m.layers[1:], tfk.Model(m.inputs, [la.output for la in m.layers[1:]])(xin))}
+    acts = onnxact.get_activations(from_keras(m, keep_batchnorm=keep), xin, all_tensors=True, layout="source")
+    named = [k for k in acts if k in ref]
+    assert set(named) == ({"c1", "bn", "act", "p1"} if keep else {"bn", "act", "p1"})
+    for k in named:
+        _close(acts[k], ref[k], k)
