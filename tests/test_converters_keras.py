@@ -153,3 +153,27 @@ def test_tf_keras_model(keep):
     assert set(named) == ({"c1", "bn", "act", "p1"} if keep else {"bn", "act", "p1"})
     for k in named:
         _close(acts[k], ref[k], k)
+
+
+def test_savedmodel_folder(tmp_path):
+    import keras
+
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="c1")(inp)
+    m = keras.Model(inp, keras.layers.MaxPooling2D(name="p1")(x))
+    m.export(tmp_path / "sm", format="tf_saved_model", verbose=False)
+    xin = np.random.default_rng(0).uniform(0, 1, (1, 16, 16, 3)).astype("float32")
+    model = onnxact.load(from_keras(tmp_path / "sm"))
+    assert model.metadata["onnxact.source_layout"] == "NHWC"
+    out = onnxact.get_activations(model, xin).outputs
+    np.testing.assert_allclose(next(iter(out.values())), np.asarray(m(xin)), rtol=1e-4, atol=1e-5)
+
+
+def test_missing_framework_names_the_extra(monkeypatch):
+    import sys
+
+    from onnxact.errors import DependencyError
+
+    monkeypatch.setitem(sys.modules, "keras", None)
+    with pytest.raises(DependencyError, match=r"pip install 'onnxact\[keras\]'"):
+        from_keras("model.keras")

@@ -119,3 +119,16 @@ def test_exporter_rejection_is_one_line(module, exporter, capsys):
         from_torch(module, torch.ones(4), exporter=exporter)
     assert "\n" not in str(e.value) and "\x1b" not in str(e.value)
     assert capsys.readouterr().out == ""
+
+
+def test_missing_torch_names_the_extra(monkeypatch, capsys):
+    import sys
+
+    from onnxact.cli import main
+    from onnxact.errors import DependencyError
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(DependencyError, match=r"pip install 'onnxact\[torch\]'"):
+        from_torch(object(), None)
+    assert main(["convert", "tests.models.torch_nets:tiny_resnet", "-o", "x.onnx"]) == 2
+    assert "pip install 'onnxact[torch]'" in capsys.readouterr().err
