@@ -31,17 +31,25 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median times of several functions measured round-robin, so load drift hits them alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1, rounds: int = 2) -> dict[str, float]:
+    """Median times of several functions, measured in blocks taken in turn over ``rounds`` rounds.
+
+    Why blocks and not call-by-call alternation: each onnxruntime session has its own thread
+    pool whose threads spin for a while after a run; alternating calls lets one session's
+    spinning threads steal the cores of the next (on 2 CPUs that made plain inference look 30%
+    slower than a capture). A warm-up call at the start of each block absorbs it; rounds spread
+    load drift over all functions alike.
+    """
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
+    per_round = max(1, -(-repeats // rounds))
+    for _ in range(rounds):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
+            for _ in range(warmup):
+                fn()
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
 

@@ -1,8 +1,8 @@
 """Keract side of the benchmark, run in a subprocess with ``TF_USE_LEGACY_KERAS=1`` (Keract 4.5
 works only under tf-keras) so Keras 3 in the parent process is untouched. Prints one JSON line.
 
-    python -m bench.keract_run capture {seed|tenblock} BATCH REPEATS
-    python -m bench.keract_run render ACTS.npz IMAGE.npy OUTDIR
+    python -m bench.keract_run capture {seed|tenblock} BATCHES(1,8) REPEATS
+    python -m bench.keract_run render ACTS.npz IMAGE.npy OUTDIR [--no-heatmaps]
 """
 
 from __future__ import annotations
@@ -34,21 +34,25 @@ def _model(key: str):
     return k.Sequential(layers, name="tenblock"), (224, 224, 3)
 
 
-def capture(key: str, batch: int, repeats: int) -> dict:
+def capture(key: str, batches: str, repeats: int) -> dict:
+    """Median times per batch size (``batches``: "1,8"): {batch: {predict, get_activations}}."""
     import keract
     import numpy as np
 
     from .common import median_time
 
     model, shape = _model(key)
-    x = np.random.default_rng(0).random((batch, *shape), dtype=np.float32)
-    return {
-        "predict": median_time(lambda: model(x, training=False), repeats),
-        "get_activations": median_time(lambda: keract.get_activations(model, x), repeats),
-    }
+    out = {}
+    for b in (int(v) for v in batches.split(",")):
+        x = np.random.default_rng(0).random((b, *shape), dtype=np.float32)
+        out[str(b)] = {
+            "predict": median_time(lambda x=x: model(x, training=False), repeats),
+            "get_activations": median_time(lambda x=x: keract.get_activations(model, x), repeats),
+        }
+    return out
 
 
-def render(npz: str, image: str, outdir: str) -> dict:
+def render(npz: str, image: str, outdir: str, heatmaps: bool = True) -> dict:
     import keract
     import matplotlib
     import numpy as np
@@ -60,9 +64,10 @@ def render(npz: str, image: str, outdir: str) -> dict:
         t0 = time.perf_counter()
         keract.display_activations(acts, save=True, directory=d)
         t1 = time.perf_counter()
-        keract.display_heatmaps(acts, img, save=True, directory=d)
+        if heatmaps:
+            keract.display_heatmaps(acts, img, save=True, directory=d)
         t2 = time.perf_counter()
-    return {"display_activations": t1 - t0, "display_heatmaps": t2 - t1}
+    return {"display_activations": t1 - t0, "display_heatmaps": t2 - t1 if heatmaps else None}
 
 
 def main(argv: list[str]) -> None:
@@ -71,9 +76,9 @@ def main(argv: list[str]) -> None:
 
     with contextlib.redirect_stdout(io.StringIO()):  # Keract prints shapes; keep stdout for the JSON
         if argv[0] == "capture":
-            out = capture(argv[1], int(argv[2]), int(argv[3]))
+            out = capture(argv[1], argv[2], int(argv[3]))
         else:
-            out = render(argv[1], argv[2], argv[3])
+            out = render(argv[1], argv[2], argv[3], heatmaps="--no-heatmaps" not in argv)
     print(json.dumps(out))
 
 

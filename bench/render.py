@@ -43,7 +43,8 @@ def measure(quick: bool, keract: bool = True) -> dict[str, Any]:
             src = onnxact.get_activations(model, x, layout="source")  # NHWC, as Keras gives them
             np.savez(Path(d) / "acts.npz", **{k: np.asarray(v) for k, v in src.items()})
             np.save(Path(d) / "image.npy", x[0])
-            r = run_json(["-m", "bench.keract_run", "render", str(Path(d) / "acts.npz"), str(Path(d) / "image.npy"), d],
+            args = ["-m", "bench.keract_run", "render", str(Path(d) / "acts.npz"), str(Path(d) / "image.npy"), d]
+            r = run_json(args + (["--no-heatmaps"] if quick else []),
                          env={"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"})
             out["keract_activations"] = r.get("display_activations")
             out["keract_heatmaps"] = r.get("display_heatmaps")
