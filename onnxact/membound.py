@@ -22,7 +22,6 @@ removed at exit, or at once if the capture fails.
 from __future__ import annotations
 
 import atexit
-import ctypes
 import math
 import os
 import re
@@ -172,13 +171,10 @@ def _group_session(model: Model, group: Sequence[str]) -> Any:
 
 
 def _view(ov: Any) -> np.ndarray:
-    """A numpy view of an OrtValue's CPU buffer (no copy); valid while ``ov`` is alive."""
-    nbytes = int(ov.tensor_size_in_bytes())
-    dtype = np.dtype(_ONNX_TO_NP.get(ov.element_type(), "float32")) if isinstance(ov.element_type(), int) else None
-    if dtype is None or ov.device_name().lower() != "cpu" or nbytes == 0:
-        return ov.numpy()
-    buf = (ctypes.c_char * nbytes).from_address(ov.data_ptr())
-    return np.frombuffer(buf, dtype=dtype).reshape(ov.shape())
+    """A numpy view of an OrtValue's CPU buffer (no copy), written out before ``ov`` is dropped."""
+    from .run import ort_value_to_numpy
+
+    return ort_value_to_numpy(ov)
 
 
 class _NpyWriter:
