@@ -83,14 +83,14 @@ def tenblock_torch(widths: tuple[int, ...] = TENBLOCK_WIDTHS, pool_after: tuple[
         bns = [m for m in net if isinstance(m, nn.BatchNorm2d)]
         with torch.no_grad():
             for i, (cv, bn) in enumerate(zip(convs, bns)):
-                cv.weight.copy_(torch.from_numpy(w[f"w{i}"]))
-                cv.bias.copy_(torch.from_numpy(w[f"b{i}"]))
-                bn.weight.copy_(torch.from_numpy(w[f"g{i}"]))
-                bn.bias.copy_(torch.from_numpy(w[f"be{i}"]))
-                bn.running_mean.copy_(torch.from_numpy(w[f"mu{i}"]))
-                bn.running_var.copy_(torch.from_numpy(w[f"var{i}"]))
-            net[-1].weight.copy_(torch.from_numpy(w["fc_w"]))
-            net[-1].bias.copy_(torch.from_numpy(w["fc_b"]))
+                cv.weight.copy_(torch.tensor(w[f"w{i}"]))
+                cv.bias.copy_(torch.tensor(w[f"b{i}"]))
+                bn.weight.copy_(torch.tensor(w[f"g{i}"]))
+                bn.bias.copy_(torch.tensor(w[f"be{i}"]))
+                bn.running_mean.copy_(torch.tensor(w[f"mu{i}"]))
+                bn.running_var.copy_(torch.tensor(w[f"var{i}"]))
+            net[-1].weight.copy_(torch.tensor(w["fc_w"]))
+            net[-1].bias.copy_(torch.tensor(w["fc_b"]))
     return net
 
 
