@@ -77,7 +77,7 @@ def get_activations(
         info = layer
         if to_last and layer.layout in _TO_LAST:
             perm, new_layout = _TO_LAST[layer.layout]
-            arr = np.ascontiguousarray(arr.transpose(perm)) if isinstance(arr, np.ndarray) else arr.transpose(perm)
+            arr = np.ascontiguousarray(arr.transpose(perm)) if type(arr) is np.ndarray else arr.transpose(perm)
             info = LayerInfo(layer.name, layer.tensor, layer.op_type, new_layout, None, layer.activation,
                              layer.index, layer.node)
         elif layer.shape is None or any(not isinstance(d, int) for d in layer.shape):

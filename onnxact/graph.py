@@ -92,6 +92,12 @@ def _follow_activation(
     if dq is not None:
         return dq
     users = consumers.get(tensor, [])
+    if len(users) == 1 and users[0].op_type == "BatchNormalization" and users[0].input[0] == tensor:
+        # Conv -> BN -> act kept unfolded (keep_batchnorm exports, opset-7-era graphs): capturing
+        # the raw conv output would stop onnxruntime fusing the three, so the layer is read at its
+        # activation (or after the BN when none follows), as the framework's block computes it.
+        t, act = _follow_activation(users[0].output[0], consumers, graph_outputs)
+        return t, (act if act is not None else users[0])
     if len(users) == 1 and users[0].op_type in ACTIVATION_OPS and users[0].input[0] == tensor:
         out = users[0].output[0]
         after = _follow_qdq(out, consumers, graph_outputs)

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 
-@pytest.mark.parametrize("module", ["torch", "onnxscript", "tensorflow", "keras", "tf2onnx", "fastapi", "uvicorn",
+@pytest.mark.parametrize("module", ["torch", "onnxscript", "tensorflow", "keras", "tf2onnx", "tf_keras", "fastapi", "uvicorn",
                                     "playwright", "schemathesis", "hypothesis", "skimage", "ray"])
 def test_framework_importable(module):
     importlib.import_module(module)
