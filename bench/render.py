@@ -50,3 +50,40 @@ def measure(quick: bool, keract: bool = True) -> dict[str, Any]:
             out["keract_heatmaps"] = r.get("display_heatmaps")
             out["keract_error"] = r.get("error")
     return out
+
+
+def measure_inspect(repeats: int = 3) -> dict[str, Any]:
+    """``onnxact inspect`` on the demo model vs its floor: capture alone plus writing the grid PNGs.
+
+    Both are in-process; inspect includes loading the model, heatmaps, CAM, npz and index.html.
+    """
+    import onnxact
+    from onnxact.cli import main
+    from onnxact.render import display_activations
+
+    model_path, image = onnxact.demo_paths()
+    model = onnxact.load(model_path)
+    x = onnxact.preprocess_image(image, model)
+    with tempfile.TemporaryDirectory() as d:
+        def floor() -> None:
+            acts = onnxact.get_activations(model, x)
+            display_activations(acts, save=True, directory=d)
+
+        def inspect() -> None:
+            assert main(["inspect", str(model_path), str(image), "-o", str(Path(d) / "report")]) == 0
+
+        floor()
+        inspect()  # warm-up
+        f = float(np.median([_timed(floor) for _ in range(repeats)]))
+        i = float(np.median([_timed(inspect) for _ in range(repeats)]))
+    return {"floor_s": f, "inspect_s": i, "ratio": i / f}
+
+
+if __name__ == "__main__":  # python -m bench.render
+    import contextlib
+    import io
+    import json
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        result = measure_inspect(5)
+    print(json.dumps(result))
