@@ -9,6 +9,7 @@ With no MODEL and no IMAGE it runs on the bundled demo model and its sample imag
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -123,20 +124,32 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
     heats: dict[str, Path] = {}
     keys = list(one.keys())
     desc = f"render {image.name}" if n_samples > 1 else "render"
-    for key in progress(keys, desc=desc):
+
+    def draw(key: str) -> tuple[str, Path, Path | None]:
         pics = display_activations(one, cmap=args.cmap, save=True, directory=out / "grids", layers=[key],
                                    normalize=args.scale, show=False)
-        grids[key] = pics.paths[0].relative_to(out)
         info = one.layers.get(key)
         lay = getattr(info, "layout", None)
         arr = one[key]
         spatial = lay in ("NCHW", "NHWC") and arr.ndim == 4 and \
             (arr.shape[2] * arr.shape[3] if lay == "NCHW" else arr.shape[1] * arr.shape[2]) > 1
+        heat = None
         if args.heatmaps != "none" and spatial:
             h = display_heatmaps(one, base, save=True, directory=out / "heatmaps", layers=[key],
                                  merge_filters=args.heatmaps == "merged", cmap=args.heatmap_cmap, alpha=args.alpha,
                                  show=False)
-            heats[key] = h.paths[0].relative_to(out)
+            heat = h.paths[0].relative_to(out)
+        return key, pics.paths[0].relative_to(out), heat
+
+    # Layers are drawn on two threads: PNG encoding and most numpy work release the GIL, so the
+    # report costs little more than the grids alone. map() keeps graph order and re-raises errors.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(4, max(1, os.cpu_count() or 1))) as pool:
+        for key, grid, heat in progress(pool.map(draw, keys), total=len(keys), desc=desc):
+            grids[key] = grid
+            if heat is not None:
+                heats[key] = heat
     stats = [layer_stats(k, v, one.layers.get(k)) for k, v in one.items()]
     preds = top_predictions(one.outputs, class_names, k=args.top)
     cam_entry = None
