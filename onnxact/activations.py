@@ -7,11 +7,10 @@ the channels-first/last question is answered once, here, and never guessed again
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -212,15 +211,3 @@ def load_activations(path: str | os.PathLike[str]) -> Activations:
     return Activations(
         data, layers, model_sha256=manifest.get("model_sha256"), class_names=manifest.get("class_names")
     )
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def iter_items(acts: Mapping[str, np.ndarray]) -> Iterator[tuple[str, np.ndarray, LayerInfo | None]]:
-    """Yield (key, array, LayerInfo or None) for any mapping; metadata when it has some."""
-    layers = getattr(acts, "layers", None) or {}
-    for k, v in acts.items():
-        yield k, np.asarray(v), layers.get(k)
-

@@ -55,7 +55,7 @@ def get_activations(
         raise InputError(f"output_format must be one of {', '.join(OUTPUT_FORMATS)}, not '{output_format}'")
     if layout not in (None, "source", "onnx"):
         raise InputError(f"layout must be None, 'onnx' or 'source', not '{layout}'")
-    m: Model = load(model, providers=providers) if not isinstance(model, Model) else model
+    m: Model = load(model, providers=providers)  # a Model comes back as is, sessions and all
     if isinstance(layer_names, (str, int)):
         layer_names = [layer_names]
     if isinstance(op_types, str):

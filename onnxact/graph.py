@@ -8,7 +8,7 @@ Typed value_info (from shape inference) keeps ``onnx.checker`` happy.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import onnx
@@ -209,7 +209,3 @@ def expose_outputs(
         else:
             g.output.append(onnx.ValueInfoProto(name=t))
     return new
-
-
-def iter_nodes(graph: onnx.GraphProto) -> Iterable[onnx.NodeProto]:
-    return iter(graph.node)

@@ -103,24 +103,14 @@ class LRUCache:
 
 
 def _read_labels(labels: Any) -> list[str] | None:
+    """Labels given as a list, or a file read by the report's reader (JSON list or one per line)."""
     if labels is None:
         return None
     if isinstance(labels, (list, tuple)):
         return [str(x) for x in labels]
-    p = Path(labels)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"cannot read labels file {p}: {e.strerror or e}") from None
-    if text.lstrip().startswith("["):
-        import json
+    from ..report import read_labels
 
-        try:
-            v = json.loads(text)
-        except ValueError:
-            raise InputError(f"labels file {p} looks like JSON but does not parse; use one label per line") from None
-        return [str(x) for x in v]
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return read_labels(labels)
 
 
 class ViewerState:
@@ -397,21 +387,6 @@ def _softmax_if_needed(v: np.ndarray) -> tuple[np.ndarray, bool]:
         return v, True
     e = np.exp(v - v.max(initial=0.0))
     return e / e.sum(), False
-
-
-def _eigen_cam(maps: np.ndarray) -> np.ndarray:
-    """EigenCAM: the maps projected on their first principal component (gradient-free)."""
-    c, h, w = maps.shape
-    a = maps.reshape(c, h * w).astype(np.float64)
-    a = a - a.mean(axis=1, keepdims=True)
-    try:
-        _, _, vt = np.linalg.svd(a, full_matrices=False)
-    except np.linalg.LinAlgError:
-        return maps.mean(axis=0)
-    cam = vt[0].reshape(h, w)
-    if np.dot(cam.ravel(), maps.mean(axis=0).ravel()) < 0:  # SVD's sign is arbitrary
-        cam = -cam
-    return np.maximum(cam, 0).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- API schema
@@ -712,10 +687,8 @@ def _cache_headers() -> dict[str, str]:
 
 def _cam_method(m: Model) -> str:
     """"cam" (exact, class-specific) when the model has a GAP -> FC head, else "eigencam"."""
-    try:
-        from ..cam import find_cam_head
-    except ImportError:
-        return "eigencam"
+    from ..cam import find_cam_head
+
     try:
         return "cam" if find_cam_head(m.proto) is not None else "eigencam"
     except Exception:  # noqa: BLE001 - a head we cannot read just means no exact CAM
@@ -723,42 +696,23 @@ def _cam_method(m: Model) -> str:
 
 
 def _class_map(m: Model, cap: Capture, class_index: int) -> tuple[np.ndarray, dict[str, str]] | None:
-    """A 2-D class activation map + headers describing it: onnxact.cam, else local EigenCAM."""
+    """A 2-D class activation map + headers describing it, from onnxact.cam (exact CAM, else EigenCAM)."""
+    from ..cam import class_activation_map
+
     key = -2 - class_index  # cache slot inside Capture.tiles that never clashes with layer indices
     hit = cap.tiles.get(key)
     if hit is not None:
         return hit[0], {"X-Cam-Method": "cached"}
-    heat: np.ndarray | None = None
-    headers: dict[str, str] = {}
     try:
-        from ..cam import class_activation_map
-    except ImportError:
-        class_activation_map = None  # type: ignore[assignment]
-    if class_activation_map is not None:
-        try:
-            res = class_activation_map(m, None, None if class_index < 0 else class_index, acts=cap.acts)
-            arr = np.asarray(res.map, dtype=np.float32)
-            if arr.ndim == 2 and np.isfinite(arr).all():
-                heat = arr
-                headers = {"X-Cam-Method": str(res.method), "X-Cam-Layer": _ascii(res.layer)}
-                if res.class_index is not None:
-                    headers["X-Cam-Class"] = str(res.class_index)
-        except OnnxactError:
-            heat = None
-    if heat is None:
-        for k in reversed(list(cap.acts)):
-            info = cap.acts.layers.get(k)
-            a = np.asarray(cap.acts[k])
-            if info is not None and info.layout in ("NCHW", "NHWC") and a.ndim == 4:
-                from ..render import sample_tiles
-
-                maps, _ = sample_tiles(a, info.layout, 0)
-                if maps.shape[1] * maps.shape[2] > 1:
-                    heat = _eigen_cam(np.nan_to_num(maps))
-                    headers = {"X-Cam-Method": "eigencam", "X-Cam-Layer": _ascii(info.name)}
-                    break
-    if heat is None:
+        res = class_activation_map(m, None, None if class_index < 0 else class_index, acts=cap.acts)
+    except OnnxactError:
         return None
+    heat = np.asarray(res.map, dtype=np.float32)
+    if heat.ndim != 2 or not np.isfinite(heat).all():
+        return None
+    headers = {"X-Cam-Method": str(res.method), "X-Cam-Layer": _ascii(res.layer)}
+    if res.class_index is not None:
+        headers["X-Cam-Class"] = str(res.class_index)
     cap.tiles[key] = (heat, 0.0, 0.0)
     return heat, headers
 
