@@ -83,33 +83,129 @@ def subgraph_tensors(g: onnx.GraphProto, inputs_only: bool = False) -> list[str]
 
 
 def _follow_activation(
-    tensor: str, consumers: Mapping[str, list[onnx.NodeProto]], graph_outputs: set[str]
-) -> tuple[str, onnx.NodeProto | None]:
-    """From a conv/pool output, step over the activation that follows it, if exactly one does."""
+    tensor: str, consumers: Mapping[str, list[onnx.NodeProto]], graph_outputs: set[str],
+    consts: Mapping[str, float] | None = None,
+) -> tuple[str, onnx.NodeProto | None, str | None]:
+    """From a conv/pool output, step over the activation that follows it, if exactly one does.
+
+    Returns (tensor to capture, the node that makes it or None, the activation's name or None).
+    """
     if tensor in graph_outputs:
-        return tensor, None
+        return tensor, None, None
     dq = _follow_qdq(tensor, consumers, graph_outputs)
     if dq is not None:
-        return dq
+        return dq[0], dq[1], None
     users = consumers.get(tensor, [])
     if len(users) == 1 and users[0].op_type == "BatchNormalization" and users[0].input[0] == tensor:
         # Conv -> BN -> act kept unfolded (keep_batchnorm exports, opset-7-era graphs): capturing
         # the raw conv output would stop onnxruntime fusing the three, so the layer is read at its
         # activation (or after the BN when none follows), as the framework's block computes it.
-        t, act = _follow_activation(users[0].output[0], consumers, graph_outputs)
-        return t, (act if act is not None else users[0])
+        t, act, name = _follow_activation(users[0].output[0], consumers, graph_outputs, consts)
+        return (t, act, name) if act is not None else (t, users[0], "BatchNormalization")
     if len(users) == 1 and users[0].op_type in ACTIVATION_OPS and users[0].input[0] == tensor:
         out = users[0].output[0]
         after = _follow_qdq(out, consumers, graph_outputs)
-        return (after[0], users[0]) if after is not None else (out, users[0])
+        return (after[0] if after is not None else out), users[0], users[0].op_type
     # SiLU / Swish written as x * Sigmoid(x)
     if len(users) == 2:
         sig = next((u for u in users if u.op_type == "Sigmoid"), None)
         mul = next((u for u in users if u.op_type == "Mul"), None)
         if sig is not None and mul is not None and sig.output[0] in mul.input and tensor in mul.input:
             if len(consumers.get(sig.output[0], [])) == 1:
-                return mul.output[0], mul
-    return tensor, None
+                return mul.output[0], mul, "SiLU"
+    hs = _follow_hardswish(tensor, users, consumers, consts or {})
+    if hs is not None:
+        return hs.output[0], hs, "HardSwish"
+    return tensor, None, None
+
+
+def _const_inputs(node: onnx.NodeProto, tensor: str, consts: Mapping[str, float]) -> list[float] | None:
+    """The scalar constants among ``node``'s inputs other than ``tensor`` (None if any is not one)."""
+    vals = [consts.get(i) for i in node.input if i and i != tensor]
+    return None if any(v is None for v in vals) else vals  # type: ignore[return-value]
+
+
+def _near(a: float | None, b: float) -> bool:
+    return a is not None and abs(a - b) <= 1e-4 * max(1.0, abs(b))
+
+
+def _follow_hardswish(
+    x: str, users: Sequence[onnx.NodeProto], consumers: Mapping[str, list[onnx.NodeProto]],
+    consts: Mapping[str, float],
+) -> onnx.NodeProto | None:
+    """HardSwish as exporters without the op write it; returns the node whose output is x*relu6(x+3)/6.
+
+    ``x * HardSigmoid(x)`` (alpha 1/6, beta 0.5: torch.onnx below opset 14, tf2onnx) and Paddle's
+    ``x * Clip(x + 3, 0, 6) / 6`` (also ``Clip / 6`` then ``* x``, or ``* (1/6)``), which the
+    rapidocr models use after most convs: reading the layer at the conv output would show the
+    pre-activation map and differ from the framework's block.
+    """
+    if len(users) != 2:
+        return None
+
+    def only(t: str) -> onnx.NodeProto | None:
+        u = consumers.get(t, [])
+        return u[0] if len(u) == 1 else None
+
+    def scale(node: onnx.NodeProto | None, value: str) -> bool:  # node computes value / 6 (or * 1/6)
+        if node is None or len(node.input) != 2 or node.input[0] != value:
+            return False
+        c = consts.get(node.input[1])
+        return (node.op_type == "Div" and _near(c, 6.0)) or (node.op_type == "Mul" and _near(c, 1 / 6))
+
+    mul = next((u for u in users if u.op_type == "Mul" and list(u.input).count(x) == 1), None)
+    gate_in = next((u for u in users if u is not mul), None)
+    if mul is None or gate_in is None:
+        return None
+    other = next(i for i in mul.input if i != x)
+    if gate_in.op_type == "HardSigmoid":
+        attrs = {a.name: a.f for a in gate_in.attribute}
+        if (gate_in.output[0] == other and only(other) is mul and _near(attrs.get("alpha", 0.2), 1 / 6)
+                and _near(attrs.get("beta", 0.5), 0.5)):
+            return mul
+        return None
+    if gate_in.op_type != "Add" or _const_inputs(gate_in, x, consts) is None or not _near(
+            (_const_inputs(gate_in, x, consts) or [None])[0], 3.0):
+        return None
+    clip = only(gate_in.output[0])
+    if clip is None or clip.op_type != "Clip" or clip.input[0] != gate_in.output[0]:
+        return None
+    attrs = {a.name: a.f for a in clip.attribute}
+    lo = consts.get(clip.input[1]) if len(clip.input) > 1 and clip.input[1] else attrs.get("min")
+    hi = consts.get(clip.input[2]) if len(clip.input) > 2 and clip.input[2] else attrs.get("max")
+    if not (_near(lo, 0.0) and _near(hi, 6.0)):
+        return None
+    if other == clip.output[0] and only(clip.output[0]) is mul:  # x * clip, then / 6
+        after = only(mul.output[0])
+        return after if scale(after, mul.output[0]) and mul.output[0] not in consts else None
+    div = only(clip.output[0])  # clip / 6, then x * that
+    if scale(div, clip.output[0]) and other == div.output[0] and only(div.output[0]) is mul:
+        return mul
+    return None
+
+
+def scalar_constants(graph: onnx.GraphProto) -> dict[str, float]:
+    """Single-element initializers and Constant outputs of ``graph``, as floats (for pattern matching)."""
+    from onnx import numpy_helper
+
+    out: dict[str, float] = {}
+    for t in graph.initializer:
+        if len(t.dims) <= 4 and all(d == 1 for d in t.dims):
+            try:
+                out[t.name] = float(numpy_helper.to_array(t).reshape(-1)[0])
+            except (ValueError, IndexError, TypeError):
+                pass
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output:
+            for a in node.attribute:
+                try:
+                    if a.name == "value" and all(d == 1 for d in a.t.dims):
+                        out[node.output[0]] = float(numpy_helper.to_array(a.t).reshape(-1)[0])
+                    elif a.name == "value_float":
+                        out[node.output[0]] = float(a.f)
+                except (ValueError, IndexError, TypeError):
+                    pass
+    return out
 
 
 def _follow_qdq(
@@ -141,6 +237,7 @@ def find_candidates(
     """
     consumers = _consumers(graph)
     graph_outputs = {o.name for o in graph.output}
+    consts = scalar_constants(graph)
     everything: list[Candidate] = []
     default: list[Candidate] = []
     node_index = {id(n): k for k, n in enumerate(graph.node)}
@@ -151,11 +248,9 @@ def find_candidates(
             if out and elem_types.get(out) in FLOAT_TYPES:
                 everything.append(Candidate(out, node.op_type, node.name, None, k))
         if node.op_type in CONV_OPS + POOL_OPS and node.output and node.output[0]:
-            t, act = _follow_activation(node.output[0], consumers, graph_outputs)
+            t, act, act_name = _follow_activation(node.output[0], consumers, graph_outputs, consts)
             if elem_types.get(t, TensorProto.FLOAT) not in FLOAT_TYPES and node.op_type not in ("ConvInteger", "QLinearConv"):
                 continue
-            act_name = None if act is None or act.op_type == "DequantizeLinear" else (
-                "SiLU" if act.op_type == "Mul" else act.op_type)
             pos = node_index[id(act)] if act is not None else k
             default.append(Candidate(t, node.op_type, act.name if act is not None else node.name, act_name, pos))
     default.sort(key=lambda c: c.position)
