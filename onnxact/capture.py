@@ -72,17 +72,15 @@ def get_activations(
     data: dict[str, np.ndarray] = {}
     infos: dict[str, LayerInfo] = {}
     for i, layer in enumerate(layers):
-        key = {"simple": layer.name, "full": layer.tensor, "numbered": str(i)}[output_format]
+        key = layer.name if output_format == "simple" else layer.tensor if output_format == "full" else str(i)
         arr = values[layer.tensor]
-        info = layer
         if to_last and layer.layout in _TO_LAST:
             perm, new_layout = _TO_LAST[layer.layout]
             arr = np.ascontiguousarray(arr.transpose(perm)) if type(arr) is np.ndarray else arr.transpose(perm)
             info = LayerInfo(layer.name, layer.tensor, layer.op_type, new_layout, None, layer.activation,
                              layer.index, layer.node)
-        elif layer.shape is None or any(not isinstance(d, int) for d in layer.shape):
-            info = LayerInfo(layer.name, layer.tensor, layer.op_type, layer.layout, tuple(arr.shape),
-                             layer.activation, layer.index, layer.node)
+        else:
+            info = m.shaped(layer, arr.shape)
         data[key] = arr
         infos[key] = info
     return Activations(data, infos, outputs=own, model_sha256=m.sha256, class_names=m.class_names, inputs=feeds)
