@@ -45,7 +45,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
                    help="image normalisation (default: the model's metadata, else 0-1)")
     p.add_argument("--provider", help="onnxruntime execution provider(s), e.g. cuda,cpu")
     p.add_argument("--engine", choices=["local", "ray"], default="local", help="local (default) or a Ray cluster")
-    p.add_argument("--address", help="Ray cluster address (with --engine ray; default: start a local Ray)")
+    p.add_argument("--address", help="Ray cluster address, e.g. ray://HOST:10001 or auto (with --engine ray; "
+                   "default: start a local Ray)")
     p.add_argument("--workers", type=int, help="Ray actors, one onnxruntime session each (with --engine ray)")
     p.set_defaults(func=run)
 
