@@ -84,11 +84,15 @@ def subgraph_tensors(g: onnx.GraphProto, inputs_only: bool = False) -> list[str]
 
 def _follow_activation(
     tensor: str, consumers: Mapping[str, list[onnx.NodeProto]], graph_outputs: set[str],
-    consts: Mapping[str, float] | None = None,
+    consts: Mapping[str, float] | None = None, const_tensors: set[str] | frozenset[str] = frozenset(),
+    _affine_steps: int = 0,
 ) -> tuple[str, onnx.NodeProto | None, str | None]:
     """From a conv/pool output, step over the activation that follows it, if exactly one does.
 
     Returns (tensor to capture, the node that makes it or None, the activation's name or None).
+    ``const_tensors`` (initializers and what is computed from them alone) lets a conv's bias or
+    affine written as separate ops (Paddle: ``Conv -> Add(bias) -> Relu``; PP-LCNetV3's learnable
+    affine ``* s + b`` before its HardSwish) count as part of the layer.
     """
     if tensor in graph_outputs:
         return tensor, None, None
@@ -100,17 +104,31 @@ def _follow_activation(
         # Conv -> BN -> act kept unfolded (keep_batchnorm exports, opset-7-era graphs): capturing
         # the raw conv output would stop onnxruntime fusing the three, so the layer is read at its
         # activation (or after the BN when none follows), as the framework's block computes it.
-        t, act, name = _follow_activation(users[0].output[0], consumers, graph_outputs, consts)
+        t, act, name = _follow_activation(users[0].output[0], consumers, graph_outputs, consts, const_tensors,
+                                          _affine_steps)
         return (t, act, name) if act is not None else (t, users[0], "BatchNormalization")
+    if (len(users) == 1 and _affine_steps < 3 and users[0].op_type in ("Add", "Sub", "Mul", "Div")
+            and len(users[0].input) == 2 and list(users[0].input).count(tensor) == 1
+            and (users[0].input[1] if users[0].input[0] == tensor else users[0].input[0]) in const_tensors
+            and (users[0].input[0] == tensor or users[0].op_type in ("Add", "Mul"))):
+        # A constant bias / scale written as its own op (onnxruntime folds it into the conv).
+        nxt = users[0].output[0]
+        t, act, name = _follow_activation(nxt, consumers, graph_outputs, consts, const_tensors, _affine_steps + 1)
+        return (t, act, name) if act is not None else (nxt, users[0], None)
     if len(users) == 1 and users[0].op_type in ACTIVATION_OPS and users[0].input[0] == tensor:
         out = users[0].output[0]
         after = _follow_qdq(out, consumers, graph_outputs)
         return (after[0] if after is not None else out), users[0], users[0].op_type
-    # SiLU / Swish written as x * Sigmoid(x)
+    # SiLU / Swish written as x * Sigmoid(x), or x * Sigmoid(beta * x) with a constant beta
     if len(users) == 2:
         sig = next((u for u in users if u.op_type == "Sigmoid"), None)
-        mul = next((u for u in users if u.op_type == "Mul"), None)
-        if sig is not None and mul is not None and sig.output[0] in mul.input and tensor in mul.input:
+        if sig is None:
+            beta = next((u for u in users if u.op_type == "Mul" and len(u.input) == 2 and
+                         next((i for i in u.input if i != tensor), "") in const_tensors), None)
+            after = consumers.get(beta.output[0], []) if beta is not None else []
+            sig = after[0] if len(after) == 1 and after[0].op_type == "Sigmoid" else None
+        mul = next((u for u in users if u.op_type == "Mul" and sig is not None and sig.output[0] in u.input), None)
+        if sig is not None and mul is not None and tensor in mul.input:
             if len(consumers.get(sig.output[0], [])) == 1:
                 return mul.output[0], mul, "SiLU"
     hs = _follow_hardswish(tensor, users, consumers, consts or {})
@@ -184,6 +202,21 @@ def _follow_hardswish(
     return None
 
 
+#: Ops that compute a constant when all their inputs are constants (shape plumbing of exported biases).
+_CONST_PROPAGATING = {"Reshape", "Unsqueeze", "Squeeze", "Cast", "Identity", "Flatten", "Expand", "Transpose",
+                      "Mul", "Add", "Sub", "Div", "Sqrt", "Reciprocal", "Neg", "Concat"}
+
+
+def constant_tensors(graph: onnx.GraphProto) -> set[str]:
+    """Initializers, Constant outputs and outputs of nodes fed only by those (in graph order)."""
+    out = {t.name for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" or (
+                node.op_type in _CONST_PROPAGATING and all(i in out for i in node.input if i)):
+            out.update(o for o in node.output if o)
+    return out
+
+
 def scalar_constants(graph: onnx.GraphProto) -> dict[str, float]:
     """Single-element initializers and Constant outputs of ``graph``, as floats (for pattern matching)."""
     from onnx import numpy_helper
@@ -238,6 +271,7 @@ def find_candidates(
     consumers = _consumers(graph)
     graph_outputs = {o.name for o in graph.output}
     consts = scalar_constants(graph)
+    const_tensors = constant_tensors(graph)
     everything: list[Candidate] = []
     default: list[Candidate] = []
     node_index = {id(n): k for k, n in enumerate(graph.node)}
@@ -248,7 +282,7 @@ def find_candidates(
             if out and elem_types.get(out) in FLOAT_TYPES:
                 everything.append(Candidate(out, node.op_type, node.name, None, k))
         if node.op_type in CONV_OPS + POOL_OPS and node.output and node.output[0]:
-            t, act, act_name = _follow_activation(node.output[0], consumers, graph_outputs, consts)
+            t, act, act_name = _follow_activation(node.output[0], consumers, graph_outputs, consts, const_tensors)
             if elem_types.get(t, TensorProto.FLOAT) not in FLOAT_TYPES and node.op_type not in ("ConvInteger", "QLinearConv"):
                 continue
             pos = node_index[id(act)] if act is not None else k

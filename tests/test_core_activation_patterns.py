@@ -1,6 +1,9 @@
-"""HardSwish written without the op (x * HardSigmoid(x), Paddle's x * Clip(x + 3, 0, 6) / 6) is read
-as the conv layer's activation, like SiLU: checked on built graphs, on torch.onnx's opset-13 export
-against a forward hook, and on the rapidocr cls model against an independent onnxruntime run."""
+"""Activations and biases written as several ops are read as part of the conv layer.
+
+HardSwish without the op (x * HardSigmoid(x), Paddle's x * Clip(x + 3, 0, 6) / 6), Swish with a
+constant beta, and a bias or affine written as separate Add/Mul ops of constants (Paddle exports):
+checked on built graphs, on torch.onnx's opset-13 export against a forward hook, and on the
+rapidocr models against independent onnxruntime runs."""
 
 from __future__ import annotations
 
@@ -107,3 +110,84 @@ def test_rapidocr_cls_layers_are_read_after_paddles_hardswish():
         (v,) = sess.run([pre], {m.inputs[0].name: x})
         np.testing.assert_allclose(acts[lay.tensor], v * np.clip(v + 3, 0, 6) / 6, rtol=1e-4, atol=1e-5,
                                    err_msg=lay.name)
+
+
+def _bias_net(bias_from_reshape: bool = True, residual: bool = False, affine: bool = False) -> onnx.ModelProto:
+    """Conv without bias -> Add(bias) [-> Mul(s) -> Add(b)] -> Relu -> MaxPool, as Paddle writes it."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(0, 0.5, (4,)).astype(np.float32), "bias"),
+             numpy_helper.from_array(np.array([1, 4, 1, 1], np.int64), "bshape"),
+             numpy_helper.from_array(np.float32(0.7), "s"), numpy_helper.from_array(np.float32(-0.2), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv")]
+    if bias_from_reshape:
+        nodes.append(helper.make_node("Reshape", ["bias", "bshape"], ["bias4"], name="reshape_bias"))
+    nodes.append(helper.make_node("Add", ["c", "bias4" if bias_from_reshape else "x"], ["cb"], name="add_bias"))
+    cur = "cb"
+    if affine:
+        nodes += [helper.make_node("Mul", ["s", cur], ["sc"], name="lab_scale"),
+                  helper.make_node("Add", ["sc", "b"], ["af"], name="lab_bias")]
+        cur = "af"
+    if residual:
+        nodes.append(helper.make_node("Add", [cur, "x"], ["res"], name="residual"))
+        cur = "res"
+    nodes += [helper.make_node("Relu", [cur], ["r"], name="relu"),
+              helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[2, 2], strides=[2, 2], name="pool")]
+    xshape = [1, 3, 8, 8] if not (residual or not bias_from_reshape) else [1, 4, 8, 8]
+    if residual or not bias_from_reshape:
+        inits[0] = numpy_helper.from_array(rng.normal(0, 0.5, (4, 4, 3, 3)).astype(np.float32), "w")
+    g = helper.make_graph(nodes, "bias", [helper.make_tensor_value_info("x", TensorProto.FLOAT, xshape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_a_bias_or_affine_of_constants_between_conv_and_relu_is_part_of_the_layer(affine):
+    m = onnxact.load(_bias_net(affine=affine))
+    assert [(lay.tensor, lay.op_type, lay.activation) for lay in m.layers] == [
+        ("r", "Conv", "Relu"), ("y", "MaxPool", None)]
+    x = np.random.default_rng(2).normal(0, 1, (1, 3, 8, 8)).astype(np.float32)
+    got = onnxact.get_activations(m, x, output_format="full")["r"]
+    c = onnxact.get_activations(m, x, layer_names=["c"], output_format="full")["c"]
+    pre = c + numpy_helper.to_array(m.proto.graph.initializer[1]).reshape(1, 4, 1, 1)
+    if affine:
+        pre = 0.7 * pre - 0.2
+    np.testing.assert_allclose(got, np.maximum(pre, 0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("residual,bias_from_reshape,tensor", [(True, True, "cb"), (False, False, "c")])
+def test_adding_a_computed_tensor_is_not_a_bias(residual, bias_from_reshape, tensor):
+    # conv + bias, then a residual add before the Relu: the layer is the biased conv output;
+    # conv + the input itself: no bias at all, the layer is the conv output.
+    m = onnxact.load(_bias_net(bias_from_reshape=bias_from_reshape, residual=residual))
+    assert m.layers[0].tensor == tensor and m.layers[0].activation is None
+
+
+def test_swish_with_a_constant_beta_is_silu():
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.float32(1.5), "beta")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Mul", ["c", "beta"], ["bc"]), helper.make_node("Sigmoid", ["bc"], ["g"]),
+             helper.make_node("Mul", ["c", "g"], ["sw"]),
+             helper.make_node("GlobalAveragePool", ["sw"], ["y"])]
+    g = helper.make_graph(nodes, "swish", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    proto.ir_version = 8
+    m = onnxact.load(proto)
+    assert [(lay.tensor, lay.activation) for lay in m.layers] == [("sw", "SiLU"), ("y", None)]
+    x = rng.normal(0, 1, (1, 3, 8, 8)).astype(np.float32)
+    c = onnxact.get_activations(m, x, layer_names=["c"], output_format="full")["c"]
+    np.testing.assert_allclose(onnxact.get_activations(m, x, output_format="full")["sw"],
+                               c / (1 + np.exp(-1.5 * c)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("key", ["det", "rec"])
+def test_rapidocr_lcnet_layers_are_read_after_their_affine_and_hardswish(key):
+    m = onnxact.load(subjects.rapidocr_models()[key])
+    acts = {lay.activation for lay in m.layers}
+    assert sum(lay.activation == "HardSwish" for lay in m.layers) >= 20
+    assert "Relu" in acts
