@@ -79,11 +79,12 @@ def measure_inspect(repeats: int = 3) -> dict[str, Any]:
     return {"floor_s": f, "inspect_s": i, "ratio": i / f}
 
 
-if __name__ == "__main__":  # python -m bench.render
+if __name__ == "__main__":  # python -m bench.render [REPEATS]
     import contextlib
     import io
     import json
+    import sys
 
     with contextlib.redirect_stdout(io.StringIO()):
-        result = measure_inspect(5)
+        result = measure_inspect(int(sys.argv[1]) if len(sys.argv) > 1 else 5)
     print(json.dumps(result))
