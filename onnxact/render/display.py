@@ -1,0 +1,208 @@
+"""The user-facing side of rendering: pick layers and samples, return, save or show pictures.
+
+Its own stage because both :func:`display_activations` and the heatmaps share it: the
+:class:`Pictures` container, output formats (image / array / matplotlib Figure, imported lazily),
+file names, the output folder and notebook display.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError, LayerError, OutputError
+from .colors import colormap_lut
+from .picture import LayerPicture, render_layer
+from .tiles import NORMALIZE_MODES
+
+
+class Pictures(dict):
+    """``{key: PIL image | matplotlib Figure | ndarray}`` in layer order; ``.paths`` lists saved files.
+
+    In a notebook the pictures are shown when rendered; ``_repr_html_`` shows them when the
+    return value is the last expression of a cell instead.
+    """
+
+    paths: list[Path]
+    details: dict[str, LayerPicture]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths = []
+        self.details = {}
+        self._shown = False
+
+    def _repr_html_(self) -> str:
+        if self._shown:
+            return f"<small>{len(self)} pictures</small>"
+        import base64
+        import html
+        import io
+
+        parts = []
+        for k, v in self.items():
+            if hasattr(v, "save") and hasattr(v, "mode"):
+                buf = io.BytesIO()
+                v.save(buf, format="PNG")
+                b64 = base64.b64encode(buf.getvalue()).decode()
+                parts.append(f'<div><img alt="{html.escape(k)}" src="data:image/png;base64,{b64}"/></div>')
+        return "".join(parts)
+
+
+def _in_notebook() -> bool:
+    ipy = sys.modules.get("IPython")
+    if ipy is None:
+        return False
+    try:
+        shell = ipy.get_ipython()
+    except AttributeError:
+        return False
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_filename(name: str, max_len: int = 80) -> str:
+    """A file-name-safe version of a layer name (``model/conv2d/Relu:0`` -> ``model_conv2d_Relu_0``)."""
+    s = _UNSAFE.sub("_", name).strip("._") or "layer"
+    return s[:max_len]
+
+
+def _prepare_dir(directory: str | os.PathLike[str]) -> Path:
+    d = Path(directory)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create output folder {d}: {e.strerror or e}; choose a writable folder") from None
+    if not os.access(d, os.W_OK):
+        raise OutputError(f"output folder {d} is not writable; choose a writable folder")
+    return d
+
+
+def _select(acts: Mapping[str, Any], layers: Sequence[str] | str | None) -> list[str]:
+    if not isinstance(acts, Mapping):
+        raise InputError(f"expected a mapping {{layer name: array}}, got {type(acts).__name__}")
+    if len(acts) == 0:
+        raise InputError("no activations to draw: the mapping is empty (did the layer filter match nothing?)")
+    if layers is None:
+        return list(acts.keys())
+    wanted = [layers] if isinstance(layers, str) else list(layers)
+    keys = list(acts.keys())
+    out = []
+    for name in wanted:
+        if name in acts:
+            out.append(name)
+            continue
+        subs = [k for k in keys if name in k]
+        if len(subs) == 1:
+            out.append(subs[0])
+            continue
+        close = difflib.get_close_matches(name, keys, n=3, cutoff=0.4) or subs[:3]
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; known layers: {', '.join(keys[:8])}"
+        raise LayerError(f"unknown layer {name!r}{hint}")
+    return out
+
+
+def _samples(arr: np.ndarray, index: int | str | None) -> list[int]:
+    n = arr.shape[0] if arr.ndim >= 2 else 1
+    if index is None or index == "all":
+        return list(range(n))
+    if not isinstance(index, (int, np.integer)):
+        raise InputError(f"index must be a sample number or 'all', not {index!r}")
+    if not -n <= index < n:
+        raise InputError(f"index {index} is out of range: the batch has {n} sample(s)")
+    return [int(index) % n]
+
+
+def _as_figure(img: Any, title: str):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    w, h = img.size
+    fig = Figure(figsize=(w / 100, h / 100), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(np.asarray(img))
+    ax.set_axis_off()
+    fig.suptitle("")
+    fig.set_label(title)
+    return fig
+
+
+def _convert(img: Any, fmt: str, title: str) -> Any:
+    if fmt == "image":
+        return img
+    if fmt == "array":
+        return np.asarray(img)
+    if fmt == "figure":
+        return _as_figure(img, title)
+    raise InputError(f"fmt must be 'image', 'array' or 'figure', not {fmt!r}")
+
+
+def _finish(pics: Pictures, show: bool | None) -> Pictures:
+    if show is None:
+        show = _in_notebook()
+    if show:
+        try:
+            from IPython.display import display
+        except ImportError:
+            return pics
+        for v in pics.values():
+            display(v)
+        pics._shown = True
+    return pics
+
+
+def display_activations(acts: Mapping[str, Any], cmap: Any = None, save: bool = False,
+                        directory: str | os.PathLike[str] = ".", *, layers: Sequence[str] | str | None = None,
+                        index: int | str | None = 0, normalize: str = "tile", fmt: str = "image",
+                        data_format: str | None = None, show: bool | None = None) -> Pictures:
+    """Draw one grid per layer: ~sqrt(C) x sqrt(C) tiles, title with name/op/shape, colour bar.
+
+    ``normalize="tile"`` scales each tile to its own min..max; ``"layer"`` uses one scale for the
+    layer (a dead filter is then a flat tile at the bottom colour). ``index`` picks the sample of
+    a batch (``"all"`` draws each). Returns :class:`Pictures` ``{key: PIL image}`` (``fmt="figure"``
+    for matplotlib Figures, ``"array"`` for uint8 arrays). ``save=True`` writes
+    ``{position:03d}_{layer}.png`` (``..._{sample}.png`` for several samples) into ``directory``.
+    """
+    keys = _select(acts, layers)
+    if normalize not in NORMALIZE_MODES:
+        raise InputError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}, not {normalize!r}")
+    colormap_lut(cmap)  # fail early on a bad colormap
+    out_dir = _prepare_dir(directory) if save else None
+    infos = getattr(acts, "layers", None) or {}
+    positions = {k: i for i, k in enumerate(acts.keys())}
+    pics = Pictures()
+    used_names: set[str] = set()
+    for key in keys:
+        arr = np.asarray(acts[key])
+        samples = _samples(arr, index)
+        for s in samples:
+            pic = render_layer(key, arr, infos.get(key), cmap=cmap, normalize=normalize, sample=s,
+                               data_format=data_format)
+            name = key if len(samples) == 1 else f"{key}[{s}]"
+            pics[name] = _convert(pic.image, fmt, pic.title)
+            pics.details[name] = pic
+            if out_dir is not None:
+                stem = f"{positions[key]:03d}_{safe_filename(key)}" + (f"_{s}" if len(samples) > 1 else "")
+                while stem in used_names:
+                    stem += "_"
+                used_names.add(stem)
+                pics.paths.append(_save_png(pic.image, out_dir / f"{stem}.png"))
+    return _finish(pics, show)
+
+
+def _save_png(img: Any, path: Path) -> Path:
+    try:
+        img.save(path, format="PNG", compress_level=1)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}; choose a writable folder") from None
+    return path

@@ -1,0 +1,182 @@
+"""Activation maps over the input image: read the image, resize maps bilinearly, blend, tile.
+
+Its own stage because it needs the input picture, not just the activations: image loading and
+normalisation, resizing and alpha blending live here, apart from the plain activation grids.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from .colors import colormap_lut
+from .display import Pictures, _convert, _finish, _prepare_dir, _samples, _save_png, _select, safe_filename
+from .picture import _compose, _shape_text
+from .tiles import _layout, sample_tiles, tile_grid
+
+
+def load_display_image(image: Any, index: int = 0) -> np.ndarray:
+    """Any image (path, PIL, ndarray HW / HWC / CHW / NHWC / NCHW, any dtype) -> float32 ``(H, W, 3)`` in [0, 1].
+
+    Never modifies the caller's array. Float arrays outside [0, 1] are min-max scaled (inputs
+    preprocessed with ImageNet or caffe normalisation still display sensibly).
+    """
+    if isinstance(image, (str, os.PathLike)):
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(image) as im:
+                a = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+        except (OSError, UnidentifiedImageError) as e:
+            raise InputError(f"cannot read image {image}: {e}") from None
+        return a
+    if hasattr(image, "convert") and hasattr(image, "mode"):  # PIL image
+        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    a = np.asarray(image)
+    if a.dtype == object or a.size == 0:
+        raise InputError("image must be a path, a PIL image or a non-empty numeric array")
+    if a.ndim == 4:
+        if not -a.shape[0] <= index < a.shape[0]:
+            raise InputError(f"index {index} is out of range for an image batch of {a.shape[0]}")
+        a = a[index]
+    if a.ndim == 3:
+        if a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
+            a = np.moveaxis(a, 0, -1)
+        if a.shape[-1] == 1:
+            a = a[..., 0]
+        elif a.shape[-1] == 4:
+            a = a[..., :3]
+        elif a.shape[-1] != 3:
+            raise InputError(f"cannot read an image of shape {np.shape(image)}: expected 1, 3 or 4 channels")
+    if a.ndim != 2 and a.ndim != 3:
+        raise InputError(f"cannot read an image of shape {np.shape(image)}: expected HxW, HxWxC or a batch")
+    if a.dtype == np.uint8:
+        f = a.astype(np.float32) / 255.0
+    else:
+        f = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = float(f.min()), float(f.max())
+        if not (lo >= 0.0 and hi <= 1.0):
+            if lo >= 0.0 and hi <= 255.0 and np.issubdtype(a.dtype, np.integer):
+                f = f / 255.0
+            else:
+                f = (f - lo) / (hi - lo) if hi > lo else np.zeros_like(f)
+    if f.ndim == 2:
+        f = np.repeat(f[..., None], 3, axis=2)
+    return np.ascontiguousarray(f, dtype=np.float32)
+
+
+def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """Half-pixel-centre bilinear weights (as PIL / OpenCV / ONNX Resize ``half_pixel``)."""
+    src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    src = np.clip(src, 0, n_in - 1)
+    i0 = np.floor(src).astype(int)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w1 = (src - i0).astype(np.float32)
+    m = np.zeros((n_out, n_in), np.float32)
+    m[np.arange(n_out), i0] += 1 - w1
+    m[np.arange(n_out), i1] += w1
+    return m
+
+
+def resize_bilinear(maps: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize ``(n, h, w)`` (or ``(h, w)``) maps bilinearly to ``height x width`` with two matmuls."""
+    a = np.asarray(maps, dtype=np.float32)
+    single = a.ndim == 2
+    if single:
+        a = a[None]
+    ry = _interp_matrix(height, a.shape[1])
+    rx = _interp_matrix(width, a.shape[2])
+    out = np.matmul(np.matmul(ry, a), rx.T)
+    return out[0] if single else out
+
+
+def _unit(maps: np.ndarray) -> np.ndarray:
+    """Each map scaled to [0, 1]; constant maps become all zeros (flat), never NaN."""
+    m = np.nan_to_num(maps.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    mn = m.min(axis=(-2, -1), keepdims=True)
+    rng = m.max(axis=(-2, -1), keepdims=True) - mn
+    return np.where(rng > 0, (m - mn) / np.where(rng > 0, rng, 1.0), 0.0).astype(np.float32)
+
+
+def overlay(image: Any, heat: np.ndarray, cmap: Any = "jet", alpha: float = 0.3, *, normalize: bool = True,
+            index: int = 0) -> Any:
+    """One map (any size, any range) resized bilinearly onto ``image`` and blended -> PIL image."""
+    from PIL import Image
+
+    base = load_display_image(image, index)
+    h = np.asarray(heat, dtype=np.float32)
+    if h.ndim != 2:
+        raise InputError(f"heat map must be 2-D, got shape {h.shape}")
+    # normalise before resizing: min-max is exact on the source map, so a constant map stays flat
+    h = _unit(h) if normalize else np.clip(np.nan_to_num(h, nan=0.0), 0, 1)
+    r = np.clip(resize_bilinear(h, base.shape[0], base.shape[1]), 0.0, 1.0)
+    return Image.fromarray(_blend(base, r, cmap, alpha))
+
+
+def _blend(base: np.ndarray, heat01: np.ndarray, cmap: Any, alpha: float) -> np.ndarray:
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"alpha must be between 0 and 1, not {alpha}")
+    col = colormap_lut(cmap)[np.rint(heat01 * 255).astype(np.uint8)].astype(np.float32)
+    out = (1.0 - alpha) * (base * 255.0) + alpha * col
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def display_heatmaps(acts: Mapping[str, Any], image: Any, save: bool = False,
+                     directory: str | os.PathLike[str] = ".", merge_filters: bool = False, cmap: Any = "jet",
+                     alpha: float = 0.3, *, layers: Sequence[str] | str | None = None, index: int = 0,
+                     max_tile: int = 80, max_side: int = 1024, data_format: str | None = None,
+                     fmt: str = "image", show: bool | None = None) -> Pictures:
+    """Overlay each filter map (or, with ``merge_filters``, the layer's mean map) on ``image``.
+
+    Each map is resized bilinearly to the image, scaled to [0, 1] (constant maps are flat),
+    coloured with ``cmap`` and blended at ``alpha``. Per-filter overlays of a layer are tiled
+    into one grid (tiles at most ``max_tile`` px); the merged overlay is at most ``max_side``
+    px. 1-D layers are skipped. ``save=True`` writes ``{position:03d}_{layer}_heatmap.png``.
+    """
+    keys = _select(acts, layers)
+    colormap_lut(cmap)
+    base_full = load_display_image(image, index)
+    out_dir = _prepare_dir(directory) if save else None
+    infos = getattr(acts, "layers", None) or {}
+    positions = {k: i for i, k in enumerate(acts.keys())}
+    H, W = base_full.shape[:2]
+    limit = max_side if merge_filters else max_tile
+    f = min(1.0, limit / max(H, W))
+    th, tw = max(1, round(H * f)), max(1, round(W * f))
+    if (th, tw) == (H, W):
+        base = base_full
+    else:  # Pillow's resize filters properly when shrinking a large photo
+        from PIL import Image
+
+        small = Image.fromarray(np.rint(base_full * 255).astype(np.uint8)).resize((tw, th), Image.BILINEAR)
+        base = np.asarray(small, dtype=np.float32) / 255.0
+    pics = Pictures()
+    for key in keys:
+        arr = np.asarray(acts[key])
+        info = infos.get(key)
+        layout = _layout(arr, info, data_format)
+        if arr.size == 0 or layout not in ("NCHW", "NHWC", "NCDHW", "NDHWC") or arr.ndim < 4:
+            continue
+        sample = _samples(arr, index)[0]
+        maps, _ = sample_tiles(arr, layout, sample)
+        if merge_filters:
+            maps = maps.mean(axis=0, keepdims=True)
+        heat = np.clip(resize_bilinear(_unit(maps), th, tw), 0.0, 1.0)  # unit first: constant stays flat
+        tiles = np.stack([_blend(base, m, cmap, alpha) for m in heat])
+        grid = tile_grid(tiles, sep=2, fill=255) if len(tiles) > 1 else tiles[0]
+        op, act = getattr(info, "op_type", None), getattr(info, "activation", None)
+        op = f"{op}+{act}" if op and act else op
+        title = "  |  ".join([key] + ([op] if op else []) + [_shape_text(arr)]
+                              + (["mean of filters"] if merge_filters else [f"{len(tiles)} filters"]))
+        img, _ = _compose(grid, title, (colormap_lut(cmap), "map max", "map min"))
+        pics[key] = _convert(img, fmt, title)
+        if out_dir is not None:
+            stem = f"{positions[key]:03d}_{safe_filename(key)}_heatmap"
+            pics.paths.append(_save_png(img, out_dir / f"{stem}.png"))
+    if not pics:
+        raise InputError("no spatial layer to overlay: heatmaps need 4-D (NCHW/NHWC) activations")
+    return _finish(pics, show)

@@ -1,0 +1,77 @@
+"""The JSON API's schema: pydantic response models and the accepted query values.
+
+Its own stage because it is the API contract (it is what /openapi.json and the schemathesis
+tests are built from); the routes only fill these models in.
+"""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+Colormap = Literal["viridis", "magma", "gray", "jet", "inferno", "plasma", "cividis", "hot", "coolwarm"]
+Normalize = Literal["tile", "layer"]
+
+
+class InputModel(BaseModel):
+    name: str
+    shape: list[Any]
+    dtype: str
+    layout: str
+
+class LayerModel(BaseModel):
+    index: int
+    name: str
+    tensor: str
+    op_type: str
+    activation: str | None
+    layout: str
+    shape: list[Any] | None
+    channels: int | None
+    spatial: bool
+    dead_filters: int | None
+    dead_over_images: int
+
+class ModelSummary(BaseModel):
+    name: str
+    sha256: str
+    framework: str | None
+    inputs: list[InputModel]
+    outputs: list[str]
+    class_names: list[str] | None
+    layers: list[LayerModel]
+    cam_method: str
+
+class ImageModel(BaseModel):
+    id: str
+    name: str
+    source: str
+
+class Prediction(BaseModel):
+    index: int
+    label: str
+    score: float
+
+class Predictions(BaseModel):
+    image: str
+    output: str | None
+    probabilities: bool
+    top: list[Prediction]
+
+class LayerStats(BaseModel):
+    image: str
+    layer: int
+    name: str
+    shape: list[int]
+    min: float
+    max: float
+    mean: float
+    std: float
+    zero_fraction: float
+    channels: int
+    dead_on_image: int
+    channel_max: list[float]
+    channel_mean: list[float]
+
+class Error(BaseModel):
+    detail: Any
+
