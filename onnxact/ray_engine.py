@@ -90,9 +90,9 @@ def _connect(ray: Any, address: str | None) -> None:
             raise ClusterError(f"cannot reach the Ray cluster at {address} ({why}); start one with 'ray start --head' "
                                "or fix --address") from None
     try:
-        with _quiet_stderr(not _is_tty()):
+        with _quiet_stderr():
             ray.init(address=address, include_dashboard=False, ignore_reinit_error=True,
-                     logging_level=logging.WARNING if _is_tty() else logging.ERROR, log_to_driver=_is_tty())
+                     logging_level=logging.ERROR, log_to_driver=False)
     except Exception as e:  # noqa: BLE001 - ray raises ConnectionError, RuntimeError, ValueError ...
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         where = f"the Ray cluster at {address}" if address else "a local Ray"
@@ -100,36 +100,41 @@ def _connect(ray: Any, address: str | None) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_stderr(on: bool) -> Iterator[None]:
-    """Silence Ray's own C++ log lines on fd 2 (the driver's core worker writes them there directly, e.g.
-    one error-level line per actor about restartable constructor arguments); used only when stderr is
-    not a terminal, and only around ``ray.init`` and the scan, whose errors come back as exceptions."""
-    if not on:
-        yield
-        return
+def _quiet_stderr() -> Iterator[Any]:
+    """Send fd 2 to /dev/null; yield a stream on the real stderr for our own progress bar.
+
+    Why at the fd level: Ray's C++ core worker writes its log lines to fd 2 directly (e.g. one
+    error-level line per actor about restartable constructor arguments, a line per dead worker),
+    bypassing Python. Used only around ``ray.init`` and the scan, whose errors come back as
+    exceptions, so nothing of ours is lost.
+    """
     try:
-        fd = os.dup(2)
+        saved = os.dup(2)
     except OSError:
-        yield
+        yield sys.stderr
         return
-    try:
-        with open(os.devnull, "w") as null:
+    with os.fdopen(saved, "w", buffering=1) as real:
+        try:
             sys.stderr.flush()
+        except (AttributeError, ValueError):
+            pass
+        with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 2)
+        try:
+            yield real
+        finally:
             try:
-                yield
-            finally:
                 sys.stderr.flush()
-                os.dup2(fd, 2)
-    finally:
-        os.close(fd)
+            except (AttributeError, ValueError):
+                pass
+            os.dup2(real.fileno(), 2)
 
 
 @contextlib.contextmanager
 def _data_context(ray: Any) -> Iterator[None]:
     """Ray Data without its own progress bars and start/stats log lines; restored afterwards.
 
-    Our own bar (onnxact.progress) is drawn on a terminal instead, so output stays one clean bar.
+    Our own bar (onnxact.progress) is drawn on a terminal instead, so the output is one clean bar.
     """
     ctx = ray.data.DataContext.get_current()
     settings = {"enable_progress_bars": False, "enable_operator_progress_bars": False,
@@ -276,19 +281,22 @@ def scan_ray(model: Any, images: Any, *, layers: Sequence[Any] | None = None, th
     ctor = ([ray.put(model.proto.SerializeToString())], model.providers, None if layers is None else list(layers),
             float(threshold), count_above, batch_size, strict, preprocess_kw, os.environ.get(KILL_ONCE_ENV))
 
-    with warnings.catch_warnings(), _quiet_stderr(not _is_tty()):
+    tty = _is_tty()  # before fd 2 goes to /dev/null
+    with warnings.catch_warnings(), _quiet_stderr() as err:
         # Ray's own deprecation notices (its DataContext sets deprecated fields when it is created, and
         # Ray 2.60 marks the pass-through remote args below as deprecated) are not the user's business.
         warnings.simplefilter("ignore", DeprecationWarning)
         with _data_context(ray):
-            result, failed = _run(ray, ctor, rows, n, show_progress)
+            # The bar goes to the real stderr, and only when sys.stderr is a terminal (onnxact.progress).
+            bar = (err if tty else sys.stderr) if show_progress else None
+            result, failed = _run(ray, ctor, rows, n, bar)
     if result is None:
         raise InputError(f"none of the {len(failed)} images could be read; first: {failed[0][1] if failed else '-'}")
     result.failed = failed
     return result
 
 
-def _run(ray: Any, ctor: tuple, rows: list[dict[str, Any]], n: int, show_progress: bool) -> tuple[Any, list]:
+def _run(ray: Any, ctor: tuple, rows: list[dict[str, Any]], n: int, bar: Any) -> tuple[Any, list]:
     from .progress import progress
 
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
@@ -298,8 +306,8 @@ def _run(ray: Any, ctor: tuple, rows: list[dict[str, Any]], n: int, show_progres
                         compute=ray.data.ActorPoolStrategy(size=n), num_cpus=1,
                         max_restarts=RETRIES, max_task_retries=RETRIES)
     it: Any = ds.iter_rows()
-    if show_progress:
-        it = progress(it, total=len(rows), desc=f"scanning (ray, {n} workers)")
+    if bar is not None:
+        it = progress(it, total=len(rows), desc=f"scanning (ray, {n} workers)", stream=bar)
     try:
         result, failed = _merge_in_order(it, len(rows))
     except Exception as e:  # noqa: BLE001 - a Ray error around one of ours (e.g. an actor's constructor)
