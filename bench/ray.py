@@ -96,12 +96,13 @@ def child(n: int, repeats: int) -> dict[str, Any]:
 
 
 def ray_section(quick: bool, log: Callable[[str], None] = print) -> list[str]:
-    """Markdown lines of the Ray benchmark (measured in a child process); also for bench/__main__.py."""
+    """Markdown lines of the Ray benchmark (measured in a child process), without a heading; also for
+    bench/__main__.py."""
     n, repeats = (128, 1) if quick else (400, 3)
     log(f"ray: local engine vs Ray 1 and 2 workers on {n} PNG files ...")
     r = run_json(["-m", "bench.ray", "--child", str(n), str(repeats)], timeout=1800)
     cmd = "python -m bench.ray" + (" --quick" if quick else "")
-    head = [f"## Dead-filter scan on a local Ray (bench/ray.py, `{cmd}`)", ""]
+    head = [f"Command: `{cmd}`.", ""]  # no heading: the caller (main() here, bench/__main__.py) adds its own
     if "error" in r:
         log(f"ray: failed: {r['error']}")
         return [*head, f"Not measured: {r['error']}", ""]
@@ -164,8 +165,8 @@ def main() -> None:
         pass
     text = "\n".join([
         "# The dead-filter scan on Ray (bench/ray.py)", "",
-        f"Machine: {machine()}. Versions: {json.dumps(v)}.",
-        f"Command: `python -m bench.ray{' --quick' if a.quick else ''}`.", "",
+        f"Machine: {machine()}. Versions: {json.dumps(v)}.", "",
+        "## Dead-filter scan on a local Ray: local engine vs Ray with 1 and 2 workers", "",
         *lines,
     ])
     Path(a.out).write_text(text, encoding="utf-8")
