@@ -5,14 +5,17 @@
 
 Speed: the same random batches through (a) a plain onnxruntime session of the model and (b) the
 scan's statistics session (``StatsRunner.run``, i.e. in-graph reductions plus merging), medians
-of interleaved runs. Memory: peak RSS of a whole ``find_dead_filters`` run over a list file of
-N image paths (50 distinct PNGs repeated), each N in its own process.
+of interleaved runs. The scan runs each batch in cache-sized chunks (``StatsRunner.chunk``), so
+(c) plain onnxruntime on the same chunks is timed too, to show how much of the ratio that is.
+Memory: peak RSS of a whole ``find_dead_filters`` run over a list file of N image paths (50
+distinct PNGs repeated), each N in its own process.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -35,7 +38,8 @@ def subjects() -> dict[str, tuple[Path, int]]:
     return out
 
 
-def speed(path: Path, batch: int, batches: int = 4, repeats: int = 5) -> dict[str, float]:
+def speed(path: Path, batch: int, batches: int = 4, repeats: int = 6, rounds: int = 3) -> dict[str, float]:
+    """images/s of plain onnxruntime and of the scan on the same ``batches`` random batches."""
     import onnxact
     from onnxact.stats import StatsRunner
 
@@ -45,10 +49,16 @@ def speed(path: Path, batch: int, batches: int = 4, repeats: int = 5) -> dict[st
     plain = m.build_session(m.proto)
     runner = StatsRunner(m)
     name = m.inputs[0].name
+    chunk = runner.chunk or batch
 
     def run_plain() -> None:
         for x in xs:
             plain.run(None, {name: x})
+
+    def run_plain_chunks() -> None:
+        for x in xs:
+            for i in range(0, batch, chunk):
+                plain.run(None, {name: x[i:i + chunk]})
 
     def run_scan() -> None:
         acc = None
@@ -56,10 +66,16 @@ def speed(path: Path, batch: int, batches: int = 4, repeats: int = 5) -> dict[st
             part = runner.run(x)
             acc = part if acc is None else acc.merge(part)
 
-    t = interleaved({"plain": run_plain, "scan": run_scan}, repeats=repeats)
+    fns = {"plain": run_plain, "scan": run_scan}
+    if chunk < batch:
+        fns["plain_chunks"] = run_plain_chunks
+    load = os.getloadavg()[0]
+    t = interleaved(fns, repeats=repeats, rounds=rounds)
     n = batch * batches
-    return {"images": n, "batch": batch, "plain_ips": n / t["plain"], "scan_ips": n / t["scan"],
-            "ratio": t["plain"] / t["scan"]}
+    t.setdefault("plain_chunks", t["plain"])
+    return {"images": n, "batch": batch, "chunk": chunk, "plain_ips": n / t["plain"], "scan_ips": n / t["scan"],
+            "ratio": t["plain"] / t["scan"], "plain_chunk_ips": n / t["plain_chunks"],
+            "ratio_same_chunks": t["plain_chunks"] / t["scan"], "load": max(load, os.getloadavg()[0])}
 
 
 def _images(path: Path, n_distinct: int = 50) -> Path:
@@ -92,6 +108,17 @@ def rss_child(model: str, n: int, batch: int) -> None:
     print(json.dumps({"images": report.images, "peak_rss_mb": peak, "seconds": dt, "ips": report.images / dt}))
 
 
+def _kept_sections(path: Path) -> str:
+    """The hand-written tail of an existing results file (from its first "## Notes" or "## Ray"
+    heading on), which a re-run keeps."""
+    try:
+        old = path.read_text()
+    except OSError:
+        return ""
+    starts = [i for i in (old.find("\n## Notes"), old.find("\n## Ray")) if i >= 0]
+    return old[min(starts):] if starts else ""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rss", nargs=2, metavar=("MODEL", "N"))
@@ -103,9 +130,11 @@ def main() -> None:
         rss_child(a.rss[0], int(a.rss[1]), a.batch)
         return
     rows, mem = [], []
+    load0 = os.getloadavg()
     for label, (path, batch) in subjects().items():
         s = speed(path, batch)
-        rows.append(f"| {label} | {s['batch']} | {s['plain_ips']:.1f} | {s['scan_ips']:.1f} | {s['ratio']:.2f} |")
+        rows.append(f"| {label} | {s['batch']} | {s['plain_ips']:.1f} | {s['scan_ips']:.1f} | **{s['ratio']:.2f}** | "
+                    f"{s['chunk']} | {s['plain_chunk_ips']:.1f} | {s['ratio_same_chunks']:.2f} | {s['load']:.1f} |")
         print(rows[-1], flush=True)
         res = {n: run_json(["-m", "bench.check", "--rss", str(path), n, "--batch", str(batch)])
                for n in a.sizes.split(",")}
@@ -119,16 +148,19 @@ def main() -> None:
     ns = a.sizes.split(",")
     text = "\n".join([
         "# `onnxact check` speed and memory (bench/check.py)", "",
-        f"Machine: {machine()}. Versions: {json.dumps(versions())}.", "Command: `python -m bench.check`.", "",
+        f"Machine: {machine()}. Versions: {json.dumps(versions())}.", "Command: `python -m bench.check`.",
+        f"Load average (1/5/15 min) at the start: {'/'.join(f'{v:.2f}' for v in load0)}; at the end: "
+        f"{'/'.join(f'{v:.2f}' for v in os.getloadavg())} (2 CPUs shared with other sessions).", "",
         "## Scan vs plain onnxruntime, same random batches (images/s, median of interleaved runs)", "",
-        "| model | batch | plain ORT | scan (in-graph stats + merge) | scan / plain |", "|---|---|---|---|---|",
+        "| model | batch | plain ORT | scan (in-graph stats + merge) | scan / plain | scan chunk | "
+        "plain ORT on the same chunks | scan / plain on chunks | load avg |", "|---|---|---|---|---|---|---|---|---|",
         *rows, "",
         "## Peak RSS of a whole `find_dead_filters` run (list file of PNG paths, each N in its own process)", "",
         "| model | " + " | ".join(f"{n} images (MB)" for n in ns) + f" | growth {ns[0]} -> {ns[-1]} | "
         f"end-to-end images/s at {ns[-1]} (decode included) |",
         "|---|" + "---|" * (len(ns) + 2), *mem, "",
     ])
-    Path(a.out).write_text(text)
+    Path(a.out).write_text(text + _kept_sections(Path(a.out)))
     print(f"written {a.out}")
 
 

@@ -1,32 +1,52 @@
-"""In-graph per-channel statistics: a derived model whose only outputs are size-C reductions.
+"""In-graph per-channel statistics: a derived model whose only outputs are small per-channel reductions.
 
 Why inside the graph: promoting whole feature maps to outputs defeats onnxruntime's memory
-planner and its Conv+BN+ReLU fusions (DESIGN.md 4). Appending ``ReduceMin`` / ``ReduceMax`` /
-``ReduceSum`` / ``ReduceSumSquare`` nodes to the tensors of interest and returning only their
-size-C results keeps the fusions (the tensors stay ordinary intermediates with extra readers),
-returns a few kilobytes per batch, and lets the scan run at inference speed.
+planner and its Conv+BN+ReLU fusions (DESIGN.md 4). Appending reductions to the tensors of
+interest and returning only their results keeps the fusions (the tensors stay ordinary
+intermediates with extra readers), returns a few kilobytes per batch, and lets the scan run at
+close to inference speed.
 
-Per layer and batch the derived model returns, reduced over the batch and spatial axes (which
-axes depends on the layer's layout, NCHW or NHWC):
+Every output is PER IMAGE, shape ``[N, C]`` or ``[N, C, 1, ...]``: the reduction over the batch
+is left to the host (``StatsRunner``, in float64), which saves a node per statistic. Per layer:
 
-- ``max``, ``min``     exact extremes; min only for layers that can be negative (max |a| needs it)
-- ``sum``              float32 per batch (sum of per-image means); the host accumulates in float64
-- ``sumsq``            the same for squares (optional: it costs a full-size tensor and a pass)
-- ``above``            count of positions > threshold (optional; float32, exact up to 2**24 per batch)
-- ``size``             int64 number of elements (positions per channel = size / C); only when the
-                       layer's spatial dims are not static (``StatOutputs.per_image`` otherwise)
+- ``max``, ``min``     per-image extremes; min only for layers that can be negative (max |a| needs it)
+- ``sum``              per-image spatial MEANS (the host multiplies by the positions per image)
+- ``sumsq``            the same for squares (optional: an extra pass)
+- ``above``            per-image count of positions > threshold (optional; float32, exact up to 2**24)
+- ``size``             int64 element count of the batch; only when the spatial dims are not static
+                       (``StatOutputs.per_image`` holds the positions per image otherwise)
 
-Measured on a 2-CPU machine: every extra full pass over the maps costs 10-20% of inference time
-on memory-bound CNNs, so the default is the minimum the report needs (max, sum, and min where
-values can be negative); ``constant`` is then max == mean, which holds exactly when every value
-equals the max.
+What makes it fast (measured on a 2-CPU machine, where every extra full pass over the maps
+costs 10-20% of a memory-bound forward pass; see bench/results_check.md):
+
+- Channels-first maps are reduced with ``GlobalMaxPool`` / ``GlobalAveragePool``: onnxruntime
+  runs those on its blocked NCHWc conv layout; ``ReduceMax`` & co. would make it reorder the
+  whole map first. Channels-last maps (and ranks below 3) use ``ReduceMax`` / ``ReduceMean``.
+- **Max through a max pool**: when a captured map feeds a ``MaxPool`` whose windows cover every
+  position (no padding, dilation 1, stride <= kernel, and (size - kernel) divisible by the stride
+  on every static spatial axis), the map's per-channel max equals the pool output's, so the
+  smaller pool output is reduced instead (following chains of such pools). Where the pool output
+  is itself captured, both layers share one reduction. Anything else (padding, odd sizes,
+  unknown sizes) reduces the map itself.
+- **The native side of a Transpose**: a channels-last tensor made by a ``Transpose`` (Keras
+  exports) holds the same values as the transpose's channels-first input, which is reduced instead.
+- Min on the blocked layout is -max(-x) with -x as a depthwise 1x1 Conv of weight -1 (exact); a
+  ``Neg`` or ``ReduceMin`` would first reorder the whole map out of it.
+- A map of one position per image ([N, C, 1, 1], a global pool's) is returned as it is.
+- Node order: the reductions are appended deepest map first, which makes onnxruntime (1.32, with
+  the PRIORITY_BASED execution order ``StatsRunner`` sets) run each one right after the node that
+  makes its map, while the map is still in cache; ``StatsRunner`` also runs batches in chunks
+  small enough for the largest map to stay there.
+- Default statistics are the minimum the report needs (max, sum, and min where values can be
+  negative); ``constant`` is then max == mean, which holds exactly when every value equals the max.
 
 Float16/bfloat16 tensors are cast to float32 first; float64 tensors are reduced in float64.
+A map holding NaN may give a different max through a pool than directly (both are unspecified).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +57,7 @@ from .activations import LayerInfo
 from .errors import ModelError
 from .layout import channel_axis
 
-__all__ = ["StatOutputs", "add_channel_stats", "STAT_KINDS", "reduce_axes"]
+__all__ = ["StatOutputs", "add_channel_stats", "STAT_KINDS", "reduce_axes", "max_pool_source"]
 
 STAT_KINDS = ("min", "max", "sum", "sumsq", "above", "size")
 _PREFIX = "onnxact_stats"
@@ -46,7 +66,11 @@ _LAYOUT_RANK = {"NCHW": 4, "NHWC": 4, "NCW": 3, "NWC": 3, "NCDHW": 5, "NDHWC": 5
 
 @dataclass(frozen=True)
 class StatOutputs:
-    """The output names of one layer's statistics in the derived model."""
+    """The output names of one layer's statistics in the derived model.
+
+    Each output holds one row per image (``[N, C]`` or ``[N, C, 1, ...]``); layers may share an
+    output (a conv's max read through the max pool that follows it).
+    """
 
     layer: LayerInfo
     min: str
@@ -56,9 +80,10 @@ class StatOutputs:
     above: str
     size: str
     per_image: int = 0  # positions per channel and image when the shape is static (then no ``size``)
+    max_from: str = ""  # the tensor whose max stands for this layer's (a following max pool), if any
 
     def names(self) -> list[str]:
-        """The output names present (``min`` and ``above`` may be absent: empty strings)."""
+        """The output names present (``min``, ``sumsq``, ``above``, ``size`` may be absent: empty strings)."""
         return [n for n in (self.min, self.max, self.sum, self.sumsq, self.above, self.size) if n]
 
 
@@ -96,6 +121,104 @@ def _prune(g: onnx.GraphProto) -> None:
         g.node.extend(reversed(keep))
 
 
+def _attr(node: onnx.NodeProto, name: str, default: object) -> object:
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _covering_pool_shape(node: onnx.NodeProto, spatial: Sequence[object]) -> tuple[int, ...] | None:
+    """The output spatial dims of a MaxPool whose windows cover every input position exactly
+    (so its output's max equals its input's), or None when that can't be proven."""
+    if node.op_type != "MaxPool" or node.domain not in ("", "ai.onnx"):
+        return None
+    if not spatial or not all(isinstance(d, int) and d > 0 for d in spatial):
+        return None
+    kernel = list(_attr(node, "kernel_shape", []))  # type: ignore[call-overload]
+    n = len(spatial)
+    strides = list(_attr(node, "strides", [1] * n))  # type: ignore[call-overload]
+    dil = list(_attr(node, "dilations", [1] * n))  # type: ignore[call-overload]
+    pads = list(_attr(node, "pads", [0] * 2 * n))  # type: ignore[call-overload]
+    auto_pad = _attr(node, "auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+    if auto_pad not in ("NOTSET", "VALID", "") or len(kernel) != n or len(strides) != n:
+        return None
+    if any(p != 0 for p in pads) or any(d != 1 for d in dil):
+        return None
+    out = []
+    for size, k, s in zip(spatial, kernel, strides):
+        assert isinstance(size, int)
+        if not (0 < s <= k <= size) or (size - k) % s:
+            return None
+        out.append((size - k) // s + 1)
+    return tuple(out)
+
+
+def max_pool_source(model: onnx.ModelProto, tensor: str, shape: Sequence[object] | None) -> tuple[str, tuple]:
+    """(tensor, shape) whose per-channel max equals ``tensor``'s: the output of the last of a chain
+    of covering MaxPools fed by ``tensor`` (channels-first, shape ``[N, C, spatial...]``), else itself."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        if node.input:
+            consumers.setdefault(node.input[0], []).append(node)
+    return _follow_pools(consumers, tensor, tuple(shape or ()))
+
+
+def _follow_pools(consumers: Mapping[str, list[onnx.NodeProto]], tensor: str, shape: tuple) -> tuple[str, tuple]:
+    for _ in range(16):
+        if len(shape) < 3:
+            break
+        nxt = None
+        for node in consumers.get(tensor, []):
+            out = _covering_pool_shape(node, shape[2:])
+            if out is not None and node.output and node.output[0]:
+                nxt = (node.output[0], (*shape[:2], *out))
+                break
+        if nxt is None:
+            break
+        tensor, shape = nxt
+    return tensor, shape
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The tensor actually reduced for a layer: the layer's own, or the same values permuted."""
+
+    tensor: str
+    ca: int
+    rank: int
+    shape: tuple | None
+
+
+def _native_side(producers: Mapping[str, onnx.NodeProto], layer: LayerInfo) -> _Target:
+    """Step back over Identity / Transpose producers to the tensor holding the same values
+    channels-first (Keras exports: the NHWC side is a Transpose of the NCHW one ORT computes)."""
+    ca, axes = reduce_axes(layer)
+    t = _Target(layer.tensor, ca, len(axes) + 1, tuple(layer.shape) if layer.shape else None)
+    for _ in range(8):
+        if t.ca == 1:
+            break
+        node = producers.get(t.tensor)
+        if node is None or not node.input or node.domain not in ("", "ai.onnx"):
+            break
+        if node.op_type == "Identity":
+            t = _Target(node.input[0], t.ca, t.rank, t.shape)
+            continue
+        if node.op_type != "Transpose":
+            break
+        perm = list(_attr(node, "perm", list(range(t.rank))[::-1]))  # type: ignore[call-overload]
+        if len(perm) != t.rank or perm[0] != 0:
+            break
+        shape = None
+        if t.shape:
+            shape = [None] * t.rank
+            for i, p in enumerate(perm):
+                shape[p] = t.shape[i]
+        t = _Target(node.input[0], perm[t.ca], t.rank, tuple(shape) if shape else None)
+    return t
+
+
 def add_channel_stats(
     model: onnx.ModelProto,
     layers: Sequence[LayerInfo],
@@ -104,21 +227,18 @@ def add_channel_stats(
     count_above: bool = False,
     nonnegative: Sequence[bool] | None = None,
     sum_squares: bool = False,
+    max_through_pools: bool = True,
 ) -> tuple[onnx.ModelProto, list[StatOutputs]]:
     """Return (derived model, per-layer output names) whose ONLY outputs are per-channel stats.
 
-    ``layers`` are the tensors to reduce (``Model.layers`` or a selection). Channels-first layers
-    (the conv/pool outputs) are reduced with ``GlobalMaxPool`` / ``GlobalAveragePool`` first:
-    onnxruntime runs those on its blocked NCHWc conv layout without reordering the full map,
-    which is what keeps the scan near inference speed; the [N, C] results are then summed over
-    the batch. Other layouts use ``ReduceMax`` / ``ReduceSum`` over their non-channel axes.
-
-    Outputs per layer (``StatOutputs``): ``max``; ``min`` (empty name when the layer is known to be
-    ``nonnegative``, e.g. after a ReLU: then min is not computed, it costs a pass);
-    ``sum`` and ``sumsq`` (only with ``sum_squares``) as sums over the batch of per-image spatial
-    MEANS (multiply by the positions per image); ``above`` (only with ``count_above``: a count of positions >
-    ``threshold``, an extra three passes); ``size`` (int64 element count).
-    The original outputs are dropped and nodes that only fed them are pruned.
+    ``layers`` are the tensors to reduce (``Model.layers`` or a selection). Outputs per layer
+    (``StatOutputs``), each per image (``[N, C]`` or ``[N, C, 1, ...]``; reduce over the batch
+    on the host): ``max`` (through a covering max pool when ``max_through_pools``: see the module
+    docstring); ``min`` (empty name when the layer is known to be ``nonnegative``, e.g. after a
+    ReLU: then min is not computed, it costs a pass); ``sum`` and ``sumsq`` (only with
+    ``sum_squares``) as spatial MEANS (multiply by the positions per image); ``above`` (only with
+    ``count_above``: a count of positions > ``threshold``); ``size`` (int64 element count, only
+    for dynamic spatial dims). The original outputs are dropped and nodes that only fed them are pruned.
     """
     if not layers:
         raise ModelError("no layers to compute statistics for")
@@ -128,90 +248,149 @@ def add_channel_stats(
     g = new.graph
     del g.output[:]
     elem_types = elem_types or {}
+    producers = {o: n for n in g.node for o in n.output if o}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in g.node:
+        if node.input:
+            consumers.setdefault(node.input[0], []).append(node)
     outs: list[StatOutputs] = []
-    nodes: list[onnx.NodeProto] = []
+    attach: dict[str, list[onnx.NodeProto]] = {}  # tensor -> reduction nodes to run right after it
+    done: dict[tuple[str, str], str] = {}  # (kind, tensor) -> output name, shared between layers
+    declared: dict[str, int] = {}  # output name -> element type
     nonneg = list(nonnegative) if nonnegative is not None else [False] * len(layers)
+
+    consts: set[str] = set()
+    sources: dict[str, int] = {}
+
+    def const(name: str, value: np.ndarray) -> str:
+        if name not in consts:
+            consts.add(name)
+            g.initializer.append(numpy_helper.from_array(value, name))
+        return name
+
     for i, layer in enumerate(layers):
-        ca, axes = reduce_axes(layer)
-        rank = len(axes) + 1
-        base = f"{_PREFIX}/{i}"
+        tgt = _native_side(producers, layer)
         et = elem_types.get(layer.tensor, TensorProto.FLOAT) or TensorProto.FLOAT
-        x = layer.tensor
         acc = TensorProto.DOUBLE if et == TensorProto.DOUBLE else TensorProto.FLOAT
-        if et not in (TensorProto.FLOAT, TensorProto.DOUBLE):
-            nodes.append(helper.make_node("Cast", [x], [f"{base}/f32"], to=TensorProto.FLOAT, name=f"{base}/Cast"))
-            x = f"{base}/f32"
-        pooled = ca == 1 and rank >= 3
         # Static spatial dims give the positions per image on the host: a Size/Shape node would
         # make onnxruntime reorder the whole map out of its blocked NCHWc layout.
-        dims = [d for a, d in enumerate(layer.shape or ()) if a not in (0, ca)]
-        static = int(np.prod(dims)) if layer.shape and all(isinstance(d, int) and d > 0 for d in dims) else 0
-        # per-image spatial reductions -> [N, C, 1...] (pooled) then over these axes -> [C]
-        small_axes = [0] + list(range(2, rank)) if pooled else axes
-        axes_name = f"{base}/axes"
-        g.initializer.append(numpy_helper.from_array(np.asarray(small_axes, np.int64), axes_name))
-        names = StatOutputs(layer, "" if nonneg[i] else f"{base}/min", f"{base}/max", f"{base}/sum",
-                            f"{base}/sumsq" if sum_squares else "", f"{base}/above" if count_above else "",
-                            "" if static else f"{base}/size", static)
+        dims = [d for a, d in enumerate(tgt.shape or ()) if a not in (0, tgt.ca)]
+        static = int(np.prod(dims)) if tgt.shape and all(isinstance(d, int) and d > 0 for d in dims) else 0
 
-        def reduce(op: str, src: str, dst: str, axes: list[int] = small_axes, axes_name: str = axes_name,
-                   ) -> onnx.NodeProto:
-            # ReduceSum takes axes as an input from opset 13, the other reductions from opset 18.
-            as_input = opset >= 18 or (op == "ReduceSum" and opset >= 13)
-            if as_input:
-                return helper.make_node(op, [src, axes_name], [dst], keepdims=0, name=f"{dst}/{op}")
-            return helper.make_node(op, [src], [dst], axes=axes, keepdims=0, name=f"{dst}/{op}")
+        def reducer(src: str, ca: int, rank: int, unit: bool = False, channels: int = 0, et: int = et,
+                    acc: int = acc) -> Callable[[str], str]:
+            """kind -> output name of a per-image reduction of ``src`` (built once per tensor and kind);
+            ``unit``: one position per image (e.g. [N, C, 1, 1]), so max, min and mean are the values."""
+            pooled = ca == 1 and rank >= 3
+            axes = [a for a in range(1, rank) if a != ca]  # all but batch and channels
+            chain = attach.setdefault(src, [])
+            tag = f"{_PREFIX}/{sources.setdefault(src, len(sources))}"
 
-        def spatial(kind: str, src: str, dst: str, pooled: bool = pooled, base: str = base,
-                    nodes: list[onnx.NodeProto] = nodes) -> None:
-            """kind max|mean over the spatial axes (pooled) then max|sum over the rest."""
-            if pooled:
-                pool = "GlobalMaxPool" if kind == "max" else "GlobalAveragePool"
-                nodes.append(helper.make_node(pool, [src], [dst + "/pool"], name=f"{dst}/{pool}"))
-                src = dst + "/pool"
-                nodes.append(reduce("ReduceMax" if kind == "max" else "ReduceSum", src, dst))
-            else:
-                nodes.append(reduce("ReduceMax" if kind == "max" else "ReduceMean", src, dst + "/r"))
-                if kind == "max":
-                    nodes[-1].output[0] = dst
-                else:  # mean over all non-channel axes x batch = sum of per-image means
-                    nodes.append(helper.make_node("Mul", [dst + "/r", f"{base}/n"], [dst], name=f"{dst}/Mul"))
+            def cast() -> str:
+                if et in (TensorProto.FLOAT, TensorProto.DOUBLE):
+                    return src
+                key = ("f32", src)
+                if key not in done:
+                    done[key] = f"{tag}/f32"
+                    chain.append(helper.make_node("Cast", [src], [done[key]], to=TensorProto.FLOAT,
+                                                  name=f"{tag}/Cast"))
+                return done[key]
 
-        if not pooled:
-            nodes.append(helper.make_node("Shape", [x], [f"{base}/shape"], name=f"{base}/Shape"))
-            nodes.append(helper.make_node("Gather", [f"{base}/shape", f"{base}/zero"], [f"{base}/ni"], axis=0,
-                                          name=f"{base}/Gather"))
-            nodes.append(helper.make_node("Cast", [f"{base}/ni"], [f"{base}/n"], to=acc, name=f"{base}/CastN"))
-            g.initializer.append(numpy_helper.from_array(np.asarray(0, np.int64), f"{base}/zero"))
-        spatial("max", x, names.max)
-        if names.min:
-            nodes.append(helper.make_node("Neg", [x], [f"{base}/neg"], name=f"{base}/Neg"))
-            spatial("max", f"{base}/neg", f"{base}/negmax")
-            nodes.append(helper.make_node("Neg", [f"{base}/negmax"], [names.min], name=f"{base}/NegMin"))
-        spatial("mean", x, names.sum)
-        if sum_squares:  # an extra full-size tensor and pass: only when asked for
-            nodes.append(helper.make_node("Mul", [x, x], [f"{base}/sq"], name=f"{base}/Square"))
-            spatial("mean", f"{base}/sq", names.sumsq)
-        if count_above:
-            thr = f"{base}/threshold"
-            g.initializer.append(numpy_helper.from_array(
-                np.asarray(threshold, np.float64 if acc == TensorProto.DOUBLE else np.float32), thr))
-            nodes += [
-                helper.make_node("Greater", [x, thr], [f"{base}/gt"], name=f"{base}/Greater"),
-                helper.make_node("Cast", [f"{base}/gt"], [f"{base}/gtf"], to=acc, name=f"{base}/CastGt"),
-                reduce("ReduceSum", f"{base}/gtf", names.above, axes=axes),
-            ]
-            if opset >= 13:  # ReduceSum over all non-channel axes needs its own axes input
-                g.initializer.append(numpy_helper.from_array(np.asarray(axes, np.int64), f"{base}/allaxes"))
-                nodes[-1].input[1] = f"{base}/allaxes"
-        if names.size:
-            nodes.append(helper.make_node("Size", [x], [names.size], name=f"{base}/Size"))
-        for n in (names.min, names.max, names.sum, names.sumsq, names.above):
-            if n:
-                g.output.append(helper.make_tensor_value_info(n, acc, None))
-        if names.size:
-            g.output.append(helper.make_tensor_value_info(names.size, TensorProto.INT64, []))
+            def reduce(op: str, x: str, dst: str) -> None:
+                if not axes:  # [N, C]: nothing to reduce per image
+                    chain.append(helper.make_node("Identity", [x], [dst], name=f"{dst}/Identity"))
+                    return
+                # ReduceSum takes axes as an input from opset 13, the other reductions from opset 18.
+                if opset >= 18 or (op == "ReduceSum" and opset >= 13):
+                    chain.append(helper.make_node(op, [x, const(f"{tag}/axes", np.asarray(axes, np.int64))], [dst],
+                                                  keepdims=0, name=f"{dst}/{op}"))
+                else:
+                    chain.append(helper.make_node(op, [x], [dst], axes=axes, keepdims=0, name=f"{dst}/{op}"))
+
+            def get(kind: str) -> str:
+                if unit and kind in ("max", "min", "sum"):
+                    kind = "values"
+                key = (kind, src)
+                if key in done:
+                    return done[key]
+                dst = done[key] = f"{tag}/{kind}"
+                x = cast()
+                if kind == "values":
+                    chain.append(helper.make_node("Identity", [x], [dst], name=f"{dst}/Identity"))
+                elif kind == "max":
+                    if pooled:
+                        chain.append(helper.make_node("GlobalMaxPool", [x], [dst], name=f"{dst}/GlobalMaxPool"))
+                    else:
+                        reduce("ReduceMax", x, dst)
+                elif kind == "min":
+                    if pooled:  # -max(-x): stays on the blocked layout where ReduceMin would not
+                        if channels and acc == TensorProto.FLOAT:
+                            # -x as a depthwise 1x1 Conv (weights -1, exact): onnxruntime keeps it on its
+                            # blocked layout, where a Neg would first reorder the whole map
+                            w = const(f"{tag}/minus_one", -np.ones((channels, 1, *[1] * (rank - 2)), np.float32))
+                            chain.append(helper.make_node("Conv", [x, w], [f"{dst}/neg"], group=channels,
+                                                          kernel_shape=[1] * (rank - 2), name=f"{dst}/Negate"))
+                        else:
+                            chain.append(helper.make_node("Neg", [x], [f"{dst}/neg"], name=f"{dst}/Neg"))
+                        chain.append(helper.make_node("GlobalMaxPool", [f"{dst}/neg"], [f"{dst}/negmax"],
+                                                      name=f"{dst}/GlobalMaxPool"))
+                        chain.append(helper.make_node("Neg", [f"{dst}/negmax"], [dst], name=f"{dst}/NegMax"))
+                    else:
+                        reduce("ReduceMin", x, dst)
+                elif kind == "sum":  # per-image means
+                    if pooled:
+                        chain.append(helper.make_node("GlobalAveragePool", [x], [dst],
+                                                      name=f"{dst}/GlobalAveragePool"))
+                    else:
+                        reduce("ReduceMean", x, dst)
+                elif kind == "sumsq":
+                    chain.append(helper.make_node("Mul", [x, x], [f"{dst}/sq"], name=f"{dst}/Square"))
+                    if pooled:
+                        chain.append(helper.make_node("GlobalAveragePool", [f"{dst}/sq"], [dst],
+                                                      name=f"{dst}/GlobalAveragePool"))
+                    else:
+                        reduce("ReduceMean", f"{dst}/sq", dst)
+                elif kind == "above":
+                    thr = const(f"{tag}/threshold", np.asarray(threshold, np.float64 if acc == TensorProto.DOUBLE
+                                                                else np.float32))
+                    chain.append(helper.make_node("Greater", [x, thr], [f"{dst}/gt"], name=f"{dst}/Greater"))
+                    chain.append(helper.make_node("Cast", [f"{dst}/gt"], [f"{dst}/gtf"], to=acc, name=f"{dst}/CastGt"))
+                    reduce("ReduceSum", f"{dst}/gtf", dst)
+                elif kind == "size":
+                    chain.append(helper.make_node("Size", [src], [dst], name=f"{dst}/Size"))
+                declared[dst] = TensorProto.INT64 if kind == "size" else acc
+                return dst
+
+            return get
+
+        c = tgt.shape[tgt.ca] if tgt.shape and len(tgt.shape) == tgt.rank else None
+        own = reducer(tgt.tensor, tgt.ca, tgt.rank, static == 1, c if isinstance(c, int) and c > 0 else 0)
+        max_from = ""
+        max_name = ""
+        if max_through_pools and tgt.ca == 1 and tgt.rank >= 3 and tgt.shape:
+            src, shape = _follow_pools(consumers, tgt.tensor, tuple(tgt.shape))
+            if src != tgt.tensor:
+                max_from = src
+                max_name = reducer(src, 1, len(shape), all(d == 1 for d in shape[2:]))("max")
+        names = StatOutputs(
+            layer,
+            "" if nonneg[i] else own("min"),
+            max_name or own("max"),
+            own("sum"),
+            own("sumsq") if sum_squares else "",
+            own("above") if count_above else "",
+            "" if static else own("size"),
+            static,
+            max_from,
+        )
         outs.append(names)
-    g.node.extend(nodes)
+    for n, et in declared.items():
+        g.output.append(helper.make_tensor_value_info(n, et, None))
+    # Node order steers onnxruntime's PRIORITY_BASED execution order (StatsRunner uses it): with
+    # the reductions appended deepest tensor first, onnxruntime 1.32 runs each one right after the
+    # node that makes its input, while the map is still in cache (checked in its profiles).
+    position = {o: k for k, n in enumerate(g.node) for o in n.output if o}
+    for t in sorted(attach, key=lambda t: -position.get(t, -1)):
+        g.node.extend(attach[t])
     _prune(g)
     return new, outs
