@@ -133,8 +133,11 @@ def main() -> None:
     load0 = os.getloadavg()
     for label, (path, batch) in subjects().items():
         s = speed(path, batch)
+        whole = s["chunk"] >= s["batch"]
         rows.append(f"| {label} | {s['batch']} | {s['plain_ips']:.1f} | {s['scan_ips']:.1f} | **{s['ratio']:.2f}** | "
-                    f"{s['chunk']} | {s['plain_chunk_ips']:.1f} | {s['ratio_same_chunks']:.2f} | {s['load']:.1f} |")
+                    + ("whole batch | = | = |" if whole else
+                       f"{s['chunk']} | {s['plain_chunk_ips']:.1f} | {s['ratio_same_chunks']:.2f} |")
+                    + f" {s['load']:.1f} |")
         print(rows[-1], flush=True)
         res = {n: run_json(["-m", "bench.check", "--rss", str(path), n, "--batch", str(batch)])
                for n in a.sizes.split(",")}
@@ -153,7 +156,7 @@ def main() -> None:
         f"{'/'.join(f'{v:.2f}' for v in os.getloadavg())} (2 CPUs shared with other sessions).", "",
         "## Scan vs plain onnxruntime, same random batches (images/s, median of interleaved runs)", "",
         "| model | batch | plain ORT | scan (in-graph stats + merge) | scan / plain | scan chunk | "
-        "plain ORT on the same chunks | scan / plain on chunks | load avg |", "|---|---|---|---|---|---|---|---|---|",
+        "plain ORT on the same chunks | scan / plain on chunks | load avg (1 min, this run included) |", "|---|---|---|---|---|---|---|---|---|",
         *rows, "",
         "## Peak RSS of a whole `find_dead_filters` run (list file of PNG paths, each N in its own process)", "",
         "| model | " + " | ".join(f"{n} images (MB)" for n in ns) + f" | growth {ns[0]} -> {ns[-1]} | "

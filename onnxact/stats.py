@@ -33,7 +33,7 @@ import numpy as np
 from .activations import LayerInfo
 from .errors import InputError, ModelError
 from .model import Model, load
-from .stats_graph import add_channel_stats
+from .stats_graph import StatOutputs, add_channel_stats
 
 __all__ = [
     "LayerStats", "ChannelStats", "StatsRunner", "DeadFilterReport", "Finding", "find_dead_filters", "scan",
@@ -184,13 +184,14 @@ class StatsRunner:
     """One onnxruntime session of the statistics model; ``run(x)`` returns one batch's ChannelStats.
 
     Built once per scan (and once per Ray actor). ``chunk``: images per onnxruntime call. By
-    default a batch runs in chunks whose largest map fits in ``CHUNK_BYTES`` (about the CPUs' L2),
-    so each map is still in cache when its reductions read it right after it is made: on the demo
-    model that took the scan from ~0.8x to ~0.95x of plain inference (bench/results_check.md).
-    Where one image's map is already bigger, or with 0, every batch runs whole.
+    default a batch runs in chunks whose largest map fits in ``CHUNK_BYTES`` (the L2 caches of two
+    cores), so each map is still in cache when its reductions read it right after it is made: on
+    the demo model (8 images a chunk) that was worth ~+0.04x of plain inference's speed on 2 threads
+    and ~+0.1x on one (bench/results_check.md). Where fewer than two images fit, or with 0, every
+    batch runs whole.
     """
 
-    CHUNK_BYTES = 4 << 20
+    CHUNK_BYTES = 8 << 20
 
     def __init__(self, model: Model, layers: Sequence[LayerInfo] | None = None, threshold: float = 0.0,
                  count_above: bool = False, chunk: int | None = None) -> None:
@@ -204,18 +205,23 @@ class StatsRunner:
             raise InputError(f"{model.name} has {len(model.inputs)} inputs; the dataset scan supports one image input")
         self.threshold = float(threshold)
         nonneg = [_nonnegative(model, layer.tensor) for layer in self.layers]
-        proto, self.outputs = add_channel_stats(model.proto, self.layers, self.threshold, model._elem,
-                                                count_above=count_above, nonnegative=nonneg,
-                                                sum_squares=count_above)
-        self.session = _stats_session(model, proto)
-        self._fetch = list(dict.fromkeys(n for o in self.outputs for n in o.names()))  # layers share some
+        self._use(*add_channel_stats(model.proto, self.layers, self.threshold, model._elem, count_above=count_above,
+                                     nonnegative=nonneg, sum_squares=count_above, pack=True))
         self.input_name = model.inputs[0].name
         b = model.inputs[0].shape[0] if model.inputs[0].shape else None
         self.fixed_batch = b if isinstance(b, int) and b > 0 else None
-        if chunk is None:  # no chunks where even one image's map is too big to stay in cache
+        if chunk is None:  # whole batches where not even two images' maps would stay in cache
             biggest = max((_map_bytes(layer) for layer in self.layers), default=0)
             chunk = self.CHUNK_BYTES // biggest if biggest else 0
+            chunk = chunk if chunk >= 2 else 0
         self.chunk = 0 if self.fixed_batch else int(chunk)
+
+    def _use(self, proto: Any, outputs: list[StatOutputs]) -> None:
+        """Run this statistics model (``add_channel_stats``'s result) from now on."""
+        self.session = _stats_session(self.model, proto)
+        self.outputs = outputs
+        self._fetch = [o.name for o in proto.graph.output]
+        self._columns = {n: (out, a, b) for o in outputs for n, out, a, b in o.packed}
 
     def _run_session(self, x: np.ndarray) -> dict[str, np.ndarray]:
         try:
@@ -248,12 +254,13 @@ class StatsRunner:
         done: dict[tuple[str, str], np.ndarray] = {}
 
         def over_batch(kind: str, name: str) -> np.ndarray:
-            key = (kind, name)
+            out, a, b = self._columns.get(name, (name, 0, None))  # packed: reduce once, then slice
+            key = (kind, out)
             if key not in done:
-                v = rows[name]
+                v = rows[out]
                 done[key] = v.max(axis=0).astype(np.float64) if kind == "max" else \
                     v.min(axis=0).astype(np.float64) if kind == "min" else v.sum(axis=0, dtype=np.float64)
-            return done[key]
+            return done[key][a:b]
 
         layers: dict[str, LayerStats] = {}
         for o in self.outputs:

@@ -47,7 +47,7 @@ A map holding NaN may give a different max through a pool than directly (both ar
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
@@ -81,6 +81,8 @@ class StatOutputs:
     size: str
     per_image: int = 0  # positions per channel and image when the shape is static (then no ``size``)
     max_from: str = ""  # the tensor whose max stands for this layer's (a following max pool), if any
+    #: (name, packed output, first column, end column) for names that are columns of a packed output
+    packed: tuple[tuple[str, str, int, int], ...] = ()
 
     def names(self) -> list[str]:
         """The output names present (``min``, ``sumsq``, ``above``, ``size`` may be absent: empty strings)."""
@@ -228,6 +230,7 @@ def add_channel_stats(
     nonnegative: Sequence[bool] | None = None,
     sum_squares: bool = False,
     max_through_pools: bool = True,
+    pack: bool = False,
 ) -> tuple[onnx.ModelProto, list[StatOutputs]]:
     """Return (derived model, per-layer output names) whose ONLY outputs are per-channel stats.
 
@@ -257,6 +260,7 @@ def add_channel_stats(
     attach: dict[str, list[onnx.NodeProto]] = {}  # tensor -> reduction nodes to run right after it
     done: dict[tuple[str, str], str] = {}  # (kind, tensor) -> output name, shared between layers
     declared: dict[str, int] = {}  # output name -> element type
+    packable: dict[str, tuple[int, int]] = {}  # output name -> (rank, channels): [N, C, 1, ...] float32
     nonneg = list(nonnegative) if nonnegative is not None else [False] * len(layers)
 
     consts: set[str] = set()
@@ -359,6 +363,8 @@ def add_channel_stats(
                 elif kind == "size":
                     chain.append(helper.make_node("Size", [src], [dst], name=f"{dst}/Size"))
                 declared[dst] = TensorProto.INT64 if kind == "size" else acc
+                if pooled and channels and acc == TensorProto.FLOAT and kind in ("values", "max", "min", "sum", "sumsq"):
+                    packable[dst] = (rank, channels)
                 return dst
 
             return get
@@ -371,7 +377,8 @@ def add_channel_stats(
             src, shape = _follow_pools(consumers, tgt.tensor, tuple(tgt.shape))
             if src != tgt.tensor:
                 max_from = src
-                max_name = reducer(src, 1, len(shape), all(d == 1 for d in shape[2:]))("max")
+                max_name = reducer(src, 1, len(shape), all(d == 1 for d in shape[2:]),
+                                   c if isinstance(c, int) and c > 0 else 0)("max")
         names = StatOutputs(
             layer,
             "" if nonneg[i] else own("min"),
@@ -384,13 +391,29 @@ def add_channel_stats(
             max_from,
         )
         outs.append(names)
+    columns: dict[str, tuple[str, int, int]] = {}
+    tail: list[onnx.NodeProto] = []
+    if pack:
+        for rank in sorted({r for r, _ in packable.values()}):
+            group = [n for n, (r, _) in packable.items() if r == rank]
+            if len(group) < 2:
+                continue
+            out, start = f"{_PREFIX}/packed{rank}", 0
+            for n in group:
+                columns[n] = (out, start, start + packable[n][1])
+                start += packable[n][1]
+            tail.append(helper.make_node("Concat", group, [out], axis=1, name=f"{out}/Concat"))
+            declared[out] = TensorProto.FLOAT
+        outs = [replace(o, packed=tuple((n, *columns[n]) for n in o.names() if n in columns)) for o in outs]
     for n, et in declared.items():
-        g.output.append(helper.make_tensor_value_info(n, et, None))
+        if n not in columns:
+            g.output.append(helper.make_tensor_value_info(n, et, None))
     # Node order steers onnxruntime's PRIORITY_BASED execution order (StatsRunner uses it): with
     # the reductions appended deepest tensor first, onnxruntime 1.32 runs each one right after the
     # node that makes its input, while the map is still in cache (checked in its profiles).
     position = {o: k for k, n in enumerate(g.node) for o in n.output if o}
     for t in sorted(attach, key=lambda t: -position.get(t, -1)):
         g.node.extend(attach[t])
+    g.node.extend(tail)
     _prune(g)
     return new, outs

@@ -53,12 +53,8 @@ def _x(n: int = 6, size: int = 12, seed: int = 1) -> np.ndarray:
 def _stats(m: onnxact.Model, x: np.ndarray, through_pools: bool, **kw) -> tuple[ChannelStats, StatsRunner]:
     runner = StatsRunner(m, **kw)
     if not through_pools:  # the direct reduction of every map, for reference
-        import onnxact.stats as st
-
-        proto, runner.outputs = add_channel_stats(m.proto, runner.layers, nonnegative=[True] * len(runner.layers),
-                                                  max_through_pools=False)
-        runner.session = st._stats_session(m, proto)
-        runner._fetch = list(dict.fromkeys(n for o in runner.outputs for n in o.names()))
+        runner._use(*add_channel_stats(m.proto, runner.layers, nonnegative=[True] * len(runner.layers),
+                                       max_through_pools=False))
     return runner.run(x), runner
 
 
