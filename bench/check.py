@@ -38,7 +38,7 @@ def subjects() -> dict[str, tuple[Path, int]]:
     return out
 
 
-def speed(path: Path, batch: int, batches: int = 4, repeats: int = 6, rounds: int = 3) -> dict[str, float]:
+def speed(path: Path, batch: int, batches: int = 4, repeats: int = 10, rounds: int = 5) -> dict[str, float]:
     """images/s of plain onnxruntime and of the scan on the same ``batches`` random batches."""
     import onnxact
     from onnxact.stats import StatsRunner
