@@ -186,9 +186,9 @@ class StatsRunner:
     Built once per scan (and once per Ray actor). ``chunk``: images per onnxruntime call. By
     default a batch runs in chunks whose largest map fits in ``CHUNK_BYTES`` (the L2 caches of two
     cores), so each map is still in cache when its reductions read it right after it is made: on
-    the demo model (8 images a chunk) that was worth ~+0.04x of plain inference's speed on 2 threads
-    and ~+0.1x on one (bench/results_check.md). Where fewer than two images fit, or with 0, every
-    batch runs whole.
+    the demo model (8 images a chunk, batches of 32) that was worth ~+0.05x of plain inference's
+    speed on 2 threads and ~+0.1x on one (interleaved runs on the 2-CPU dev machine). Where fewer
+    than two images fit, or with 0, every batch runs whole.
     """
 
     CHUNK_BYTES = 8 << 20
