@@ -206,7 +206,8 @@ class _ScanActor:
         from .stats import StatsRunner
 
         self.model = load(ray.get(blob[0]), providers=providers)
-        self.runner = StatsRunner(self.model, layers, threshold, count_above)  # the driver's LayerInfos, in order
+        # The driver's LayerInfos, in order; one onnxruntime thread per CPU Ray gave this actor (num_cpus=1).
+        self.runner = StatsRunner(self.model, layers, threshold, count_above, threads=1)
         self.batch_size, self.strict, self.kw = batch_size, strict, preprocess_kw
         self.kill_marker = kill_marker
 

@@ -194,8 +194,9 @@ class StatsRunner:
     CHUNK_BYTES = 8 << 20
 
     def __init__(self, model: Model, layers: Sequence[LayerInfo] | None = None, threshold: float = 0.0,
-                 count_above: bool = False, chunk: int | None = None) -> None:
+                 count_above: bool = False, chunk: int | None = None, threads: int | None = None) -> None:
         self.model = model
+        self.threads = threads  # onnxruntime intra-op threads; None: onnxruntime's default (all cores)
         self.layers = post_activation_layers(model, list(model.layers if layers is None else layers))
         if not self.layers:
             raise ModelError(
@@ -218,7 +219,7 @@ class StatsRunner:
 
     def _use(self, proto: Any, outputs: list[StatOutputs]) -> None:
         """Run this statistics model (``add_channel_stats``'s result) from now on."""
-        self.session = _stats_session(self.model, proto)
+        self.session = _stats_session(self.model, proto, self.threads)
         self.outputs = outputs
         self._fetch = [o.name for o in proto.graph.output]
         self._columns = {n: (out, a, b) for o in outputs for n, out, a, b in o.packed}
@@ -286,16 +287,21 @@ def _map_bytes(layer: LayerInfo) -> int:
     return 4 * int(np.prod(dims))
 
 
-def _stats_session(model: Model, proto: Any) -> Any:
+def _stats_session(model: Model, proto: Any, threads: int | None = None) -> Any:
     """The statistics model's session: ``Model.build_session``'s settings plus the PRIORITY_BASED
     execution order, which (with the node order ``add_channel_stats`` writes) runs each reduction
     right after the node that makes its input, while the map is still in cache. The memory
-    pattern stays on: the outputs are a few per-channel rows, not maps (DESIGN.md 4)."""
+    pattern stays on: the outputs are a few per-channel rows, not maps (DESIGN.md 4). ``threads``
+    caps onnxruntime's intra-op pool: a Ray actor given 1 CPU must not spin a thread per core of
+    its node, or N actors on one node fight over the same cores."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
     order = getattr(getattr(ort, "ExecutionOrder", None), "PRIORITY_BASED", None)
     if order is not None:
         so.execution_order = order

@@ -275,3 +275,15 @@ def test_junit_and_table(model):
     assert root.get("failures") == "0"
     table = report.table().splitlines()
     assert table[0].split()[:2] == ["layer", "channels"] and "8 images" in table[-1]
+
+
+def test_threads_caps_onnxruntimes_pool_and_keeps_the_statistics(model):
+    # Ray actors take 1 CPU each: their session must not spin a thread per core of the node.
+    one, default = StatsRunner(model, threads=1), StatsRunner(model)
+    assert one.session.get_session_options().intra_op_num_threads == 1
+    assert default.session.get_session_options().intra_op_num_threads == 0  # onnxruntime's own choice
+    x = inputs(8)
+    a, b = one.run(x), default.run(x)
+    for name in a.layers:
+        np.testing.assert_array_equal(a.layers[name].max, b.layers[name].max)
+        np.testing.assert_allclose(a.layers[name].sum, b.layers[name].sum, rtol=1e-6)
