@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from .colors import colormap_lut
-from .display import Pictures, _convert, _finish, _prepare_dir, _samples, _save_png, _select, safe_filename
+from .display import Pictures, PngWriter, _convert, _finish, _prepare_dir, _samples, _select, safe_filename
 from .picture import _compose, _shape_text
 from .tiles import _layout, sample_tiles, tile_grid
 
@@ -155,12 +155,14 @@ def display_heatmaps(acts: Mapping[str, Any], image: Any, save: bool = False,
         small = Image.fromarray(np.rint(base_full * 255).astype(np.uint8)).resize((tw, th), Image.BILINEAR)
         base = np.asarray(small, dtype=np.float32) / 255.0
     pics = Pictures()
-    for key in keys:
+    writer = PngWriter() if out_dir is not None else None
+
+    def draw(key: str) -> tuple[Any, str] | None:
         arr = np.asarray(acts[key])
         info = infos.get(key)
         layout = _layout(arr, info, data_format)
         if arr.size == 0 or layout not in ("NCHW", "NHWC", "NCDHW", "NDHWC") or arr.ndim < 4:
-            continue
+            return None
         sample = _samples(arr, index)[0]
         maps, _ = sample_tiles(arr, layout, sample)
         if merge_filters:
@@ -173,10 +175,20 @@ def display_heatmaps(acts: Mapping[str, Any], image: Any, save: bool = False,
         title = "  |  ".join([key] + ([op] if op else []) + [_shape_text(arr)]
                               + (["mean of filters"] if merge_filters else [f"{len(tiles)} filters"]))
         img, _ = _compose(grid, title, (colormap_lut(cmap), "map max", "map min"))
-        pics[key] = _convert(img, fmt, title)
-        if out_dir is not None:
-            stem = f"{positions[key]:03d}_{safe_filename(key)}_heatmap"
-            pics.paths.append(_save_png(img, out_dir / f"{stem}.png"))
+        return img, title
+
+    # Layers are drawn on two threads: numpy's resize/blend and Pillow's encoder release the GIL.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+        for key, d in zip(keys, pool.map(draw, keys)):  # in layer order, as each is drawn
+            if d is None:
+                continue
+            pics[key] = _convert(d[0], fmt, d[1])
+            if writer is not None:
+                writer.submit(d[0], out_dir / f"{positions[key]:03d}_{safe_filename(key)}_heatmap.png")
+    if writer is not None:
+        pics.paths.extend(writer.paths())
     if not pics:
         raise InputError("no spatial layer to overlay: heatmaps need 4-D (NCHW/NHWC) activations")
     return _finish(pics, show)
