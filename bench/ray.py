@@ -137,7 +137,7 @@ def ray_section(quick: bool, log: Callable[[str], None] = print) -> list[str]:
         "number of worker CPUs in the cluster as long as the driver keeps up (it only cuts path lists and merges "
         "size-C vectors) and the image files are readable from every node. " + measured
         + f"On this {r['cpus']}-CPU machine the driver, Ray's own processes and the workers share the same cores "
-        "(and each actor's onnxruntime session sizes its thread pool for the whole machine), so adding workers "
+        "(each actor runs onnxruntime on the one CPU Ray gives it), so adding workers "
         "here cannot add cores; the local engine, which already decodes on threads and runs onnxruntime on all "
         "cores without actor start-up or the object store, is the faster choice on one machine. Ray pays off only "
         "with more worker CPUs than one machine has (not measured here: no cluster), on scans long enough to "
