@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import ROOT, machine, run_json, versions
+from .common import ROOT, machine, median_time, run_json, versions
 
 OUT = ROOT / "bench" / "results_ray.md"
 BATCH = 32
@@ -43,15 +42,6 @@ def _write_images(folder: Path, n: int) -> None:
     for i in range(n):
         noise = rng.integers(-40, 40, size=base.shape)
         Image.fromarray(np.clip(base.astype(int) + noise, 0, 255).astype(np.uint8)).save(folder / f"{i:05d}.png")
-
-
-def _timed(fn: Callable[[], Any], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def child(n: int, repeats: int) -> dict[str, Any]:
@@ -77,8 +67,8 @@ def child(n: int, repeats: int) -> dict[str, Any]:
             if kind == "ray":
                 kw.update(engine="ray", workers=workers)
             same = find_dead_filters(model, str(full), **kw).to_json() == ref  # also the warm-up
-            t_full = _timed(lambda: find_dead_filters(model, str(full), **kw), repeats)
-            t_small = _timed(lambda: find_dead_filters(model, str(small), **kw), repeats)
+            t_full = median_time(lambda: find_dead_filters(model, str(full), **kw), repeats, warmup=0)
+            t_small = median_time(lambda: find_dead_filters(model, str(small), **kw), repeats, warmup=0)
             marginal = (n - BATCH) / max(t_full - t_small, 1e-9)
             return {"engine": kind, "workers": workers, "scan_s": t_full, "scan_ips": n / t_full,
                     "fixed_s": max(t_small - BATCH / marginal, 0.0), "marginal_ips": marginal, "identical": same}
