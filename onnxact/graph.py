@@ -182,8 +182,8 @@ def _follow_hardswish(
                 and _near(attrs.get("beta", 0.5), 0.5)):
             return mul
         return None
-    if gate_in.op_type != "Add" or _const_inputs(gate_in, x, consts) is None or not _near(
-            (_const_inputs(gate_in, x, consts) or [None])[0], 3.0):
+    three = _const_inputs(gate_in, x, consts) if gate_in.op_type == "Add" else None
+    if not three or not _near(three[0], 3.0):
         return None
     clip = only(gate_in.output[0])
     if clip is None or clip.op_type != "Clip" or clip.input[0] != gate_in.output[0]:
@@ -195,7 +195,7 @@ def _follow_hardswish(
         return None
     if other == clip.output[0] and only(clip.output[0]) is mul:  # x * clip, then / 6
         after = only(mul.output[0])
-        return after if scale(after, mul.output[0]) and mul.output[0] not in consts else None
+        return after if scale(after, mul.output[0]) else None
     div = only(clip.output[0])  # clip / 6, then x * that
     if scale(div, clip.output[0]) and other == div.output[0] and only(div.output[0]) is mul:
         return mul
