@@ -161,8 +161,7 @@ class Model:
         self.path: Path | None = path
         self.sha256: str = sha
         self.providers: list[str] = resolve_providers(providers)
-        self._sessions: dict[tuple[str, ...], Any] = {}
-        self._session_outputs: dict[tuple[str, ...], list[str]] = {}
+        self._sessions: dict[tuple[str, ...], tuple[Any, list[str]]] = {}  # key -> (session, output names)
         self._shaped: dict[tuple[str, tuple[int, ...]], LayerInfo] = {}
         self.external_data_dir: Path | None = None
         locs = _external_locations(proto)
@@ -383,18 +382,24 @@ class Model:
 
     def session(self, output_tensors: Sequence[str] = ()) -> Any:
         """Cached session whose outputs are the model's own followed by ``output_tensors``."""
-        key = tuple(output_tensors)
-        s = self._sessions.get(key)
-        if s is None:
+        return self._session_entry(tuple(output_tensors))[0]
+
+    def session_outputs(self, output_tensors: Sequence[str] = ()) -> list[str]:
+        """The output names of ``session(output_tensors)``, in order (cached with the session).
+
+        Asking onnxruntime for them builds one NodeArg object per output: 0.3 ms at 64 outputs.
+        """
+        return self._session_entry(tuple(output_tensors))[1]
+
+    def _session_entry(self, key: tuple[str, ...]) -> tuple[Any, list[str]]:
+        entry = self._sessions.get(key)
+        if entry is None:
             proto = graphmod.expose_outputs(self.proto, key, self.value_info) if key else self.proto
             s = self.build_session(proto, many_outputs=bool(key))
             if len(self._sessions) >= 8:
-                self._session_outputs.pop(next(iter(self._sessions)), None)
                 self._sessions.pop(next(iter(self._sessions)))
-            self._sessions[key] = s
-            # Asking onnxruntime for them builds one NodeArg object per output: 0.3 ms at 64 outputs.
-            self._session_outputs[key] = [o.name for o in s.get_outputs()]
-        return s
+            entry = self._sessions[key] = (s, [o.name for o in s.get_outputs()])
+        return entry
 
     def shaped(self, layer: LayerInfo, shape: tuple[int, ...]) -> LayerInfo:
         """``layer`` with its shape filled in from a captured array (cached: one object per shape).
@@ -412,12 +417,6 @@ class Model:
             info = self._shaped[key] = dataclasses.replace(layer, shape=shape)
         return info
 
-    def session_outputs(self, output_tensors: Sequence[str] = ()) -> list[str]:
-        """The output names of ``session(output_tensors)``, in order (cached with the session)."""
-        key = tuple(output_tensors)
-        if key not in self._session_outputs:
-            self.session(key)
-        return self._session_outputs[key]
 
 
 def load(src: Any, providers: str | Sequence[str] | None = None) -> Model:
