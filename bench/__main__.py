@@ -12,9 +12,28 @@ from typing import Any
 
 from .common import ROOT, machine, run_json, versions
 
-TARGET_10BLOCK = 1.2
-TARGET_OCR = 1.2
-TARGET_SEED = 1.3
+# The issue's targets (#8), ratios in one run.
+TARGET_10BLOCK = 1.1  # capture / plain inference, 10-block Conv-BN-ReLU net
+TARGET_OCR = 1.2  # capture / plain inference, rapidocr models
+TARGET_SEED = 1.15  # capture / floor (plain inference + one write of the captured bytes), seed CNN
+TARGET_RENDER = 30  # Keract's display_* time / onnxact's
+TARGET_SCAN = 0.8  # scan throughput / plain inference throughput
+
+# Why a target can be missed; printed under the targets for each one this run did not meet.
+WHY = {
+    "ocr_cls": "the cls model runs in ~1.6 ms and 64 maps are promoted (most of them 1x1 squeeze-excite "
+               "tensors); onnxruntime's fixed cost per promoted output (a reorder out of its blocked NCHWc "
+               "layout for 14 of them, an output allocation and a numpy view each) is ~4-5 us, ~0.3 ms in all. "
+               "At batch 8 the same cost is spread over 8 images.",
+    "tenblock": "the capture writes 32 MB (batch 1) of maps that plain inference never leaves in NCHW: the "
+                "reorder out of NCHWc is a pass over those bytes (the floor's copy costs ~0.15x of plain). "
+                "Between runs on this shared 2-CPU machine the ratio moves by ~0.1 (1.04-1.25 seen).",
+    "ocr_rec": "41 maps, 175 MB at batch 8, each reordered out of NCHWc; between runs the ratio moved "
+               "1.05-1.25 on this shared machine.",
+    "ocr_det": "74 maps, 459 MB at batch 8, each reordered out of NCHWc.",
+    "seed": "the seed CNN does little compute per byte of maps (9 MB per image); its floor is set by the copy.",
+    "render": "PNG encoding (zlib) is most of onnxact's rendering time.",
+}
 
 
 NOTES = [
@@ -22,11 +41,12 @@ NOTES = [
     "  steps over a single-consumer BN to the activation, so the promoted tensor is the Relu output and",
     "  onnxruntime still fuses Conv+BN+Relu. (Reading the raw conv output before the BN, as an earlier",
     "  version did, stopped that fusion and cost 1.19-1.25x.)",
-    "- **Captured outputs are not copied**: `run_model` calls the pybind session's `run_with_ort_values`",
-    "  and returns numpy views of onnxruntime's own output buffers (`onnxact.run.run_session`).",
-    "  `InferenceSession.run` copied every output into fresh memory; that copy was 0.2-0.45x of plain",
-    "  inference here. Session output names and shaped layer records are cached per `Model`; on the",
-    "  64-output cls model the Python side of a call went from ~1 ms to ~0.3 ms.",
+    "- **Captured outputs are not copied**: the arrays are numpy views of onnxruntime's own output",
+    "  buffers. onnxruntime 1.32's pybind `run` returns such views itself, and `onnxact.run.run_session`",
+    "  calls it directly (an onnxruntime that copies is detected on the first run and served through",
+    "  `run_with_ort_values` instead). Copying every output was 0.2-0.45x of plain inference here.",
+    "  Session output names and shaped layer records are cached per `Model`; on the 64-output cls",
+    "  model the Python side of a call went from ~1 ms to under 0.15 ms.",
     "- **What is left over plain inference** is onnxruntime's own: with ORT_ENABLE_ALL on x86 convs run",
     "  in the blocked NCHWc layout, and every promoted tensor gets a reorder back to NCHW (one pass",
     "  over its bytes, like the floor's copy), plus one output allocation each. On small models with",
@@ -79,37 +99,42 @@ def capture_table(rows: list[dict]) -> list[str]:
     return out
 
 
-def targets(rows: list[dict], render: dict, scan: dict | None) -> list[str]:
-    lines = []
+def targets(rows: list[dict], render: dict, scan: dict | None) -> tuple[list[str], list[str]]:
+    """The issue's targets, each met or not in this run, and why for those not met."""
+    lines: list[str] = []
+    missed: list[str] = []
 
-    def verdict(ok: bool) -> str:
+    def verdict(ok: bool, why: str | None = None) -> str:
+        if not ok and why and why not in missed:
+            missed.append(why)
         return "met" if ok else "**not met**"
 
     for r in rows:
         ratio, floor_ratio = r["onnxact"] / r["plain"], r["onnxact"] / r["floor"]
+        why = f"{r['case']}: {WHY[r['key']]}" if r["key"] in WHY else None
         if r["key"] == "tenblock":
             lines.append(f"- 10-block net, batch {r['batch']}: capture {ratio:.2f}x plain (target <= "
-                         f"{TARGET_10BLOCK}x; the issue's stricter 1.1x: {verdict(ratio <= 1.1)}): "
-                         f"{verdict(ratio <= TARGET_10BLOCK)}")
+                         f"{TARGET_10BLOCK}x): {verdict(ratio <= TARGET_10BLOCK, why)}")
         elif r["key"] == "seed":
-            lines.append(f"- seed CNN, batch {r['batch']}: capture {floor_ratio:.2f}x its floor (plain + one copy of "
-                         f"{r['captured_mb']:.0f} MB; target <= {TARGET_SEED}x, issue's 1.15x: "
-                         f"{verdict(floor_ratio <= 1.15)}): {verdict(floor_ratio <= TARGET_SEED)}")
+            lines.append(f"- seed CNN, batch {r['batch']}: capture {floor_ratio:.2f}x its floor (plain + one copy "
+                         f"of {r['captured_mb']:.0f} MB; target <= {TARGET_SEED}x): "
+                         f"{verdict(floor_ratio <= TARGET_SEED, why)}")
         else:
             lines.append(f"- {r['case']}, batch {r['batch']}: capture {ratio:.2f}x plain (target <= {TARGET_OCR}x): "
-                         f"{verdict(ratio <= TARGET_OCR)}")
+                         f"{verdict(ratio <= TARGET_OCR, why)}")
         for other in ("keract", "torch_hooks"):
             v = r.get(other)
             if isinstance(v, float):
                 lines.append(f"  - faster than {other.replace('_', ' ')} ({_ms(v)} ms): {verdict(r['onnxact'] < v)}")
-    ka, oa = render.get("keract_activations"), render.get("onnxact_activations")
-    if isinstance(ka, float) and isinstance(oa, float):
-        lines.append(f"- rendering: display_activations {ka / oa:.0f}x faster than Keract's (target >= 30x): "
-                     f"{verdict(ka / oa >= 30)}")
+    for what in ("activations", "heatmaps"):
+        k, o = render.get(f"keract_{what}"), render.get(f"onnxact_{what}")
+        if isinstance(k, float) and isinstance(o, float):
+            lines.append(f"- rendering: display_{what} {k / o:.0f}x faster than Keract's (target >= "
+                         f"{TARGET_RENDER}x): {verdict(k / o >= TARGET_RENDER, 'rendering: ' + WHY['render'])}")
     if scan and isinstance(scan.get("ratio"), float):
-        lines.append(f"- dataset scan (slowest subject, {scan['label']}): {scan['ratio']:.2f}x plain inference throughput (target >= 0.8x): "
-                     f"{verdict(scan['ratio'] >= 0.8)}")
-    return lines
+        lines.append(f"- dataset scan (slowest subject, {scan['label']}): {scan['ratio']:.2f}x plain inference "
+                     f"throughput (target >= {TARGET_SCAN}x): {verdict(scan['ratio'] >= TARGET_SCAN)}")
+    return lines, missed
 
 
 def memory_rows(quick: bool, log) -> tuple[list[str], dict]:
@@ -251,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     ray_lines = ray_section(args.quick, log)
     load_end = os.getloadavg()
     cmd = "python -m bench" + (" --quick" if args.quick else "")
+    target_lines, missed = targets(rows, rend, scan)
     v = versions()
     md = [
         "# Benchmarks", "",
@@ -263,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         "original model, no outputs promoted) measured in the same run. onnxact runs on a loaded",
         "`Model` (load and session creation once, not per call). The floor is plain inference plus",
         "one copy of the captured bytes (a fresh array of that size).", "",
-        "## Targets", "", *targets(rows, rend, scan), *memory_targets(mem_data, rows), "",
+        "## Targets", "", "The issue's targets, in this run (memory lines: our own bounds):", "",
+        *target_lines, *memory_targets(mem_data, rows), "",
+        *(["Not met in this run, and why:", "", *(f"- {w}" for w in missed), ""] if missed else []),
         "## Capture", "", *capture_table(rows), "",
         "## Rendering (seed CNN, batch 1, all layers, save=True)", "",
     ]

@@ -407,14 +407,14 @@ class Model:
         Why cached: a model with symbolic dims would otherwise get a fresh record per layer
         per call, ~2 us each, which adds up on small models with many layers.
         """
-        if layer.shape is not None and len(layer.shape) == len(shape) and all(isinstance(d, int) for d in layer.shape):
-            return layer
         key = (layer.tensor, shape)
         info = self._shaped.get(key)
         if info is None:
             if len(self._shaped) > 4096:
                 self._shaped.clear()
-            info = self._shaped[key] = dataclasses.replace(layer, shape=shape)
+            static = layer.shape is not None and len(layer.shape) == len(shape) and all(
+                isinstance(d, int) for d in layer.shape)
+            info = self._shaped[key] = layer if static else dataclasses.replace(layer, shape=shape)
         return info
 
 

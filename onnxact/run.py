@@ -127,22 +127,41 @@ def ort_value_to_numpy(ov: Any) -> np.ndarray:
     return np.asarray(_OrtBuffer(ov, typestr, shape))
 
 
-def run_session(sess: Any, names: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """``sess.run`` without its output copy: the arrays view onnxruntime's own output buffers.
+# Whether this onnxruntime's own ``run`` hands back numpy views of its output buffers (1.2x
+# releases do; older ones copy every output). Found out on the first run; None until then.
+_RUN_GIVES_VIEWS: bool | None = None
 
-    Why: ``InferenceSession.run`` copies every output into a fresh numpy array; with many
-    promoted outputs that copy (and the page faults of the fresh memory) was 20-40% of a
-    capture's time. ``run_with_ort_values`` hands over the buffers themselves. The pybind
-    session underneath is called directly when there is one: the Python wrapper re-validates
-    the feeds and wraps every output in a second object (~0.1 ms at 64 outputs).
+
+def _gives_views(outs: Sequence[Any]) -> bool | None:
+    for o in outs:
+        if isinstance(o, np.ndarray) and o.size and o.dtype != object:
+            return not o.flags.owndata
+    return None
+
+
+def run_session(sess: Any, names: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """One run whose arrays view onnxruntime's own output buffers, at the least Python cost.
+
+    Why: copying every promoted output into fresh numpy memory (what ``InferenceSession.run``
+    did before onnxruntime 1.2x) cost 20-40% of a capture. Newer onnxruntime returns views
+    itself, and calling the pybind session's ``run`` directly is then the cheapest path: the
+    Python wrapper re-validates the feeds, and going through ``run_with_ort_values`` costs
+    ~5 us per output in Python objects (0.3 ms at 64 outputs, a fifth of a small model's run).
+    Older onnxruntime: ``run_with_ort_values`` and numpy views made here (``ort_value_to_numpy``).
     """
+    global _RUN_GIVES_VIEWS
     import onnxruntime as ort
 
+    raw = getattr(sess, "_sess", None)
+    if raw is not None and _RUN_GIVES_VIEWS is not False:
+        outs = raw.run(list(names), dict(feeds), None)
+        if _RUN_GIVES_VIEWS is None:
+            _RUN_GIVES_VIEWS = _gives_views(outs)
+        return outs
     try:
         inputs = {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()}
     except Exception:  # noqa: BLE001 - e.g. string inputs: take the ordinary path
         return sess.run(list(names), dict(feeds))
-    raw = getattr(sess, "_sess", None)
     if raw is not None and hasattr(raw, "run_with_ort_values"):
         outs = raw.run_with_ort_values({k: v._get_c_value() for k, v in inputs.items()}, list(names), None)
     else:

@@ -142,3 +142,27 @@ def test_rapidocr_models_match_one_tensor_at_a_time(which):
     for i in picks:
         ref = tiny.reference_tensor(proto, keys[i], {"x": x})
         _close(acts[keys[i]], ref)
+
+
+@pytest.mark.parametrize("views_from_run", [True, False], ids=["ort-run-views", "ort-values-path"])
+def test_captured_arrays_are_the_callers_after_later_runs(monkeypatch, views_from_run):
+    """Both run paths (onnxruntime's own views, and run_with_ort_values for an onnxruntime that
+    copies) give the same arrays, and those arrays are not reused by the session's next runs."""
+    import onnxact.run as run
+
+    monkeypatch.setattr(run, "_RUN_GIVES_VIEWS", None if views_from_run else False)
+    proto = tiny.conv_net(batch="N")
+    m = onnxact.load(proto)
+    rng = np.random.default_rng(3)
+    x1, x2 = rng.random((2, 3, 16, 16), dtype=np.float32), rng.random((2, 3, 16, 16), dtype=np.float32)
+    first = onnxact.get_activations(m, x1, output_format="full")
+    kept = {k: v.copy() for k, v in first.items()}
+    for _ in range(5):
+        later = onnxact.get_activations(m, x2, output_format="full")
+    for t, arr in first.items():
+        np.testing.assert_array_equal(arr, kept[t])
+        _close(arr, tiny.reference_tensor(proto, t, {"input": x1}))
+        _close(later[t], tiny.reference_tensor(proto, t, {"input": x2}))
+        assert arr.flags.writeable
+    # the first run found out which path this onnxruntime needs; a forced fallback stays put
+    assert run._RUN_GIVES_VIEWS is not None if views_from_run else run._RUN_GIVES_VIEWS is False
