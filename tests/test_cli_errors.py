@@ -81,6 +81,22 @@ def test_check_missing_model(files, tmp_path, capsys) -> None:
     user_error(capsys, ["check", str(tmp_path / "nope.onnx"), str(files["img"])], "nope.onnx")
 
 
+@pytest.mark.parametrize("cmd", ["inspect", "check"])
+def test_unavailable_provider_is_one_line(files, tmp_path, capsys, cmd) -> None:
+    """``--provider cuda`` on a CPU-only onnxruntime: says so and how to get it, exit 2."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():  # a GPU build: ask for one that is absent
+        provider, words = "NoSuchExecutionProvider", ("NoSuchExecutionProvider", "not available")
+    else:
+        provider, words = "cuda", ("cuda", "not available", "onnxruntime-gpu")
+    argv = [cmd, str(files["model"]), str(files["img"]), "--provider", provider]
+    if cmd == "inspect":
+        argv += ["-o", str(tmp_path / "o")]
+    user_error(capsys, argv, *words)
+    assert not (tmp_path / "o").exists()
+
+
 def test_usage_error_one_line(capsys) -> None:
     user_error(capsys, ["inspect", "--no-such-option"], "--no-such-option")
     user_error(capsys, ["no-such-command"])

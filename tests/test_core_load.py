@@ -97,6 +97,21 @@ def test_unknown_provider_is_a_clear_error():
         onnxact.load(tiny.conv_net(), providers="NoSuchExecutionProvider")
 
 
+def test_provider_names_aliases_and_cpu_fallback():
+    """Short names map to onnxruntime's; CPU is always appended as the fallback for unsupported ops."""
+    from onnxact.model import resolve_providers
+
+    assert resolve_providers(None) == ["CPUExecutionProvider"]
+    assert resolve_providers("cpu") == ["CPUExecutionProvider"]
+    assert resolve_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    m = onnxact.load(tiny.conv_net(), providers="cpu")
+    x = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
+    acts = onnxact.get_activations(m, x, output_format="full")
+    assert m.session(("relu0",)).get_providers() == ["CPUExecutionProvider"]
+    np.testing.assert_allclose(acts["relu0"], tiny.reference_tensor(tiny.conv_net(), "relu0", {"input": x}),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_import_onnxact_stays_light():
     code = (
         "import sys, onnxact; heavy = [m for m in ('torch', 'tensorflow', 'keras', 'matplotlib', 'PIL', 'fastapi', 'ray')"

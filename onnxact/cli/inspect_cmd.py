@@ -187,13 +187,20 @@ def run(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise InputError("--top must be at least 1")
     model_path, images = _resolve_inputs(args)
-    out = _prepare_dir(args.output)
+    new_folder = not Path(args.output).exists()
+    out = _prepare_dir(args.output)  # before the capture: an unwritable folder fails fast
     t0 = time.perf_counter()
-    model = onnxact.load(model_path, providers=getattr(args, "provider", None))
-    labels = read_labels(args.labels) if args.labels else None
-    acts = onnxact.get_activations(model, [str(i) for i in images], **capture_kwargs(args), **preprocess_kwargs(args))
-    if len(acts) == 0:
-        raise InputError("no layer was captured: the layer/op-type filter matched nothing")
+    try:
+        model = onnxact.load(model_path, providers=getattr(args, "provider", None))
+        labels = read_labels(args.labels) if args.labels else None
+        acts = onnxact.get_activations(model, [str(i) for i in images], **capture_kwargs(args),
+                                       **preprocess_kwargs(args))
+        if len(acts) == 0:
+            raise InputError("no layer was captured: the layer/op-type filter matched nothing")
+    except BaseException:
+        if new_folder and not any(out.iterdir()):  # don't leave an empty folder behind a failed run
+            out.rmdir()
+        raise
     t_capture = time.perf_counter() - t0
     class_names = labels or acts.class_names
     n = len(images)
