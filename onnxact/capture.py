@@ -34,6 +34,7 @@ def get_activations(
     layout: str | None = None,
     batch_size: int | None = None,
     providers: str | Sequence[str] | None = None,
+    threads: int | None = None,
     max_memory: int | str | None = None,
     **preprocess_kw: Any,
 ) -> Activations:
@@ -48,14 +49,15 @@ def get_activations(
     change that. Keys are framework layer names (``"simple"``), ONNX tensor names (``"full"``)
     or ``"0", "1", ...`` (``"numbered"``). ``layout="source"`` returns channels-last arrays when
     the model came from a channels-last framework (Keras), so they compare 1:1 with it.
-    ``max_memory`` (bytes or "2GB") bounds the memory the captured arrays take: over it, they are
+    ``providers`` / ``threads`` go to onnxruntime when ``model`` is not a loaded ``Model`` already
+    (see ``load``). ``max_memory`` (bytes or "2GB") bounds the memory the captured arrays take: over it, they are
     streamed to memory-mapped files.
     """
     if output_format not in OUTPUT_FORMATS:
         raise InputError(f"output_format must be one of {', '.join(OUTPUT_FORMATS)}, not '{output_format}'")
     if layout not in (None, "source", "onnx"):
         raise InputError(f"layout must be None, 'onnx' or 'source', not '{layout}'")
-    m: Model = load(model, providers=providers)  # a Model comes back as is, sessions and all
+    m: Model = load(model, providers=providers, threads=threads)  # a Model comes back as is, sessions and all
     if isinstance(layer_names, (str, int)):
         layer_names = [layer_names]
     if isinstance(op_types, str):

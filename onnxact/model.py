@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 
 from . import graph as graphmod
 from .activations import InputInfo, LayerInfo
-from .errors import LayerError, ModelError, ProviderError
+from .errors import InputError, LayerError, ModelError, ProviderError
 from .layout import propagate_layouts
 from .naming import closest, simple_names
 
@@ -155,7 +155,8 @@ def _external_locations(proto: onnx.ModelProto) -> set[str]:
 class Model:
     """A loaded ONNX model: inputs, capturable layers, metadata and cached onnxruntime sessions."""
 
-    def __init__(self, src: Any, providers: str | Sequence[str] | None = None) -> None:
+    def __init__(self, src: Any, providers: str | Sequence[str] | None = None, threads: int | None = None) -> None:
+        self.threads: int | None = _check_threads(threads)
         proto, path, sha = _read_source(src)
         self.proto: onnx.ModelProto = proto
         self.path: Path | None = path
@@ -366,6 +367,9 @@ class Model:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
+        if self.threads:
+            so.intra_op_num_threads = self.threads
+            so.inter_op_num_threads = 1
         if many_outputs:
             # The memory pattern planner keeps a second copy of every promoted output (DESIGN.md 4).
             so.enable_mem_pattern = False
@@ -419,15 +423,26 @@ class Model:
 
 
 
-def load(src: Any, providers: str | Sequence[str] | None = None) -> Model:
+def load(src: Any, providers: str | Sequence[str] | None = None, threads: int | None = None) -> Model:
     """Load an ONNX model from a path, bytes or ``onnx.ModelProto`` (a ``Model`` is returned as is).
 
     External data files are read from the model's folder by onnxruntime, never into memory here,
-    so a model over 2 GB loads by path.
+    so a model over 2 GB loads by path. ``threads`` caps onnxruntime's intra-op threads (default:
+    onnxruntime's own choice, one per core); on tiny models one thread can be faster, since
+    waking a pool for each small op costs more than the op.
     """
     if isinstance(src, Model):
         return src
-    return Model(src, providers=providers)
+    return Model(src, providers=providers, threads=threads)
+
+
+def _check_threads(threads: Any) -> int | None:
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise InputError(f"threads must be a whole number of at least 1 (or None for onnxruntime's default), "
+                         f"not {threads!r}")
+    return int(threads)
 
 
 def dtype_of(name: str) -> np.dtype:

@@ -293,12 +293,13 @@ def _stats_session(model: Model, proto: Any, threads: int | None = None) -> Any:
     right after the node that makes its input, while the map is still in cache. The memory
     pattern stays on: the outputs are a few per-channel rows, not maps (DESIGN.md 4). ``threads``
     caps onnxruntime's intra-op pool: a Ray actor given 1 CPU must not spin a thread per core of
-    its node, or N actors on one node fight over the same cores."""
+    its node, or N actors on one node fight over the same cores. Default: the ``Model``'s own."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
+    threads = threads or model.threads
     if threads:
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
@@ -601,6 +602,7 @@ def find_dead_filters(
     address: str | None = None,
     workers: int | None = None,
     providers: Any = None,
+    threads: int | None = None,
     show_progress: bool = True,
     **preprocess_kw: Any,
 ) -> DeadFilterReport:
@@ -612,7 +614,7 @@ def find_dead_filters(
     count positions above it per channel (``LayerStats.fraction_above``; three extra passes). ``engine="ray"`` runs the scan on a Ray
     cluster (``address``, ``workers``); results are identical to the local engine's.
     """
-    m = load(model, providers=providers)
+    m = load(model, providers=providers, threads=threads)
     layers = m.select(layer_names, op_types) if (layer_names or op_types) else list(m.layers)
     if not layers:
         raise ModelError(f"{m.name} has no capturable conv/pool layers to check; pass layer_names= or op_types=")

@@ -97,6 +97,12 @@ def test_unavailable_provider_is_one_line(files, tmp_path, capsys, cmd) -> None:
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("cmd", ["inspect", "check"])
+def test_zero_threads_is_one_line(files, tmp_path, capsys, cmd) -> None:
+    argv = [cmd, str(files["model"]), str(files["img"]), "--threads", "0"]
+    user_error(capsys, argv + (["-o", str(tmp_path / "o")] if cmd == "inspect" else []), "threads", "at least 1")
+
+
 def test_usage_error_one_line(capsys) -> None:
     user_error(capsys, ["inspect", "--no-such-option"], "--no-such-option")
     user_error(capsys, ["no-such-command"])

@@ -112,6 +112,31 @@ def test_provider_names_aliases_and_cpu_fallback():
                                rtol=1e-5, atol=1e-6)
 
 
+def test_threads_reach_onnxruntime_and_give_the_same_maps():
+    """``threads=1`` is onnxruntime's intra-op setting on every session the Model builds (capture
+    and statistics); the maps equal those of the default pool."""
+    proto = tiny.conv_net()
+    x = np.random.default_rng(1).random((1, 3, 16, 16), dtype=np.float32)
+    one = onnxact.load(proto, threads=1)
+    default = onnxact.load(proto)
+    a, b = onnxact.get_activations(one, x), onnxact.get_activations(default, x)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    opts = one.session(tuple(lay.tensor for lay in one.layers)).get_session_options()
+    assert (opts.intra_op_num_threads, opts.inter_op_num_threads) == (1, 1)
+    assert default.session(()).get_session_options().intra_op_num_threads == 0  # onnxruntime's choice
+    from onnxact.stats import StatsRunner
+
+    assert StatsRunner(one, list(one.layers), 0.0).session.get_session_options().intra_op_num_threads == 1
+    assert onnxact.get_activations(proto, x, threads=2).keys() == a.keys()
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+def test_bad_thread_counts_are_input_errors(bad):
+    with pytest.raises(onnxact.InputError, match="threads must be a whole number"):
+        onnxact.load(tiny.conv_net(), threads=bad)
+
+
 def test_import_onnxact_stays_light():
     code = (
         "import sys, onnxact; heavy = [m for m in ('torch', 'tensorflow', 'keras', 'matplotlib', 'PIL', 'fastapi', 'ray')"

@@ -12,6 +12,7 @@ import os
 import sys
 
 from ..errors import InputError
+from .common import add_provider_option
 
 DESCRIPTION = """Scan a dataset for dead, dormant and constant filters and fail the build when any are found.
 
@@ -43,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
     p.add_argument("--op-types", nargs="+", metavar="OP", help="check only layers of these op types")
     p.add_argument("--normalize", choices=["0-1", "none", "-1-1", "imagenet", "caffe"],
                    help="image normalisation (default: the model's metadata, else 0-1)")
-    p.add_argument("--provider", help="onnxruntime execution provider(s), e.g. cuda,cpu")
+    add_provider_option(p)
     p.add_argument("--engine", choices=["local", "ray"], default="local", help="local (default) or a Ray cluster")
     p.add_argument("--address", help="Ray cluster address, e.g. ray://HOST:10001 or auto (with --engine ray; "
                    "default: start a local Ray)")
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     report = find_dead_filters(
         args.model, args.images, eps=args.eps, tau=args.tau, layer_names=args.layers, op_types=args.op_types,
         batch_size=args.batch_size, strict=args.strict, engine=args.engine, address=args.address,
-        workers=args.workers, providers=args.provider, **kw,
+        workers=args.workers, providers=args.provider, threads=args.threads, **kw,
     )
     if args.json:
         report.to_json(args.json)

@@ -26,6 +26,8 @@ def add_capture_options(p: argparse.ArgumentParser) -> None:
 def add_provider_option(p: Any) -> None:
     p.add_argument("--provider", default=None, metavar="EP",
                    help="onnxruntime execution provider(s): cpu, cuda, ... (comma separated)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="onnxruntime intra-op threads (default: one per core; 1 can be faster on tiny models)")
 
 
 def add_preprocess_options(p: argparse.ArgumentParser) -> None:

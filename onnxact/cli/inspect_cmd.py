@@ -191,7 +191,8 @@ def run(args: argparse.Namespace) -> int:
     out = _prepare_dir(args.output)  # before the capture: an unwritable folder fails fast
     t0 = time.perf_counter()
     try:
-        model = onnxact.load(model_path, providers=getattr(args, "provider", None))
+        model = onnxact.load(model_path, providers=getattr(args, "provider", None),
+                             threads=getattr(args, "threads", None))
         labels = read_labels(args.labels) if args.labels else None
         acts = onnxact.get_activations(model, [str(i) for i in images], **capture_kwargs(args),
                                        **preprocess_kwargs(args))
