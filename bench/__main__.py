@@ -22,9 +22,10 @@ TARGET_SCAN = 0.8  # scan throughput / plain inference throughput
 # Why a target can be missed; printed under the targets for each one this run did not meet.
 WHY = {
     "ocr_cls": "the cls model runs in ~1.6 ms and 64 maps are promoted (most of them 1x1 squeeze-excite "
-               "tensors); onnxruntime's fixed cost per promoted output (a reorder out of its blocked NCHWc "
-               "layout for 14 of them, an output allocation and a numpy view each) is ~4-5 us, ~0.3 ms in all. "
-               "At batch 8 the same cost is spread over 8 images.",
+               "tensors). What is left is onnxruntime's fixed cost per promoted output, measured on one thread: "
+               "~5 us each (an output allocation and a numpy view), ~10 us for the 14 that onnxruntime must "
+               "reorder out of its blocked NCHWc layout, ~0.4 ms in all; onnxact's own Python is under 0.15 ms "
+               "a call. At batch 8 the same cost is spread over 8 images.",
     "tenblock": "the capture writes 32 MB (batch 1) of maps that plain inference never leaves in NCHW: the "
                 "reorder out of NCHWc is a pass over those bytes (the floor's copy costs ~0.15x of plain). "
                 "Between runs on this shared 2-CPU machine the ratio moves by ~0.1 (1.04-1.25 seen).",
@@ -51,6 +52,10 @@ NOTES = [
     "  in the blocked NCHWc layout, and every promoted tensor gets a reorder back to NCHW (one pass",
     "  over its bytes, like the floor's copy), plus one output allocation each. On small models with",
     "  many outputs (rapidocr cls: 64 maps on a ~1.5 ms model) that fixed cost per output dominates.",
+    "- **Threads**: both sides use onnxruntime's default intra-op threads (2 here). On the tiny cls",
+    "  model one thread is faster for plain inference too (batch 1: 1.08 ms vs 1.86 ms with 2,",
+    "  `intra_op_num_threads`). onnxact keeps onnxruntime's default unless asked: `load(..., threads=1)`",
+    "  / `--threads 1`; the ratios above compare like with like.",
     "- **Noise**: the dev machine has 2 CPUs shared with other sessions. Functions are timed in blocks",
     "  taken in turn (see `bench.common.interleaved`) so drift hits all alike, but single ratios",
     "  still move by ~0.1 between runs; the load average at the start and end of the run is given above.",
