@@ -94,8 +94,8 @@ def capture_table(rows: list[dict]) -> list[str]:
         tl = r.get("torchlens")
         out.append(
             f"| {r['case']} | {r['batch']} | {r['layers']} maps, {r['captured_mb']:.0f} MB | {_ms(p)} | "
-            f"{_ms(r['onnxact'])} | **{r['onnxact'] / p:.2f}x** | {_ms(r['floor'])} | "
-            f"{r['onnxact'] / r['floor']:.2f}x | {_ms(r.get('torch_plain'))} | "
+            f"{_ms(r['onnxact'])} | **{r['ratio']:.2f}x** | {_ms(r['floor'])} | "
+            f"{r['floor_ratio']:.2f}x | {_ms(r.get('torch_plain'))} | "
             f"{_ms(r.get('torch_hooks'))} ({_x(r.get('torch_hooks'), p)}) | "
             f"{_ms(tl) if isinstance(tl, float) else (tl or 'n/a')} ({_x(tl, p)}) | "
             f"{_ms(r.get('keract'))} ({_x(r.get('keract'), p)}) |")
@@ -115,7 +115,7 @@ def targets(rows: list[dict], render: dict, scan: dict | None) -> tuple[list[str
         return "met" if ok else "**not met**"
 
     for r in rows:
-        ratio, floor_ratio = r["onnxact"] / r["plain"], r["onnxact"] / r["floor"]
+        ratio, floor_ratio = r["ratio"], r["floor_ratio"]
         why = f"{r['case']}: {WHY[r['key']]}" if r["key"] in WHY else None
         if r["key"] == "tenblock":
             lines.append(f"- 10-block net, batch {r['batch']}: capture {ratio:.2f}x plain (target <= "
@@ -289,9 +289,11 @@ def main(argv: list[str] | None = None) -> int:
         f"- Machine: {machine()}",
         f"- Load average (1/5/15 min) at the start {_load(load_start)}, at the end {_load(load_end)}",
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()), "",
-        "All times are medians of repeated calls, measured in blocks taken in turn in one process (Keract in a",
-        "tf-keras subprocess of the same run). Ratios are to plain onnxruntime (ORT_ENABLE_ALL, the",
-        "original model, no outputs promoted) measured in the same run. onnxact runs on a loaded",
+        "All times are medians of repeated calls, measured in blocks of >= 0.3 s taken in turn in one process",
+        "(Keract in a tf-keras subprocess of the same run). onnxact's ratios are to plain onnxruntime",
+        "(ORT_ENABLE_ALL, the original model, no outputs promoted) measured in the same run: the median",
+        "over 6 rounds of each round's ratio, so slow drift of the shared machine cancels (the torch,",
+        "TorchLens and Keract columns divide medians). onnxact runs on a loaded",
         "`Model` (load and session creation once, not per call). The floor is plain inference plus",
         "one copy of the captured bytes (a fresh array of that size).", "",
         "## Targets", "", "The issue's targets, in this run (memory lines: our own bounds):", "",

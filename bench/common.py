@@ -31,8 +31,8 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1, rounds: int = 2) -> dict[str, float]:
-    """Median times of several functions, measured in blocks taken in turn over ``rounds`` rounds.
+def blocks(fns: dict[str, Callable[[], Any]], per_round: int, warmup: int = 1, rounds: int = 2) -> dict[str, list[list[float]]]:
+    """Call times of several functions, in blocks taken in turn: ``{name: [[round 0 times], ...]}``.
 
     Why blocks and not call-by-call alternation: each onnxruntime session has its own thread
     pool whose threads spin for a while after a run; alternating calls lets one session's
@@ -40,17 +40,32 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1
     slower than a capture). A warm-up call at the start of each block absorbs it; rounds spread
     load drift over all functions alike.
     """
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    per_round = max(1, -(-repeats // rounds))
+    times: dict[str, list[list[float]]] = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
             for _ in range(warmup):
                 fn()
+            block = []
             for _ in range(per_round):
                 t0 = time.perf_counter()
                 fn()
-                times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+                block.append(time.perf_counter() - t0)
+            times[k].append(block)
+    return times
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1, rounds: int = 2) -> dict[str, float]:
+    """Median times of several functions over ``repeats`` calls each, measured by ``blocks``."""
+    t = blocks(fns, max(1, -(-repeats // rounds)), warmup, rounds)
+    return {k: statistics.median([x for b in v for x in b]) for k, v in t.items()}
+
+
+def round_ratio(t: dict[str, list[list[float]]], num: str, den: str | tuple[str, ...]) -> float:
+    """Median over rounds of median(num) / median(den) (den summed when several): each round's
+    ratio compares blocks measured seconds apart, so slow drift of the shared machine cancels."""
+    dens = (den,) if isinstance(den, str) else den
+    return statistics.median(
+        statistics.median(t[num][r]) / sum(statistics.median(t[d][r]) for d in dens) for r in range(len(t[num])))
 
 
 def run_json(args: list[str], env: dict[str, str] | None = None, timeout: int = 1800) -> dict[str, Any]:

@@ -127,12 +127,8 @@ def ort_value_to_numpy(ov: Any) -> np.ndarray:
     return np.asarray(_OrtBuffer(ov, typestr, shape))
 
 
-# Whether this onnxruntime's own ``run`` hands back numpy views of its output buffers (1.2x
-# releases do; older ones copy every output). Found out on the first run; None until then.
-_RUN_GIVES_VIEWS: bool | None = None
-
-
 def _gives_views(outs: Sequence[Any]) -> bool | None:
+    """Are these ``run`` results views of onnxruntime's buffers (None: no array to tell by)?"""
     for o in outs:
         if isinstance(o, np.ndarray) and o.size and o.dtype != object:
             return not o.flags.owndata
@@ -147,16 +143,21 @@ def run_session(sess: Any, names: Sequence[str], feeds: Mapping[str, np.ndarray]
     itself, and calling the pybind session's ``run`` directly is then the cheapest path: the
     Python wrapper re-validates the feeds, and going through ``run_with_ort_values`` costs
     ~5 us per output in Python objects (0.3 ms at 64 outputs, a fifth of a small model's run).
-    Older onnxruntime: ``run_with_ort_values`` and numpy views made here (``ort_value_to_numpy``).
+    Where ``run`` copies (older onnxruntime; found out on a session's first run and kept on
+    the session, since it can differ by provider): ``run_with_ort_values`` and numpy views
+    made here (``ort_value_to_numpy``).
     """
-    global _RUN_GIVES_VIEWS
     import onnxruntime as ort
 
     raw = getattr(sess, "_sess", None)
-    if raw is not None and _RUN_GIVES_VIEWS is not False:
+    views = getattr(sess, "_onnxact_views", None)
+    if raw is not None and views is not False:
         outs = raw.run(list(names), dict(feeds), None)
-        if _RUN_GIVES_VIEWS is None:
-            _RUN_GIVES_VIEWS = _gives_views(outs)
+        if views is None:
+            try:
+                sess._onnxact_views = _gives_views(outs)
+            except AttributeError:  # a session type that takes no attributes: ask again next time
+                pass
         return outs
     try:
         inputs = {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()}

@@ -145,14 +145,14 @@ def test_rapidocr_models_match_one_tensor_at_a_time(which):
 
 
 @pytest.mark.parametrize("views_from_run", [True, False], ids=["ort-run-views", "ort-values-path"])
-def test_captured_arrays_are_the_callers_after_later_runs(monkeypatch, views_from_run):
+def test_captured_arrays_are_the_callers_after_later_runs(views_from_run):
     """Both run paths (onnxruntime's own views, and run_with_ort_values for an onnxruntime that
     copies) give the same arrays, and those arrays are not reused by the session's next runs."""
-    import onnxact.run as run
-
-    monkeypatch.setattr(run, "_RUN_GIVES_VIEWS", None if views_from_run else False)
     proto = tiny.conv_net(batch="N")
     m = onnxact.load(proto)
+    key = tuple(lay.tensor for lay in m.layers)
+    if not views_from_run:
+        m.session(key)._onnxact_views = False  # what run_session records for an onnxruntime that copies
     rng = np.random.default_rng(3)
     x1, x2 = rng.random((2, 3, 16, 16), dtype=np.float32), rng.random((2, 3, 16, 16), dtype=np.float32)
     first = onnxact.get_activations(m, x1, output_format="full")
@@ -164,5 +164,6 @@ def test_captured_arrays_are_the_callers_after_later_runs(monkeypatch, views_fro
         _close(arr, tiny.reference_tensor(proto, t, {"input": x1}))
         _close(later[t], tiny.reference_tensor(proto, t, {"input": x2}))
         assert arr.flags.writeable
-    # the first run found out which path this onnxruntime needs; a forced fallback stays put
-    assert run._RUN_GIVES_VIEWS is not None if views_from_run else run._RUN_GIVES_VIEWS is False
+    assert list(m._sessions) == [key]  # the session whose path was set is the one that ran
+    # the first run found out which path this session needs; a forced fallback stays put
+    assert m.session(key)._onnxact_views is not None if views_from_run else m.session(key)._onnxact_views is False
