@@ -25,14 +25,18 @@ WHY = {
                "tensors). What is left is onnxruntime's fixed cost per promoted output, measured on one thread: "
                "~5 us each (an output allocation and a numpy view), ~10 us for the 14 that onnxruntime must "
                "reorder out of its blocked NCHWc layout, ~0.4 ms in all; onnxact's own Python is under 0.15 ms "
-               "a call. At batch 8 the same cost is spread over 8 images.",
+               "a call. At batch 8 (20 MB of maps) the bytes dominate, as on the other models: the capture "
+               "stays within its floor (plain inference + one copy of the maps).",
     "tenblock": "the capture writes 32 MB (batch 1) of maps that plain inference never leaves in NCHW: the "
-                "reorder out of NCHWc is a pass over those bytes (the floor's copy costs ~0.15x of plain). "
-                "Between runs on this shared 2-CPU machine the ratio moves by ~0.1 (1.04-1.25 seen).",
-    "ocr_rec": "41 maps, 175 MB at batch 8, each reordered out of NCHWc; between runs the ratio moved "
-               "1.05-1.25 on this shared machine.",
+                "reorder out of onnxruntime's blocked NCHWc layout is a pass over those bytes, on a model "
+                "whose plain run is itself mostly memory traffic (the floor's copy alone is ~0.2x of plain). "
+                "The ratio moves by ~0.1 between runs on this shared 2-CPU machine.",
+    "ocr_rec": "41 maps, 175 MB at batch 8, each reordered out of NCHWc; the ratio moves by ~0.1 between "
+               "runs on this shared machine.",
     "ocr_det": "74 maps, 459 MB at batch 8, each reordered out of NCHWc.",
-    "seed": "the seed CNN does little compute per byte of maps (9 MB per image); its floor is set by the copy.",
+    "seed": "the seed CNN does little compute per byte of maps (9 MB per image against ~2.5 ms of plain "
+            "inference), and the reorders out of NCHWc that write them are slower than the floor's plain "
+            "memcpy; the ratio moves by ~0.1 between runs on this shared machine.",
     "render": "PNG encoding (zlib) is most of onnxact's rendering time.",
 }
 
@@ -217,8 +221,11 @@ VIEWER = [
 CUDA = [
     "No GPU machine was lent to this task (the device tool reported none drawn), so the CUDA",
     "execution provider was not measured. `providers=\"cuda\"` / `--provider cuda` is passed to",
-    "onnxruntime as is; without onnxruntime-gpu it fails with a one-line `ProviderError`",
-    "(tested in `tests/test_core_load.py`).",
+    "onnxruntime as is; without onnxruntime-gpu it fails with a one-line `ProviderError` (tests:",
+    "`tests/test_core_load.py`, `tests/test_cli_errors.py`). On a GPU machine, with `onnxruntime-gpu`",
+    "installed in place of `onnxruntime`, `python -m bench.cuda` measures capture against plain",
+    "inference on the same provider (every model above, batch 1 and 8) and writes",
+    "`bench/results_cuda.md`; `python -m bench.cuda --provider cpu` runs the same script on the CPU.",
 ]
 
 
