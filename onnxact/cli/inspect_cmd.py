@@ -9,7 +9,6 @@ With no MODEL and no IMAGE it runs on the bundled demo model and its sample imag
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -98,8 +97,8 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
     import numpy as np
 
     from ..activations import Activations, save_activations
-    from ..progress import progress
     from ..render import _prepare_dir, display_activations, display_heatmaps, load_display_image
+    from ..render.display import _save_png as save_png
     from ..report import layer_stats, top_predictions, write_report
 
     _prepare_dir(out)
@@ -119,37 +118,28 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
         size = (max(1, round(base.shape[1] * f)), max(1, round(base.shape[0] * f)))
         big = Image.fromarray(np.rint(base * 255).astype(np.uint8)).resize(size, Image.BILINEAR)
         base = np.asarray(big, dtype=np.float32) / 255.0
-    Image.fromarray(np.rint(base * 255).astype(np.uint8)).save(out / "input.png")
-    grids: dict[str, Path] = {}
-    heats: dict[str, Path] = {}
+    save_png(Image.fromarray(np.rint(base * 255).astype(np.uint8)), out / "input.png")
     keys = list(one.keys())
-    desc = f"render {image.name}" if n_samples > 1 else "render"
+    label = f"{image.name}: " if n_samples > 1 else ""
 
-    def draw(key: str) -> tuple[str, Path, Path | None]:
-        pics = display_activations(one, cmap=args.cmap, save=True, directory=out / "grids", layers=[key],
-                                   normalize=args.scale, show=False)
-        info = one.layers.get(key)
-        lay = getattr(info, "layout", None)
-        arr = one[key]
-        spatial = lay in ("NCHW", "NHWC") and arr.ndim == 4 and \
+    def spatial(key: str) -> bool:
+        lay, arr = getattr(one.layers.get(key), "layout", None), one[key]
+        return lay in ("NCHW", "NHWC") and arr.ndim == 4 and \
             (arr.shape[2] * arr.shape[3] if lay == "NCHW" else arr.shape[1] * arr.shape[2]) > 1
-        heat = None
-        if args.heatmaps != "none" and spatial:
-            h = display_heatmaps(one, base, save=True, directory=out / "heatmaps", layers=[key],
-                                 merge_filters=args.heatmaps == "merged", cmap=args.heatmap_cmap, alpha=args.alpha,
-                                 show=False)
-            heat = h.paths[0].relative_to(out)
-        return key, pics.paths[0].relative_to(out), heat
 
-    # Layers are drawn on two threads: PNG encoding and most numpy work release the GIL, so the
-    # report costs little more than the grids alone. map() keeps graph order and re-raises errors.
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=min(4, max(1, os.cpu_count() or 1))) as pool:
-        for key, grid, heat in progress(pool.map(draw, keys), total=len(keys), desc=desc):
-            grids[key] = grid
-            if heat is not None:
-                heats[key] = heat
+    # One call for all grids and one for all heatmaps: each draws its layers while a small pool
+    # encodes the PNGs of the layers before (one call per layer lost that overlap: +0.1 s here;
+    # running the two calls at once gained nothing on 2 cores, the pools already fill them).
+    pics = display_activations(one, cmap=args.cmap, save=True, directory=out / "grids", layers=keys,
+                               normalize=args.scale, show=False, progress=label + "grids")
+    grids: dict[str, Path] = {k: p.relative_to(out) for k, p in zip(pics, pics.paths)}
+    heats: dict[str, Path] = {}
+    hkeys = [k for k in keys if spatial(k)] if args.heatmaps != "none" else []
+    if hkeys:
+        h = display_heatmaps(one, base, save=True, directory=out / "heatmaps", layers=hkeys,
+                             merge_filters=args.heatmaps == "merged", cmap=args.heatmap_cmap, alpha=args.alpha,
+                             show=False, progress=label + "heatmaps")
+        heats = {k: p.relative_to(out) for k, p in zip(h, h.paths)}
     stats = [layer_stats(k, v, one.layers.get(k)) for k, v in one.items()]
     preds = top_predictions(one.outputs, class_names, k=args.top)
     cam_entry = None
@@ -167,7 +157,7 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
             if res.class_name is None and class_names and res.class_index is not None \
                     and res.class_index < len(class_names):
                 res.class_name = class_names[res.class_index]
-            res.overlay(base, alpha=0.4).save(out / "cam.png")
+            save_png(res.overlay(base, alpha=0.4), out / "cam.png")
             cam_entry = (Path("cam.png"), res.title)
     page = write_report(out, stats, title=f"onnxact: {Path(str(getattr(model, 'path', '') or 'model')).name}",
                         subtitle=f"input {image.name} | {len(stats)} layers", grids=grids, heatmaps=heats,

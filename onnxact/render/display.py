@@ -44,14 +44,13 @@ class Pictures(dict):
             return f"<small>{len(self)} pictures</small>"
         import base64
         import html
-        import io
+
+        from .png import png_bytes
 
         parts = []
         for k, v in self.items():
             if hasattr(v, "save") and hasattr(v, "mode"):
-                buf = io.BytesIO()
-                v.save(buf, format="PNG")
-                b64 = base64.b64encode(buf.getvalue()).decode()
+                b64 = base64.b64encode(png_bytes(v)).decode()
                 parts.append(f'<div><img alt="{html.escape(k)}" src="data:image/png;base64,{b64}"/></div>')
         return "".join(parts)
 
@@ -164,7 +163,8 @@ def _finish(pics: Pictures, show: bool | None) -> Pictures:
 def display_activations(acts: Mapping[str, Any], cmap: Any = None, save: bool = False,
                         directory: str | os.PathLike[str] = ".", *, layers: Sequence[str] | str | None = None,
                         index: int | str | None = 0, normalize: str = "tile", fmt: str = "image",
-                        data_format: str | None = None, show: bool | None = None) -> Pictures:
+                        data_format: str | None = None, show: bool | None = None,
+                        progress: bool | str = False) -> Pictures:
     """Draw one grid per layer: ~sqrt(C) x sqrt(C) tiles, title with name/op/shape, colour bar.
 
     ``normalize="tile"`` scales each tile to its own min..max; ``"layer"`` uses one scale for the
@@ -172,6 +172,7 @@ def display_activations(acts: Mapping[str, Any], cmap: Any = None, save: bool = 
     a batch (``"all"`` draws each). Returns :class:`Pictures` ``{key: PIL image}`` (``fmt="figure"``
     for matplotlib Figures, ``"array"`` for uint8 arrays). ``save=True`` writes
     ``{position:03d}_{layer}.png`` (``..._{sample}.png`` for several samples) into ``directory``.
+    ``progress=True`` (or a label) shows a progress bar on a terminal (never in a pipe or log).
     """
     keys = _select(acts, layers)
     if normalize not in NORMALIZE_MODES:
@@ -183,7 +184,7 @@ def display_activations(acts: Mapping[str, Any], cmap: Any = None, save: bool = 
     pics = Pictures()
     writer = PngWriter() if out_dir is not None else None
     used_names: set[str] = set()
-    for key in keys:
+    for key in _progress(keys, progress, "grids"):
         arr = np.asarray(acts[key])
         samples = _samples(arr, index)
         for s in samples:
@@ -201,6 +202,15 @@ def display_activations(acts: Mapping[str, Any], cmap: Any = None, save: bool = 
     if writer is not None:
         pics.paths.extend(writer.paths())
     return _finish(pics, show)
+
+
+def _progress(items: Any, label: bool | str, default: str, total: int | None = None) -> Any:
+    """``items`` behind a terminal progress bar when ``label`` asks for one."""
+    if not label:
+        return items
+    from ..progress import progress
+
+    return progress(items, total=total, desc=label if isinstance(label, str) else default)
 
 
 class PngWriter:
@@ -234,8 +244,11 @@ class PngWriter:
 
 
 def _save_png(img: Any, path: Path) -> Path:
+    """Write ``img`` (a PIL image) as PNG; the usual modes go through the fast encoder (render/png.py)."""
+    from .png import png_bytes
+
     try:
-        img.save(path, format="PNG", compress_level=1)
+        Path(path).write_bytes(png_bytes(img))
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror or e}; choose a writable folder") from None
     return path

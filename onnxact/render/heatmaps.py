@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from .colors import colormap_lut
-from .display import Pictures, PngWriter, _convert, _finish, _prepare_dir, _samples, _select, safe_filename
+from .display import Pictures, PngWriter, _convert, _finish, _prepare_dir, _progress, _samples, _select, safe_filename
 from .picture import _compose, _shape_text
 from .tiles import _layout, sample_tiles, tile_grid
 
@@ -129,13 +129,14 @@ def display_heatmaps(acts: Mapping[str, Any], image: Any, save: bool = False,
                      directory: str | os.PathLike[str] = ".", merge_filters: bool = False, cmap: Any = "jet",
                      alpha: float = 0.3, *, layers: Sequence[str] | str | None = None, index: int = 0,
                      max_tile: int = 80, max_side: int = 1024, data_format: str | None = None,
-                     fmt: str = "image", show: bool | None = None) -> Pictures:
+                     fmt: str = "image", show: bool | None = None, progress: bool | str = False) -> Pictures:
     """Overlay each filter map (or, with ``merge_filters``, the layer's mean map) on ``image``.
 
     Each map is resized bilinearly to the image, scaled to [0, 1] (constant maps are flat),
     coloured with ``cmap`` and blended at ``alpha``. Per-filter overlays of a layer are tiled
     into one grid (tiles at most ``max_tile`` px); the merged overlay is at most ``max_side``
     px. 1-D layers are skipped. ``save=True`` writes ``{position:03d}_{layer}_heatmap.png``.
+    ``progress=True`` (or a label) shows a progress bar on a terminal.
     """
     keys = _select(acts, layers)
     colormap_lut(cmap)
@@ -181,7 +182,8 @@ def display_heatmaps(acts: Mapping[str, Any], image: Any, save: bool = False,
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
-        for key, d in zip(keys, pool.map(draw, keys)):  # in layer order, as each is drawn
+        drawn = _progress(pool.map(draw, keys), progress, "heatmaps", total=len(keys))
+        for key, d in zip(keys, drawn):  # in layer order, as each is drawn
             if d is None:
                 continue
             pics[key] = _convert(d[0], fmt, d[1])

@@ -4,7 +4,6 @@ Its own stage because these are plain functions of arrays (no request, no state)
 the tile, heatmap, CAM and prediction endpoints and testable without a server.
 """
 
-import io
 
 import numpy as np
 
@@ -14,11 +13,9 @@ from .cache import Capture
 
 
 def _png(rgb: np.ndarray) -> bytes:
-    from PIL import Image
+    from ..render.png import png_bytes
 
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    return png_bytes(np.ascontiguousarray(rgb))
 
 
 def _unit(a: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
