@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import CACHE, batch_of, run_json
+from .common import CACHE, batch_of, blocks, round_ratio, run_json
 from .models import seed_onnx
 
 
@@ -74,9 +74,11 @@ def measure_inspect(repeats: int = 3) -> dict[str, Any]:
 
         floor()
         inspect()  # warm-up
-        f = float(np.median([_timed(floor) for _ in range(repeats)]))
-        i = float(np.median([_timed(inspect) for _ in range(repeats)]))
-    return {"floor_s": f, "inspect_s": i, "ratio": i / f}
+        # taken in turn, 3 calls a block; the ratio is the median of per-round ratios
+        t = blocks({"floor": floor, "inspect": inspect}, 3, warmup=0, rounds=max(1, repeats))
+    f = float(np.median([x for b in t["floor"] for x in b]))
+    i = float(np.median([x for b in t["inspect"] for x in b]))
+    return {"floor_s": f, "inspect_s": i, "ratio": round_ratio(t, "inspect", "floor")}
 
 
 if __name__ == "__main__":  # python -m bench.render [REPEATS]
