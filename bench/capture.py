@@ -5,7 +5,6 @@ tf-keras subprocess, see bench/keract_run.py). Ratios are to plain onnxruntime m
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import CACHE, batch_of, blocks, median_time, round_ratio, run_json
+from .common import CACHE, batch_of, block_medians, blocks, median_time, round_ratio, run_json
 from .models import seed_onnx, seed_torch, tenblock_onnx, tenblock_torch
 
 
@@ -126,7 +125,7 @@ def measure(quick: bool, batches: tuple[int, ...] = (1, 8), log: Callable[[str],
             per_block = int(min(100, max(repeats, 0.3 / max(once, 1e-4))))
             rounds = 3 if quick else 6
             tb = blocks(fns, per_block, warmup=3, rounds=rounds)
-            t = {k: statistics.median([x for blk in v for x in blk]) for k, v in tb.items()}
+            t = block_medians(tb)
             row = {"case": case.name, "key": case.key, "batch": b, "captured_mb": captured / 1e6,
                    "layers": n_layers, **{k: v for k, v in t.items()}}
             row["floor"] = t["plain"] + t["copy"]

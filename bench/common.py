@@ -54,10 +54,14 @@ def blocks(fns: dict[str, Callable[[], Any]], per_round: int, warmup: int = 1, r
     return times
 
 
+def block_medians(t: dict[str, list[list[float]]]) -> dict[str, float]:
+    """Median over all calls of each function in a ``blocks`` result."""
+    return {k: statistics.median([x for b in v for x in b]) for k, v in t.items()}
+
+
 def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1, rounds: int = 2) -> dict[str, float]:
     """Median times of several functions over ``repeats`` calls each, measured by ``blocks``."""
-    t = blocks(fns, max(1, -(-repeats // rounds)), warmup, rounds)
-    return {k: statistics.median([x for b in v for x in b]) for k, v in t.items()}
+    return block_medians(blocks(fns, max(1, -(-repeats // rounds)), warmup, rounds))
 
 
 def round_ratio(t: dict[str, list[list[float]]], num: str, den: str | tuple[str, ...]) -> float:

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from .capture import cases
-from .common import ROOT, batch_of, blocks, machine, round_ratio, versions
+from .common import ROOT, batch_of, block_medians, blocks, machine, round_ratio, versions
 
 
 def _gpu_name() -> str:
@@ -62,7 +61,7 @@ def measure(provider: str, quick: bool, batches: tuple[int, ...], log=print) -> 
             tb = blocks({"plain": lambda x=x, s=plain, n=name: s.run(None, {n: x}),
                          "onnxact": lambda x=x, m=model: onnxact.get_activations(m, x)},
                         per_block, warmup=3, rounds=3 if quick else 6)
-            t = {k: statistics.median([v for blk in bl for v in blk]) for k, bl in tb.items()}
+            t = block_medians(tb)
             ratio = round_ratio(tb, "onnxact", "plain")
             rows.append({"case": case.name, "batch": b, "captured_mb": captured / 1e6, "provider": used,
                          "ratio": ratio, **t})

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import CACHE, batch_of, blocks, round_ratio, run_json
+from .common import CACHE, batch_of, block_medians, blocks, round_ratio, run_json
 from .models import seed_onnx
 
 
@@ -76,9 +76,8 @@ def measure_inspect(repeats: int = 3) -> dict[str, Any]:
         inspect()  # warm-up
         # taken in turn, 3 calls a block; the ratio is the median of per-round ratios
         t = blocks({"floor": floor, "inspect": inspect}, 3, warmup=0, rounds=max(1, repeats))
-    f = float(np.median([x for b in t["floor"] for x in b]))
-    i = float(np.median([x for b in t["inspect"] for x in b]))
-    return {"floor_s": f, "inspect_s": i, "ratio": round_ratio(t, "inspect", "floor")}
+    med = block_medians(t)
+    return {"floor_s": med["floor"], "inspect_s": med["inspect"], "ratio": round_ratio(t, "inspect", "floor")}
 
 
 if __name__ == "__main__":  # python -m bench.render [REPEATS]

@@ -422,7 +422,6 @@ class Model:
         return info
 
 
-
 def load(src: Any, providers: str | Sequence[str] | None = None, threads: int | None = None) -> Model:
     """Load an ONNX model from a path, bytes or ``onnx.ModelProto`` (a ``Model`` is returned as is).
 

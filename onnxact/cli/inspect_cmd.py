@@ -97,8 +97,7 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
     import numpy as np
 
     from ..activations import Activations, save_activations
-    from ..render import _prepare_dir, display_activations, display_heatmaps, load_display_image
-    from ..render.display import _save_png as save_png
+    from ..render import _prepare_dir, display_activations, display_heatmaps, load_display_image, save_png
     from ..report import layer_stats, top_predictions, write_report
 
     _prepare_dir(out)
@@ -118,7 +117,7 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
         size = (max(1, round(base.shape[1] * f)), max(1, round(base.shape[0] * f)))
         big = Image.fromarray(np.rint(base * 255).astype(np.uint8)).resize(size, Image.BILINEAR)
         base = np.asarray(big, dtype=np.float32) / 255.0
-    save_png(Image.fromarray(np.rint(base * 255).astype(np.uint8)), out / "input.png")
+    save_png(np.rint(base * 255).astype(np.uint8), out / "input.png")
     keys = list(one.keys())
     label = f"{image.name}: " if n_samples > 1 else ""
 

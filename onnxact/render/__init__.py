@@ -2,7 +2,7 @@
 
 Why tiling into one array: Keract draws one matplotlib subplot per filter and needs ~19 s for
 the seed's CNN. Here every layer becomes ONE numpy array (tiles + 1-px separators), is coloured
-with a 256-entry lookup table and written with Pillow: milliseconds per layer. matplotlib is
+with a 256-entry lookup table and written by a numpy + zlib PNG encoder (:mod:`.png`): milliseconds per layer. matplotlib is
 only imported for colormaps we don't carry ourselves or when a Figure is asked for, and
 Pillow / matplotlib are imported inside functions so ``import onnxact`` stays light.
 
@@ -24,6 +24,7 @@ from .display import Pictures as Pictures
 from .display import _prepare_dir as _prepare_dir
 from .display import display_activations as display_activations
 from .display import safe_filename as safe_filename
+from .display import save_png as save_png
 from .heatmaps import display_heatmaps as display_heatmaps
 from .heatmaps import load_display_image as load_display_image
 from .heatmaps import overlay as overlay
@@ -38,5 +39,5 @@ from .tiles import tile_grid as tile_grid
 __all__ = [
     "display_activations", "display_heatmaps", "render_layer", "tile_grid", "colormap_lut",
     "apply_colormap", "overlay", "load_display_image", "resize_bilinear", "guess_array_layout",
-    "safe_filename", "Pictures", "LayerPicture",
+    "safe_filename", "save_png", "Pictures", "LayerPicture",
 ]

@@ -216,8 +216,8 @@ def _progress(items: Any, label: bool | str, default: str, total: int | None = N
 class PngWriter:
     """Writes PNGs on a small thread pool while the caller draws the next layer.
 
-    Why: PNG encoding was ~2/3 of ``display_heatmaps`` on the seed CNN; zlib and Pillow's
-    encoder release the GIL, so encoding layer k overlaps drawing layer k+1. ``paths()`` returns
+    Why: PNG encoding was ~2/3 of ``display_heatmaps`` on the seed CNN; numpy and zlib release
+    the GIL, so encoding layer k overlaps drawing layer k+1. ``paths()`` returns
     the paths in submission order and re-raises the first write error (an ``OutputError``).
     """
 
@@ -228,7 +228,7 @@ class PngWriter:
         self._futures: list[Any] = []
 
     def submit(self, img: Any, path: Path) -> None:
-        self._futures.append(self._pool.submit(_save_png, img, path))
+        self._futures.append(self._pool.submit(save_png, img, path))
 
     def paths(self) -> list[Path]:
         try:
@@ -243,8 +243,9 @@ class PngWriter:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _save_png(img: Any, path: Path) -> Path:
-    """Write ``img`` (a PIL image) as PNG; the usual modes go through the fast encoder (render/png.py)."""
+def save_png(img: Any, path: Path) -> Path:
+    """Write ``img`` (a PIL image or uint8 array) as PNG with the fast encoder (render/png.py);
+    an unwritable path is an ``OutputError``."""
     from .png import png_bytes
 
     try:

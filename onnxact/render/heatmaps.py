@@ -178,7 +178,7 @@ def display_heatmaps(acts: Mapping[str, Any], image: Any, save: bool = False,
         img, _ = _compose(grid, title, (colormap_lut(cmap), "map max", "map min"))
         return img, title
 
-    # Layers are drawn on two threads: numpy's resize/blend and Pillow's encoder release the GIL.
+    # Layers are drawn on two threads: numpy's resize/blend and the PNG encoder release the GIL.
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
