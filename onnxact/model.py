@@ -439,7 +439,7 @@ def _check_threads(threads: Any) -> int | None:
     if threads is None:
         return None
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise InputError(f"threads must be a whole number of at least 1 (or None for onnxruntime's default), "
+        raise InputError(f"threads must be a whole number of at least 1 (leave it unset for onnxruntime's default), "
                          f"not {threads!r}")
     return int(threads)
 
