@@ -23,7 +23,7 @@ import onnx
 from .errors import InputError, LayerError
 
 __all__ = ["ClassifierChoice", "CamTarget", "is_class_vector", "classifier_outputs", "cam_targets",
-           "head_summary", "linear_head_end", "find_layer_tensor"]
+           "head_summary", "linear_head_end", "find_layer_tensor", "probability_op"]
 
 #: ops a class vector passes through unchanged in meaning on its way to the graph output
 _PASS = {"Identity", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Cast", "Dropout"}
@@ -224,6 +224,11 @@ def _made_by(g: _Graph | None, output: str) -> str | None:
             return None
         t = p.input[0]
     return None
+
+
+def probability_op(model: Any, output: str) -> str | None:
+    """"Softmax" / "Sigmoid" / "LogSoftmax" when that op makes ``output`` (through reshapes), else None."""
+    return _made_by(_graph(model), output)
 
 
 def _sums_to_one(v: np.ndarray) -> bool:
