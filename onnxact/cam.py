@@ -117,10 +117,14 @@ def _pool_layout(node: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> str 
     return {(2, 3): "NCHW", (1, 2): "NHWC"}.get(tuple(axes))
 
 
-def find_cam_head(proto: onnx.ModelProto) -> CamHead | None:
-    """Find the last GlobalAveragePool (or spatial ReduceMean) feeding a Gemm/MatMul through
+def find_cam_head(proto: onnx.ModelProto, output: str | None = None) -> CamHead | None:
+    """Find a GlobalAveragePool (or spatial ReduceMean) feeding a Gemm/MatMul through
     reshape-like ops only, whose result reaches a graph output through softmax / reshape-like
-    ops only, and read its class weights; None when the model has no such head."""
+    ops only, and read its class weights; None when the model has no such head.
+
+    ``output``: the head of that graph output (a model with an ``age`` and a ``gender`` linear
+    layer on one pooled vector has one head each); default the last head in graph order.
+    """
     graph = proto.graph
     consts = _constants(graph)
     consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -133,48 +137,53 @@ def find_cam_head(proto: onnx.ModelProto) -> CamHead | None:
         if layout is None or not pool.output:
             continue
         cur = pool.output[0]
-        node = None
+        nxt: list[onnx.NodeProto] = []
         for _ in range(8):
             nxt = [c for c in consumers.get(cur, []) if c.op_type not in ("Shape", "Size")]  # reshape plumbing
-            if len(nxt) != 1:
-                break
-            node = nxt[0]
-            if node.op_type in _PASS_THROUGH:
-                cur = node.output[0]
+            if len(nxt) == 1 and nxt[0].op_type in _PASS_THROUGH:
+                cur = nxt[0].output[0]
                 continue
             break
-        if node is None or node.op_type not in ("Gemm", "MatMul") or node.input[0] != cur:
-            continue
-        if len(node.input) < 2 or node.input[1] not in consts:
-            continue
-        b = consts[node.input[1]].astype(np.float64)
-        if b.ndim != 2:
-            continue
-        bias = None
-        end = node.output[0]
-        if node.op_type == "Gemm":
-            if _attr(node, "transA", 0):
-                continue
-            w = b if _attr(node, "transB", 0) else b.T
-            w = w * float(_attr(node, "alpha", 1.0))
-            if len(node.input) > 2 and node.input[2] in consts:
-                bias = consts[node.input[2]].astype(np.float64).reshape(-1) * float(_attr(node, "beta", 1.0))
-        else:
-            w = b.T
-            after = consumers.get(node.output[0], [])
-            if len(after) == 1 and after[0].op_type == "Add":
-                other = [i for i in after[0].input if i != node.output[0]]
-                if other and other[0] in consts:
-                    bias = consts[other[0]].astype(np.float64).reshape(-1)
-                    end = after[0].output[0]
-        # Only a linear layer whose result *is* the class output has class weights: behind a
-        # hidden layer (GAP -> Dense 128 -> ReLU -> Dense 4) its rows are hidden units.
-        output = linear_head_end(graph, end, consumers)
-        if output is None:
-            continue
-        found = CamHead(pool.input[0], w, bias, layout, pool.name or pool.output[0], node.name or node.output[0],
-                        output)
+        for node in nxt:  # one linear layer per classifier output that reads the pooled vector
+            head = _linear_head(graph, node, cur, consts, consumers)
+            if head is not None and (output is None or head[2] == output):
+                found = CamHead(pool.input[0], head[0], head[1], layout, pool.name or pool.output[0],
+                                node.name or node.output[0], head[2])
     return found
+
+
+def _linear_head(graph: onnx.GraphProto, node: onnx.NodeProto, cur: str, consts: Mapping[str, np.ndarray],
+                 consumers: Mapping[str, list[onnx.NodeProto]]) -> tuple[np.ndarray, np.ndarray | None, str] | None:
+    """(class weights (K, C), bias, graph output) when ``node`` is a linear layer on ``cur`` whose
+    result is a graph output (through softmax / reshapes only), else None."""
+    if node.op_type not in ("Gemm", "MatMul") or node.input[0] != cur:
+        return None
+    if len(node.input) < 2 or node.input[1] not in consts:
+        return None
+    b = consts[node.input[1]].astype(np.float64)
+    if b.ndim != 2:
+        return None
+    bias = None
+    end = node.output[0]
+    if node.op_type == "Gemm":
+        if _attr(node, "transA", 0):
+            return None
+        w = b if _attr(node, "transB", 0) else b.T
+        w = w * float(_attr(node, "alpha", 1.0))
+        if len(node.input) > 2 and node.input[2] in consts:
+            bias = consts[node.input[2]].astype(np.float64).reshape(-1) * float(_attr(node, "beta", 1.0))
+    else:
+        w = b.T
+        after = consumers.get(node.output[0], [])
+        if len(after) == 1 and after[0].op_type == "Add":
+            other = [i for i in after[0].input if i != node.output[0]]
+            if other and other[0] in consts:
+                bias = consts[other[0]].astype(np.float64).reshape(-1)
+                end = after[0].output[0]
+    # Only a linear layer whose result *is* the class output has class weights: behind a
+    # hidden layer (GAP -> Dense 128 -> ReLU -> Dense 4) its rows are hidden units.
+    output = linear_head_end(graph, end, consumers)
+    return None if output is None else (w, bias, output)
 
 
 # ----------------------------------------------------------------------------- the maps
@@ -288,9 +297,7 @@ def class_activation_map(model: Any, x: Any = None, class_index: int | None = No
     choice = classifier_outputs(outputs, m, output, batch=batch)
     cls_key = choice.outputs[0] if choice else None
     cls_graph = _graph_output(m, cls_key, outputs)
-    head = find_cam_head(m.proto) if method != "eigencam" else None
-    if head is not None and (cls_graph is None or head.output != cls_graph):
-        head = None  # its linear layer does not make the classifier output shown
+    head = find_cam_head(m.proto, cls_graph) if method != "eigencam" and cls_graph is not None else None
     user_map = find_layer_tensor(m, acts, cam_layer) if cam_layer is not None else None
     if head is not None and user_map is not None and user_map != head.feature_tensor:
         if method == "cam":

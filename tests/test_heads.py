@@ -94,6 +94,14 @@ def test_two_classifier_outputs_are_both_shown_by_name(built, tmp_path, capsys):
     assert "astronaut.png [age]:" in stdout and "astronaut.png [gender]:" in stdout
     page = (out / "index.html").read_text()
     assert "Top 3 predictions of output age" in page and "Top 2 predictions of output gender" in page
+    # each output has its own single linear layer on the pooled map: exact CAM with its own weights
+    with torch.no_grad():
+        feats = module.features(torch.from_numpy(next(iter(acts.inputs.values())))).numpy()[0]
+    for name, layer, k in (("age", module.age, 2), ("gender", module.gender, 1)):
+        res = class_activation_map(m, acts=acts, output=name, class_index=k)
+        assert res.method == "cam" and res.output == name
+        np.testing.assert_allclose(res.map, np.tensordot(layer.weight.detach().numpy()[k], feats, axes=1),
+                                   rtol=1e-4, atol=1e-4)
 
 
 def test_class_vector_shapes():
@@ -269,7 +277,7 @@ def test_viewer_predictions_and_cam_caption_use_the_same_head(built, yolo_detect
     gallery = tmp_path / "g"
     gallery.mkdir()
     (gallery / "a.png").write_bytes(photo("astronaut.png").read_bytes())
-    for path, expect in ((built["mtcnn_like"][0], "prob1"), (yolo_detector, None)):
+    for path, expect in ((built["mtcnn_like"][0], "prob1"), (yolo_detector, None), (built["two_classifiers"][0], "age")):
         app = create_app(path, gallery, scan_dead=False)
         with TestClient(app) as c:
             image = c.get("/api/images").json()[0]["id"]
@@ -277,13 +285,32 @@ def test_viewer_predictions_and_cam_caption_use_the_same_head(built, yolo_detect
             assert p["output"] == expect
             if expect is None:
                 assert p["top"] == [] and p["note"].startswith("no classifier head")
+            elif expect == "age":
+                assert [len(p["top"])] + [len(o["top"]) for o in p["others"]] == [3, 2]
+                assert [o["output"] for o in p["others"]] == ["gender"]
+                r = c.get(f"/api/images/{image}/cam.png", params={"class_index": 1, "output": "gender"})
+                assert r.headers["X-Cam-Method"] == "cam" and r.headers["X-Cam-Class"] == "1"
             else:
                 assert len(p["top"]) == 2 and p["others"] == []
             r = c.get(f"/api/images/{image}/cam.png")
             assert r.status_code == 200
             layer = r.headers["X-Cam-Layer"]
             assert not layer.isdigit() and layer in json.dumps(c.get("/api/model").json()["layers"])
-            assert f"| {layer}. Layer: " in r.headers["X-Cam-Caption"]
+            assert f"| {layer}" in r.headers["X-Cam-Caption"] and ". Layer: " in r.headers["X-Cam-Caption"]
             r2 = c.get(f"/api/images/{image}/cam.png")  # cached: still says what it is
             assert r2.headers["X-Cam-Layer"] == layer
         app.state.viewer.close()
+
+
+def test_serve_refuses_unknown_head_options_before_serving(built, yolo_detector, tmp_path, capsys):
+    pytest.importorskip("uvicorn")
+    path = built["gap_hidden_head"][0]
+    rc, stdout, stderr = run_cli(capsys, "serve", path, "--port", "0", "--cam-layer", "features.9")
+    assert rc == 2 and stdout == "" and len(stderr.strip().splitlines()) == 1 and "closest" in stderr
+    rc, stdout, stderr = run_cli(capsys, "serve", path, "--port", "0", "--class-output", "logits")
+    assert rc == 2 and stdout == "" and "'probs'" in stderr
+    proto = onnx.load(str(yolo_detector))
+    next(p for p in proto.metadata_props if p.key == "names").value = "{0: 'person', 5: 'car'}"
+    onnx.save(proto, str(tmp_path / "gap_names.onnx"))
+    rc, stdout, stderr = run_cli(capsys, "serve", tmp_path / "gap_names.onnx", "--port", "0")
+    assert rc == 2 and stdout == "" and "no gap" in stderr and len(stderr.strip().splitlines()) == 1

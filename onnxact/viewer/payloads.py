@@ -76,10 +76,10 @@ def _class_map(m: Model, cap: Capture, class_index: int, cam_layer: str | None =
     onnxact.cam: the same layer and method as the report's."""
     from ..cam import class_activation_map
 
-    key = -2 - class_index  # cache slot inside Capture.tiles that never clashes with layer indices
-    hit = cap.tiles.get(key)
-    if hit is not None and key in cap.cam_headers:
-        return hit[0], cap.cam_headers[key]
+    key = (class_index, output)
+    hit = cap.cams.get(key)
+    if hit is not None:
+        return hit
     try:
         res = class_activation_map(m, None, None if class_index < 0 else class_index, acts=cap.acts,
                                    cam_layer=cam_layer, output=output)
@@ -92,8 +92,7 @@ def _class_map(m: Model, cap: Capture, class_index: int, cam_layer: str | None =
                "X-Cam-Caption": _ascii(res.caption, 600)}
     if res.class_index is not None:
         headers["X-Cam-Class"] = str(res.class_index)
-    cap.tiles[key] = (heat, 0.0, 0.0)
-    cap.cam_headers[key] = headers
+    cap.cams[key] = (heat, headers)
     return heat, headers
 
 
