@@ -244,12 +244,13 @@ class PngWriter:
 
 
 def save_png(img: Any, path: Path) -> Path:
-    """Write ``img`` (a PIL image or uint8 array) as PNG with the fast encoder (render/png.py);
-    an unwritable path is an ``OutputError``."""
+    """Write ``img`` (a PIL image or uint8 array) as PNG with the fast encoder (render/png.py).
+
+    The file is written under a temporary name and renamed (onnxact.safeio), so an interrupted
+    run never leaves a half-written picture; an unwritable path or a symbolic link at ``path``
+    is an ``OutputError``."""
+    from ..safeio import write_bytes
     from .png import png_bytes
 
-    try:
-        Path(path).write_bytes(png_bytes(img))
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}; choose a writable folder") from None
+    write_bytes(path, png_bytes(img))  # atomic, never through a link (an OutputError otherwise)
     return path
