@@ -64,7 +64,7 @@ def _refuse_existing(st: os.stat_result | None, path: Path) -> None:
 def _lstat(name: str, dir_fd: int | None) -> os.stat_result | None:
     try:
         return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 
