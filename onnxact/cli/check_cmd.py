@@ -87,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     if args.junit:
         report.to_junit(args.junit, fail_on=fail_on, allow=allow)
     print(report.table())
+    for note in report.notes:
+        print(f"onnxact: note: {note}", file=sys.stderr)
     if report.failed:
         first = report.failed[0]
         print(f"onnxact: warning: {len(report.failed)} unreadable images skipped (first: {first[1]})", file=sys.stderr)

@@ -102,10 +102,14 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
 
     _prepare_dir(out)
     # One sample's activations (the report, the npz and the stats all describe this image).
-    one = Activations({k: np.asarray(v)[sample:sample + 1] for k, v in acts.items()}, acts.layers,
-                      outputs={k: np.asarray(v)[sample:sample + 1] for k, v in acts.outputs.items()},
+    def pick(v: Any) -> Any:  # 0-d / 1-d tensors (quantization scales) have no batch axis: kept whole
+        a = np.asarray(v)
+        return a[sample:sample + 1] if a.ndim >= 2 else a
+
+    one = Activations({k: pick(v) for k, v in acts.items()}, acts.layers,
+                      outputs={k: pick(v) for k, v in acts.outputs.items()},
                       model_sha256=acts.model_sha256, class_names=class_names,
-                      inputs={k: np.asarray(v)[sample:sample + 1] for k, v in acts.inputs.items()})
+                      inputs={k: pick(v) for k, v in acts.inputs.items()})
     save_activations(one, out)
     from PIL import Image
 
@@ -132,6 +136,7 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
     pics = display_activations(one, cmap=args.cmap, save=True, directory=out / "grids", layers=keys,
                                normalize=args.scale, show=False, progress=label + "grids")
     grids: dict[str, Path] = {k: p.relative_to(out) for k, p in zip(pics, pics.paths)}
+    notes: list[str] = list(pics.skipped.values())
     heats: dict[str, Path] = {}
     hkeys = [k for k in keys if spatial(k)] if args.heatmaps != "none" else []
     if hkeys:
@@ -142,7 +147,6 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
     stats = [layer_stats(k, v, one.layers.get(k)) for k, v in one.items()]
     preds = top_predictions(one.outputs, class_names, k=args.top)
     cam_entry = None
-    notes: list[str] = []
     if args.cam != "none":
         from ..cam import class_activation_map
 

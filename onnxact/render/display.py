@@ -32,11 +32,14 @@ class Pictures(dict):
 
     paths: list[Path]
     details: dict[str, LayerPicture]
+    #: {key: why it was not drawn} for layers that are no map (0-d and 1-d arrays: scales, scalars)
+    skipped: dict[str, str]
 
     def __init__(self) -> None:
         super().__init__()
         self.paths = []
         self.details = {}
+        self.skipped = {}
         self._shown = False
 
     def _repr_html_(self) -> str:
@@ -186,6 +189,9 @@ def display_activations(acts: Mapping[str, Any], cmap: Any = None, save: bool = 
     used_names: set[str] = set()
     for key in _progress(keys, progress, "grids"):
         arr = np.asarray(acts[key])
+        if arr.ndim <= 1:  # no batch and channel axes: a scalar (a quantization scale...), not a map
+            pics.skipped[key] = f"{key}: a {arr.ndim}-d array of shape {list(arr.shape)}, not a map; not drawn"
+            continue
         samples = _samples(arr, index)
         for s in samples:
             pic = render_layer(key, arr, infos.get(key), cmap=cmap, normalize=normalize, sample=s,
