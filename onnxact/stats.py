@@ -644,4 +644,9 @@ def find_dead_filters(
         raise InputError(f"unknown engine '{engine}'; use 'local' or 'ray'")
     report = DeadFilterReport(stats, eps=eps, tau=tau, model_name=m.name)
     report.notes = notes
+    if any(len(i.shape) == 4 for i in m.inputs):
+        from .normalization import choose_normalization
+
+        chosen = {k: preprocess_kw[k] for k in ("normalize", "mean", "std") if preprocess_kw.get(k) is not None}
+        report.preprocessing = choose_normalization(m, **chosen).to_json()
     return report

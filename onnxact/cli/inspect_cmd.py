@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .common import add_capture_options, add_preprocess_options, capture_kwargs, preprocess_kwargs
+from .common import add_capture_options, add_preprocess_options, capture_kwargs, preprocess_kwargs, warn_if_guessed
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -92,7 +92,8 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 
 
 def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, image: Path, out: Path,
-               class_names: list[str] | None, n_samples: int) -> tuple[Path, list[Any], list[Any]]:
+               class_names: list[str] | None, n_samples: int,
+               norm: Any = None) -> tuple[Path, list[Any], list[Any]]:
     """All pictures and the report of one sample into ``out``; returns (index.html, stats, predictions)."""
     import numpy as np
 
@@ -110,6 +111,7 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
                       outputs={k: pick(v) for k, v in acts.outputs.items()},
                       model_sha256=acts.model_sha256, class_names=class_names,
                       inputs={k: pick(v) for k, v in acts.inputs.items()})
+    one.preprocessing = norm.to_json() if norm is not None else None
     save_activations(one, out)
     from PIL import Image
 
@@ -137,6 +139,9 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
                                normalize=args.scale, show=False, progress=label + "grids")
     grids: dict[str, Path] = {k: p.relative_to(out) for k, p in zip(pics, pics.paths)}
     notes: list[str] = list(pics.skipped.values())
+    if norm is not None and norm.guessed:
+        notes.insert(0, f"preprocessing {norm.describe()}: the model states none and its graph does not normalise "
+                        "its input; activations depend on it: pass --normalize or --mean/--std to choose")
     heats: dict[str, Path] = {}
     hkeys = [k for k in keys if spatial(k)] if args.heatmaps != "none" else []
     if hkeys:
@@ -163,7 +168,8 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
             save_png(res.overlay(base, alpha=0.4), out / "cam.png")
             cam_entry = (Path("cam.png"), res.title)
     page = write_report(out, stats, title=f"onnxact: {Path(str(getattr(model, 'path', '') or 'model')).name}",
-                        subtitle=f"input {image.name} | {len(stats)} layers", grids=grids, heatmaps=heats,
+                        subtitle=f"input {image.name} | {len(stats)} layers"
+                        + (f" | preprocessing: {norm.describe()}" if norm is not None else ""), grids=grids, heatmaps=heats,
                         inputs=[Path("input.png")], cam=cam_entry, predictions=preds, notes=notes,
                         embed=args.embed)
     return page, stats, preds
@@ -187,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
         model = onnxact.load(model_path, providers=getattr(args, "provider", None),
                              threads=getattr(args, "threads", None))
         labels = read_labels(args.labels) if args.labels else None
+        norm = warn_if_guessed(model, args) if any(i.suffix.lower() != ".npy" for i in images) else None
         acts = onnxact.get_activations(model, [str(i) for i in images], **capture_kwargs(args),
                                        **preprocess_kwargs(args))
         if len(acts) == 0:
@@ -201,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     pages = []
     for s, image in enumerate(images):
         sub = out if n == 1 else out / f"{s}_{safe_filename(image.stem)}"
-        pages.append((image, *_write_one(args, model, acts, s, image, sub, class_names, n)))
+        pages.append((image, *_write_one(args, model, acts, s, image, sub, class_names, n, norm)))
     if n > 1:
         _index_of_reports(out, pages)
     t_total = time.perf_counter() - t0
