@@ -593,6 +593,19 @@ def _write(path: Any, text: str) -> None:
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
 
 
+def _reads_images(sources: Any) -> bool:
+    """Are any of the scan's sources image files (preprocessed), not ready arrays (.npy/.npz, ndarrays)?"""
+    import os
+    from pathlib import Path
+
+    from .images import ARRAY_SUFFIXES
+
+    if isinstance(sources, (str, os.PathLike, np.ndarray)):
+        sources = [sources]
+    return any(not isinstance(s, np.ndarray) and Path(os.fspath(s)).suffix.lower() not in ARRAY_SUFFIXES
+               for s in sources)
+
+
 def find_dead_filters(
     model: Any,
     images: Any,
@@ -644,7 +657,7 @@ def find_dead_filters(
         raise InputError(f"unknown engine '{engine}'; use 'local' or 'ray'")
     report = DeadFilterReport(stats, eps=eps, tau=tau, model_name=m.name)
     report.notes = notes
-    if any(len(i.shape) == 4 for i in m.inputs):
+    if any(len(i.shape) == 4 for i in m.inputs) and _reads_images(images):
         from .normalization import choose_normalization
 
         chosen = {k: preprocess_kw[k] for k in ("normalize", "mean", "std") if preprocess_kw.get(k) is not None}

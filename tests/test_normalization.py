@@ -188,11 +188,33 @@ def test_warning_line_on_inspect_check_and_serve(models, tmp_path, capsys):
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert manifest["preprocessing"]["guessed"] is True
     assert "guessed" in (tmp_path / "a" / "index.html").read_text()
-    # serve prints it before it binds: an address this machine does not have stops it right after (exit 2)
-    rc = main(["serve", str(models[""]), "--host", "192.0.2.1", "--port", "0"])
-    cap = capsys.readouterr()
-    assert rc == 2 and cap.err.count(WARNING) == 1 and "cannot listen" in cap.err, cap.err
-    assert "guessed --normalize 0-1" in cap.err
+    for model, warned in ((models[""], 1), (onnxact.demo_paths()[0], 0)):
+        err = _serve_stderr(model)
+        assert err.count(WARNING) == warned and err.count("guessed --normalize 0-1") == warned, err
+
+
+def _serve_stderr(model) -> str:
+    """What ``onnxact serve`` printed on stderr by the time it listens (then it is stopped)."""
+    import subprocess
+    import sys
+
+    code = "import sys; from onnxact.cli import main; sys.exit(main(sys.argv[1:]))"
+    p = subprocess.Popen([sys.executable, "-c", code, "serve", str(model), "--port", "0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "http://127.0.0.1:" in p.stdout.readline()  # the warning, if any, is printed before this line
+    finally:
+        p.terminate()
+        _, err = p.communicate(timeout=20)
+    return err
+
+
+def test_serve_passes_the_users_normalisation_to_the_viewer(models):
+    from onnxact.viewer.app import create_app
+
+    app = create_app(models[""], preprocess={"normalize": "imagenet"}, scan_dead=False)
+    assert app.state.viewer.preprocess == {"normalize": "imagenet"}
+    app.state.viewer.close()
 
 
 @pytest.mark.parametrize("extra", [["--normalize", "imagenet"], ["--mean", "0.5", "--std", "0.25"]])

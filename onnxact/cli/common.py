@@ -8,7 +8,7 @@ from typing import Any
 from ..preprocess import NORMALISATIONS
 
 __all__ = ["add_capture_options", "add_preprocess_options", "capture_kwargs", "preprocess_kwargs", "add_provider_option",
-           "add_normalize_options", "normalize_kwargs", "warn_if_guessed"]
+           "add_normalize_options", "normalize_kwargs", "normalization_of", "warn_if_guessed"]
 
 
 def add_capture_options(p: argparse.ArgumentParser) -> None:
@@ -74,14 +74,18 @@ def capture_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def warn_if_guessed(model: Any, args: argparse.Namespace) -> Any:
-    """Print the one warning line when the preprocessing was guessed; returns the ``Normalization``."""
-    import sys
-
+def normalization_of(model: Any, args: argparse.Namespace) -> Any:
+    """The ``Normalization`` this command's images get (see onnxact/normalization.py)."""
     from ..normalization import choose_normalization
 
-    norm = choose_normalization(model, **normalize_kwargs(args))
-    line = norm.warning(getattr(model, "name", "the model"))
+    return choose_normalization(model, **normalize_kwargs(args))
+
+
+def warn_if_guessed(model: Any, norm: Any) -> None:
+    """Print the one warning line when the preprocessing was guessed (call it once the command worked:
+    a failed run prints its one error line only)."""
+    import sys
+
+    line = norm.warning(getattr(model, "name", "the model")) if norm is not None else None
     if line and any(len(i.shape) == 4 for i in getattr(model, "inputs", [])):
         print(line, file=sys.stderr, flush=True)
-    return norm

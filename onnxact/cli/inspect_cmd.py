@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .common import add_capture_options, add_preprocess_options, capture_kwargs, preprocess_kwargs, warn_if_guessed
+from .common import add_capture_options, add_preprocess_options, capture_kwargs, preprocess_kwargs, normalization_of, warn_if_guessed
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -193,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
         model = onnxact.load(model_path, providers=getattr(args, "provider", None),
                              threads=getattr(args, "threads", None))
         labels = read_labels(args.labels) if args.labels else None
-        norm = warn_if_guessed(model, args) if any(i.suffix.lower() != ".npy" for i in images) else None
+        norm = normalization_of(model, args) if any(i.suffix.lower() != ".npy" for i in images) else None
         acts = onnxact.get_activations(model, [str(i) for i in images], **capture_kwargs(args),
                                        **preprocess_kwargs(args))
         if len(acts) == 0:
@@ -221,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(stats)} layers captured in {t_capture:.2f}s, everything written in {t_total:.2f}s")
     print(f"report: {out / 'index.html'}")
     sys.stdout.flush()
+    warn_if_guessed(model, norm)
     return 0
 
 

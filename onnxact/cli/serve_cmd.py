@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from ..errors import InputError, missing_dependency
-from .common import add_normalize_options, normalize_kwargs, warn_if_guessed
+from .common import add_normalize_options, normalization_of, normalize_kwargs, warn_if_guessed
 
 _LOCAL = ("127.0.0.1", "localhost", "::1")
 
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.images_dir is not None and not Path(args.images_dir).is_dir():
         raise InputError(f"images folder not found: {args.images_dir}; pass a folder of images")
     model = load(args.model)
-    warn_if_guessed(model, args)
+    norm = normalization_of(model, args)
     host = args.host
     local = host in _LOCAL
     port = _free_port(host, args.port)
@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
               "browse IMAGES_DIR and run the model; use --host 127.0.0.1 unless you mean it", file=sys.stderr)
     shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "::") else host)
     url = f"http://{shown}:{port}/"
+    warn_if_guessed(model, norm)
     print(f"onnxact viewer for {model.name} at {url}  (Ctrl+C to stop)", flush=True)
     if args.open:
         import webbrowser
