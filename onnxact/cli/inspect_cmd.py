@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .common import add_capture_options, add_preprocess_options, capture_kwargs, preprocess_kwargs, normalization_of, warn_if_guessed
+from .common import (
+    add_capture_options,
+    add_preprocess_options,
+    capture_kwargs,
+    normalization_of,
+    preprocess_kwargs,
+    warn_if_guessed,
+)
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
