@@ -91,6 +91,10 @@ class Activations(dict):
     attributes are optional for every consumer.
     """
 
+    #: the image preprocessing used (``onnxact.normalization.Normalization.to_json()``), when known;
+    #: saved in manifest.json so a report says whether its pixels' scaling was guessed
+    preprocessing: dict[str, Any] | None = None
+
     layers: dict[str, LayerInfo]
     outputs: dict[str, np.ndarray]
     model_sha256: str | None
@@ -177,6 +181,7 @@ def save_activations(
         "model_sha256": getattr(acts, "model_sha256", None),
         "class_names": getattr(acts, "class_names", None),
         "npz": npz_path.name,
+        "preprocessing": getattr(acts, "preprocessing", None),
         "layers": entries,
     }
     write_text(d / "manifest.json", json.dumps(manifest, indent=2))

@@ -308,7 +308,7 @@ class Model:
             dtype = _ONNX_TO_NP.get(inp.type.tensor_type.elem_type, "unknown")
             self.inputs.append(InputInfo(inp.name, tuple(d), dtype, self.layouts.get(inp.name, "other")))
         self.output_names: list[str] = [o.name for o in proto.graph.output]
-        everything, default = graphmod.find_candidates(proto.graph, elem, base_dir=self.external_data_dir)
+        everything, default = graphmod.find_candidates(proto.graph, elem, base_dir=self.external_data_dir, ranks=ranks)
         order = [c.tensor for c in everything]
         names = simple_names(proto, order, self._producers)
         default_by_tensor = {c.tensor: c for c in default}

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .common import add_capture_options, add_preprocess_options, capture_kwargs, preprocess_kwargs
+from .common import (
+    add_capture_options,
+    add_preprocess_options,
+    capture_kwargs,
+    normalization_of,
+    preprocess_kwargs,
+    warn_if_guessed,
+)
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -95,7 +102,8 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 
 
 def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, image: Path, out: Path,
-               class_names: list[str] | None, n_samples: int) -> tuple[Path, list[Any], list[Any]]:
+               class_names: list[str] | None, n_samples: int,
+               norm: Any = None) -> tuple[Path, list[Any], list[Any]]:
     """All pictures and the report of one sample into ``out``; returns (index.html, stats, predictions)."""
     import numpy as np
 
@@ -105,10 +113,15 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
 
     _prepare_dir(out)
     # One sample's activations (the report, the npz and the stats all describe this image).
-    one = Activations({k: np.asarray(v)[sample:sample + 1] for k, v in acts.items()}, acts.layers,
-                      outputs={k: np.asarray(v)[sample:sample + 1] for k, v in acts.outputs.items()},
+    def pick(v: Any) -> Any:  # 0-d / 1-d tensors (quantization scales) have no batch axis: kept whole
+        a = np.asarray(v)
+        return a[sample:sample + 1] if a.ndim >= 2 else a
+
+    one = Activations({k: pick(v) for k, v in acts.items()}, acts.layers,
+                      outputs={k: pick(v) for k, v in acts.outputs.items()},
                       model_sha256=acts.model_sha256, class_names=class_names,
-                      inputs={k: np.asarray(v)[sample:sample + 1] for k, v in acts.inputs.items()})
+                      inputs={k: pick(v) for k, v in acts.inputs.items()})
+    one.preprocessing = norm.to_json() if norm is not None else None
     save_activations(one, out)
     from PIL import Image
 
@@ -135,6 +148,10 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
     pics = display_activations(one, cmap=args.cmap, save=True, directory=out / "grids", layers=keys,
                                normalize=args.scale, show=False, progress=label + "grids")
     grids: dict[str, Path] = {k: p.relative_to(out) for k, p in zip(pics, pics.paths)}
+    notes: list[str] = list(pics.skipped.values())
+    if norm is not None and norm.guessed:
+        notes.insert(0, f"preprocessing {norm.describe()}: the model states none and its graph does not normalise "
+                        "its input; activations depend on it: pass --normalize or --mean/--std to choose")
     heats: dict[str, Path] = {}
     hkeys = [k for k in keys if spatial(k)] if args.heatmaps != "none" else []
     if hkeys:
@@ -145,7 +162,6 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
     stats = [layer_stats(k, v, one.layers.get(k)) for k, v in one.items()]
     preds = top_predictions(one.outputs, class_names, k=args.top)
     cam_entry = None
-    notes: list[str] = []
     if args.cam != "none":
         from ..cam import class_activation_map
 
@@ -162,7 +178,8 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
             save_png(res.overlay(base, alpha=0.4), out / "cam.png")
             cam_entry = (Path("cam.png"), res.title)
     page = write_report(out, stats, title=f"onnxact: {Path(str(getattr(model, 'path', '') or 'model')).name}",
-                        subtitle=f"input {image.name} | {len(stats)} layers", grids=grids, heatmaps=heats,
+                        subtitle=f"input {image.name} | {len(stats)} layers"
+                        + (f" | preprocessing: {norm.describe()}" if norm is not None else ""), grids=grids, heatmaps=heats,
                         inputs=[Path("input.png")], cam=cam_entry, predictions=preds, notes=notes,
                         embed=args.embed)
     return page, stats, preds
@@ -189,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
         model = onnxact.load(model_path, providers=getattr(args, "provider", None),
                              threads=getattr(args, "threads", None))
         labels = read_labels(args.labels) if args.labels else None
+        norm = normalization_of(model, args) if any(i.suffix.lower() != ".npy" for i in images) else None
         acts = onnxact.get_activations(model, [str(i) for i in images], **capture_kwargs(args),
                                        **preprocess_kwargs(args))
         if len(acts) == 0:
@@ -199,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         pages = []
         for s, image in enumerate(images):
             sub = stage if n == 1 else stage / f"{s}_{safe_filename(image.stem)}"
-            pages.append((image, *_write_one(args, model, acts, s, image, sub, class_names, n)))
+            pages.append((image, *_write_one(args, model, acts, s, image, sub, class_names, n, norm)))
         if n > 1:
             _index_of_reports(stage, pages)
     out = folder.path
@@ -213,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(stats)} layers captured in {t_capture:.2f}s, everything written in {t_total:.2f}s")
     print(f"report: {out / 'index.html'}")
     sys.stdout.flush()
+    warn_if_guessed(model, norm)
     return 0
 
 
