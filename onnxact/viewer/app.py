@@ -48,14 +48,16 @@ _STATIC = Path(__file__).parent / "static"
 
 def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, labels: Any = None, *,
                allowed_hosts: list[str] | None = None, cache_entries: int = 16, cache_bytes: int = 1 << 30,
-               max_upload: int = MAX_UPLOAD_BYTES, scan_dead: bool = True, cam_layer: str | None = None,
+               max_upload: int = MAX_UPLOAD_BYTES, scan_dead: bool = True,
+               preprocess: dict[str, Any] | None = None, cam_layer: str | None = None,
                class_output: str | None = None) -> Any:
     """The FastAPI app for ``model`` (path, bytes, proto or Model), gallery ``images_dir`` and ``labels``.
 
     ``labels``: a list of class names or a file (one name a line, or a JSON list); default the
     model's own class names. ``allowed_hosts`` turns on Host-header checking (DNS rebinding).
     ``scan_dead``: count dead filters over the gallery (``onnxact.stats``) in a background thread;
-    until it is done (or without it) the counts cover the images viewed so far.
+    until it is done (or without it) the counts cover the images viewed so far. ``preprocess``:
+    ``normalize=`` / ``mean=`` / ``std=`` for every image (default: see onnxact.normalization).
     ``cam_layer`` / ``class_output``: the CAM's layer and the classifier output, as in ``inspect``.
     """
     m = load(model)
@@ -64,7 +66,8 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
         root = Path(images_dir).expanduser()
         if not root.is_dir():
             raise InputError(f"images folder not found: {root}; pass a folder of images")
-    state = ViewerState(m, root, _read_labels(labels) or m.class_names, cache_entries, cache_bytes, max_upload)
+    state = ViewerState(m, root, _read_labels(labels) or m.class_names, cache_entries, cache_bytes, max_upload,
+                        preprocess=preprocess)
 
     errors: dict[int | str, dict[str, Any]] = {
         code: {"model": Error} for code in (400, 404, 413, 415, 422)
