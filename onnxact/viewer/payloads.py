@@ -54,7 +54,8 @@ def _predictions(m: Model, acts: Any, labels: list[str] | None, k: int, output: 
     numeric = {n: v for n, v in (getattr(acts, "outputs", None) or {}).items()
                if isinstance(v, np.ndarray) and np.issubdtype(v.dtype, np.number)}
     try:
-        found = predict(numeric, labels, k=k, model=m, output=output if output in numeric else None)
+        batch = next((len(v) for v in (getattr(acts, "inputs", None) or {}).values() if np.ndim(v)), None)
+        found = predict(numeric, labels, k=k, model=m, output=output if output in numeric else None, batch=batch)
     except OnnxactError as e:
         return {"output": None, "probabilities": False, "top": [], "note": str(e)}
     groups = []
