@@ -184,12 +184,15 @@ def test_yolo_detector_has_no_predictions_and_a_many_channel_cam_map(yolo_detect
     page = (out / "index.html").read_text()
     assert "Top 5 predictions" not in page and "no classifier head" in page
     assert f"EigenCAM (class-agnostic) | {res.layer}" in page and "prediction branches" in page
-    # --cam-layer picks a layer exactly; a near name is only suggested
+    # --cam-layer takes a layer name or an ONNX tensor, exactly
+    tensor = "/model.22/cv3.2/cv3.2.1/act/Mul_output_0"
+    name = next(layer.name for layer in m.all_layers if layer.tensor == tensor)
     out2 = tmp_path / "r2"
     rc, _, stderr = run_cli(capsys, "inspect", yolo_detector, photo("astronaut.png"), "-o", out2,
-                            "--size", "320", "320", "--heatmaps", "none", "--cam-layer", "cv3.2.2")
+                            "--size", "320", "320", "--heatmaps", "none", "--cam-layer", tensor)
     assert rc == 0, stderr
-    assert "cv3.2.2. Layer: chosen by --cam-layer" in (out2 / "index.html").read_text()
+    assert f"| {name}. Layer: chosen by --cam-layer" in (out2 / "index.html").read_text()
+    assert class_activation_map(m, acts=acts, cam_layer=name).map.shape == (10, 10)
 
 
 def test_malformed_names_metadata_is_one_line_exit_2(yolo_detector, tmp_path, capsys):
