@@ -27,7 +27,7 @@ from .errors import InputError, LayerError, ModelError, ProviderError
 from .layout import propagate_layouts
 from .naming import closest, simple_names
 
-__all__ = ["Model", "load", "resolve_providers", "read_tensor", "external_data_path"]
+__all__ = ["Model", "load", "resolve_providers", "read_tensor", "external_data_path", "parse_names_metadata"]
 
 _ONNX_TO_NP = {
     onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.DOUBLE: "float64",
@@ -345,9 +345,27 @@ class Model:
 
     @property
     def class_names(self) -> list[str] | None:
-        """Class names from the converters' metadata (``onnxact.class_names``), if any."""
+        """Class names from the converters' metadata (``onnxact.class_names``), else from
+        Ultralytics' ``names`` (``"{0: 'person', 1: 'car'}"``); None when there are none or the
+        ``names`` string is malformed (``class_names_error`` then says why)."""
         v = self._meta_json("onnxact.class_names")
-        return [str(x) for x in v] if isinstance(v, list) else None
+        if isinstance(v, list):
+            return [str(x) for x in v]
+        try:
+            return parse_names_metadata(self.metadata["names"]) if "names" in self.metadata else None
+        except ModelError:
+            return None
+
+    @property
+    def class_names_error(self) -> str | None:
+        """One line on why the ``names`` metadata cannot be read, or None when it can (or is absent)."""
+        if isinstance(self._meta_json("onnxact.class_names"), list) or "names" not in self.metadata:
+            return None
+        try:
+            parse_names_metadata(self.metadata["names"])
+        except ModelError as e:
+            return f"{self.name}: {e}"
+        return None
 
     @property
     def framework(self) -> str | None:
@@ -503,6 +521,39 @@ class Model:
                 isinstance(d, int) for d in layer.shape)
             info = self._shaped[key] = layer if static else dataclasses.replace(layer, shape=shape)
         return info
+
+
+_MAX_NAMES_TEXT = 1 << 20  # a names string of a million characters is no class list; refuse before parsing
+
+
+def parse_names_metadata(text: str) -> list[str]:
+    """Class names from Ultralytics' ``names`` metadata: a Python dict literal ``{0: 'person', ...}``
+    (or a list literal), read with ``ast.literal_eval``, never ``eval`` (the model file may be
+    hostile). Keys must be the indices 0..n-1; raises ``ModelError`` (one line) otherwise."""
+    import ast
+
+    fix = "; fix the model's 'names' metadata or pass the names with --labels FILE"
+    if len(text) > _MAX_NAMES_TEXT:
+        raise ModelError(f"metadata 'names' is {len(text)} characters long, too long for a class list{fix}")
+    try:
+        v = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        raise ModelError(f"metadata 'names' is not a Python dict literal like {{0: 'person', 1: 'car'}} "
+                         f"(it starts {text[:40]!r}){fix}") from None
+    if isinstance(v, (list, tuple)):
+        return [str(x) for x in v]
+    if not isinstance(v, dict) or not v:
+        raise ModelError(f"metadata 'names' must map class indices to names, like {{0: 'person'}}, "
+                         f"not a {type(v).__name__}{fix}")
+    try:
+        keys = sorted(int(k) for k in v)
+    except (TypeError, ValueError):
+        raise ModelError(f"metadata 'names' has keys that are not class indices (0, 1, ...){fix}") from None
+    if keys != list(range(len(keys))):
+        raise ModelError(f"metadata 'names' must number the classes 0..{len(keys) - 1} with no gap; "
+                         f"it has {keys[:4]}...{fix}")
+    by_index = {int(k): str(name) for k, name in v.items()}
+    return [by_index[i] for i in range(len(keys))]
 
 
 def load(src: Any, providers: str | Sequence[str] | None = None, threads: int | None = None) -> Model:
