@@ -163,7 +163,7 @@ class Model:
         self.sha256: str = sha
         self.providers: list[str] = resolve_providers(providers)
         self._sessions: dict[tuple[str, ...], tuple[Any, list[str]]] = {}  # key -> (session, output names)
-        self._shaped: dict[tuple[str, tuple[int, ...]], LayerInfo] = {}
+        self._shaped: dict[tuple[str, str, tuple[int, ...]], LayerInfo] = {}
         self.external_data_dir: Path | None = None
         locs = _external_locations(proto)
         if locs:
@@ -435,7 +435,7 @@ class Model:
         Why cached: a model with symbolic dims would otherwise get a fresh record per layer
         per call, ~2 us each, which adds up on small models with many layers.
         """
-        key = (layer.tensor, shape)
+        key = (layer.name, layer.tensor, shape)  # one tensor may be two records (a layer and its ReLU's name)
         info = self._shaped.get(key)
         if info is None:
             if len(self._shaped) > 4096:

@@ -343,6 +343,20 @@ def _chain(captured: str, op_type: str, producers: Mapping[str, onnx.NodeProto],
     return [head, *rest]
 
 
+def _wraps_only(parent: str, chain: Sequence[onnx.NodeProto], node_paths: Sequence[tuple[onnx.NodeProto, str | None]],
+                consumers: Mapping[str, list[onnx.NodeProto]]) -> bool:
+    """True when module ``parent`` computes this layer and nothing after it: no other conv or pool
+    inside it, and nothing inside it reads the layer's tensors except the layer's own nodes."""
+    members = {id(n) for n in chain}
+    made = {o for n in chain for o in n.output}
+    for node, path in node_paths:
+        if id(node) in members or not _inside(path, parent):
+            continue
+        if node.op_type in _CONV_OPS or "Pool" in node.op_type or any(i in made for i in node.input):
+            return False
+    return True
+
+
 def _parent(path: str) -> str:
     return path.split(":")[0].rpartition(".")[0]
 
@@ -371,15 +385,25 @@ def name_model(
     numbered = _op_order_names(model)
     order = {id(n): k for k, n in enumerate(model.graph.node)}
     chains = {t: _chain(t, op, producers, order) for t, op in captured}
-    node_paths = [(id(n), namer.scope(n)) for n in model.graph.node if n.op_type != "Constant"]
+    node_paths = [(n, namer.scope(n)) for n in model.graph.node if n.op_type != "Constant"]
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
     base: dict[str, tuple[str, list[str]]] = {}
     for t, _op in captured:
         chain = chains[t]
         head = chain[0] if chain else None
         scoped = namer.scope(head) if head is not None else None
+        if head is not None and head.op_type in _CONV_OPS and _dynamo_scope(head) is not None:
+            # dynamo puts a folded conv in its BN's scope; the conv's weights keep the conv's name
+            scoped = namer.param(head, 1) or scoped
         rec_t = namer.recorded.get(t)
         rec_head = namer.recorded.get(head.output[0]) if head is not None and head.output else None
-        if rec_t is not None and (rec_head is None or rec_head == rec_t or rec_head.startswith(rec_t + "/")):
+        folded_conv = (head is not None and head.op_type in _CONV_OPS and len(chain) == 1 and scoped is not None
+                       and rec_t is not None and scoped != rec_t)  # the recorded name is the folded BN's
+        if rec_t is not None and not folded_conv and (
+                rec_head is None or rec_head == rec_t or rec_head.startswith(rec_t + "/")):
             # a converter recorded the conv and its activation as one framework layer (Conv2D(activation=...))
             scoped = None
             name: str | None = rec_t
@@ -395,12 +419,11 @@ def name_model(
         if name is None:
             name = per_tensor.get(t, t)
         # a wrapper module that owns exactly this conv and its BN / activation is the layer
-        if scoped is not None and head is not None and head.op_type in _CONV_OPS and "." in scoped and len(chain) > 1:
+        if scoped is not None and head is not None and head.op_type in _CONV_OPS and "." in scoped:
             parent = _parent(scoped)
             last = namer.own(chain[-1].output[0])
-            members = {id(n) for n in chain}
-            if (parent and _inside(last, parent) and not _inside(last, scoped.split(":")[0])
-                    and all(i in members for i, p in node_paths if _inside(p, parent))):
+            if parent and _inside(last, parent) and not _inside(last, scoped.split(":")[0]) and _wraps_only(
+                    parent, chain, node_paths, consumers):
                 name = parent
         # fused: framework names of the tensors after the conv (its BN, its activation), each
         # selectable exactly; the conv's own tensor counts when something else names it (a BN
@@ -469,7 +492,9 @@ def output_keys(
     used: set[str] = set()
     for o in model.graph.output:
         key = None
-        if is_generated(o.name):
+        node = producers.get(o.name)
+        # dynamo names tensors after aten ops ("linear", "relu_1"): as made up as "Identity:0"
+        if is_generated(o.name) or (node is not None and _dynamo_scope(node) is not None):
             t = o.name
             for _ in range(4):
                 key = namer.own(t)
