@@ -186,7 +186,7 @@ def test_yolo_detector_has_no_predictions_and_a_many_channel_cam_map(yolo_detect
     assert f"EigenCAM (class-agnostic) | {res.layer}" in page and "prediction branches" in page
     # --cam-layer takes a layer name or an ONNX tensor, exactly
     tensor = "/model.22/cv3.2/cv3.2.1/act/Mul_output_0"
-    name = next(layer.name for layer in m.all_layers if layer.tensor == tensor)
+    name = next(info.name for info in acts.layers.values() if info.tensor == tensor)  # the report's key
     out2 = tmp_path / "r2"
     rc, _, stderr = run_cli(capsys, "inspect", yolo_detector, photo("astronaut.png"), "-o", out2,
                             "--size", "320", "320", "--heatmaps", "none", "--cam-layer", tensor)
