@@ -263,6 +263,9 @@ def _graph_output(m: Any, key: str | None, outputs: Mapping[str, Any]) -> str | 
     """The graph output name behind an ``outputs`` key (keys may be framework names, same order)."""
     if key is None or key in m.output_names:
         return key
+    tensors = getattr(outputs, "tensors", None) or {}
+    if tensors.get(key) in m.output_names:
+        return tensors[key]
     keys = list(outputs)
     if len(keys) == len(m.output_names) and key in keys:
         return m.output_names[keys.index(key)]

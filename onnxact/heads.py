@@ -244,7 +244,8 @@ def classifier_outputs(outputs: Mapping[str, Any], model: Any = None, output: st
                        batch: int | None = None) -> ClassifierChoice:
     """Which of the model's ``outputs`` (``{name: array of one run}``) hold class scores.
 
-    A class vector is ``[N, C]`` or ``[N, C, 1, 1]``. Among those, the outputs made by Softmax /
+    A class vector is ``[N, C]`` or ``[N, C, 1, 1]``. Keys may be framework names
+    (``predictions``) when ``outputs`` is an :class:`onnxact.activations.Outputs`. Among those, the outputs made by Softmax /
     Sigmoid (or whose rows sum to 1) win; else those named like prob / cls / logits / label;
     else every class vector not named like a box or landmark regression. When several remain
     they are all returned (the report labels each by its output name). ``output`` (the user's
@@ -269,9 +270,14 @@ def classifier_outputs(outputs: Mapping[str, Any], model: Any = None, output: st
         shapes = ", ".join(f"{n} {_shape_text(outputs[n])}" for n in names[:4])
         return ClassifierChoice((), f"no classifier head: no output is a class vector [N, C] ({shapes})")
     plausible = [n for n in vectors if not _name_says(n, _NOT_CLASS_WORDS)]
-    probs = [n for n in plausible if _made_by(g, n) or _sums_to_one(np.asarray(outputs[n]))]
+    tensors = getattr(outputs, "tensors", None) or {}  # framework key -> ONNX output name
+
+    def made_by(n: str) -> str | None:
+        return _made_by(g, tensors.get(n, n))
+
+    probs = [n for n in plausible if made_by(n) or _sums_to_one(np.asarray(outputs[n]))]
     if probs:
-        how = _made_by(g, probs[0])
+        how = made_by(probs[0])
         why = f"made by {how}" if how else "its scores sum to 1"
         return ClassifierChoice(tuple(probs), f"output {probs[0]!r} holds class probabilities ({why})")
     named = [n for n in plausible if _name_says(n, _CLASS_WORDS)]

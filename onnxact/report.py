@@ -140,7 +140,8 @@ def predict(outputs: Mapping[str, Any], class_names: Sequence[str] | None = None
         if not -v.shape[0] <= sample < v.shape[0]:
             continue
         s = v[sample].reshape(-1)
-        made_by = probability_op(model, name) if model is not None else None
+        tensor = (getattr(outputs, "tensors", None) or {}).get(name, name)
+        made_by = probability_op(model, tensor) if model is not None else None
         if made_by != "Sigmoid" and not (s.min() >= 0 and s.max() <= 1 and abs(s.sum() - 1) < 1e-3):
             s = _softmax(s)
         own = names if names and (len(names) == s.size or len(choice.outputs) == 1) else []
