@@ -290,7 +290,8 @@ def _fetch(m: Any, acts: Any, feeds: Mapping[str, np.ndarray], tensor: str) -> t
         raise InputError("the activations do not hold the CAM's feature map and no input x was given; "
                          "pass x or acts from get_activations (which keep the inputs)")
     values, _ = run_model(m, feeds, [tensor])
-    name = next((li.name for li in m.all_layers if li.tensor == tensor), tensor)
+    # the name the default capture gives it (a conv keyed by its own name holds its activation)
+    name = next((li.name for li in list(m.layers) + list(m.all_layers) if li.tensor == tensor), tensor)
     return np.asarray(values[tensor]), m.layouts.get(tensor, "NCHW"), name
 
 

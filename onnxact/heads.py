@@ -439,8 +439,8 @@ def find_layer_tensor(model: Any, acts: Any, name: str) -> str:
     layers = getattr(acts, "layers", None) or {}
     if name in layers:
         return layers[name].tensor
-    for info in getattr(model, "all_layers", []):
-        if name in (info.name, info.tensor):
+    for info in list(getattr(model, "layers", [])) + list(getattr(model, "all_layers", [])):
+        if name in (info.name, info.tensor):  # the default capture's meaning of a name first
             return info.tensor
     from .naming import closest
 
