@@ -12,7 +12,7 @@ class-agnostic (said so in the result).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -279,20 +279,30 @@ def _row(v: Any, sample: int) -> np.ndarray | None:
     return a[sample].reshape(-1).astype(np.float64)
 
 
-def _fetch(m: Any, acts: Any, feeds: Mapping[str, np.ndarray], tensor: str) -> tuple[np.ndarray, str, str]:
-    """(array, layout, layer name) of ``tensor``: from the capture, else one more run on ``feeds``."""
+def _fetch(m: Any, acts: Any, feeds: Mapping[str, np.ndarray], tensors: Sequence[str]
+           ) -> dict[str, tuple[np.ndarray, str, str]]:
+    """{tensor: (array, layout, layer name)}: from the capture, the rest in one more run on
+    ``feeds`` (one run and one session, however many candidate maps were not captured)."""
     from .run import run_model
 
+    out: dict[str, tuple[np.ndarray, str, str]] = {}
     for k, info in (getattr(acts, "layers", None) or {}).items():
-        if getattr(info, "tensor", None) == tensor and k in acts:
-            return np.asarray(acts[k]), info.layout, info.name
-    if not feeds:
-        raise InputError("the activations do not hold the CAM's feature map and no input x was given; "
-                         "pass x or acts from get_activations (which keep the inputs)")
-    values, _ = run_model(m, feeds, [tensor])
-    # the name the default capture gives it (a conv keyed by its own name holds its activation)
-    name = next((li.name for li in list(m.layers) + list(m.all_layers) if li.tensor == tensor), tensor)
-    return np.asarray(values[tensor]), m.layouts.get(tensor, "NCHW"), name
+        t = getattr(info, "tensor", None)
+        if t in tensors and t not in out and k in acts:
+            out[t] = (np.asarray(acts[k]), info.layout, info.name)
+    if tensors and tensors[0] in out:
+        return out  # the best candidate was captured: no run for the others yet
+    missing = [t for t in tensors if t not in out]
+    if missing:
+        if not feeds:
+            raise InputError("the activations do not hold the CAM's feature map and no input x was given; "
+                             "pass x or acts from get_activations (which keep the inputs)")
+        values, _ = run_model(m, feeds, missing)
+        for t in missing:
+            # the name the default capture gives it (a conv keyed by its own name holds its activation)
+            name = next((li.name for li in list(m.layers) + list(m.all_layers) if li.tensor == t), t)
+            out[t] = (np.asarray(values[t]), m.layouts.get(t, "NCHW"), name)
+    return out
 
 
 def class_activation_map(model: Any, x: Any = None, class_index: int | None = None, *,
@@ -345,8 +355,11 @@ def class_activation_map(model: Any, x: Any = None, class_index: int | None = No
     targets = cam_targets(m, acts, [cls_graph] if cls_graph else [], cam_layer,
                           pooled=head.feature_tensor if head is not None else None)
     feats = None
-    for target in targets[:4]:
-        arr, lay, layer_name = _fetch(m, acts, feeds, target.tensor)
+    fetched: dict[str, tuple[np.ndarray, str, str]] = {}
+    for i, target in enumerate(targets[:4]):
+        if target.tensor not in fetched:  # captured ones first; the others together, in one run
+            fetched.update(_fetch(m, acts, feeds, [t.tensor for t in targets[i:4] if t.tensor not in fetched]))
+        arr, lay, layer_name = fetched[target.tensor]
         if head is not None and target.tensor == head.feature_tensor:
             feats = _chw(arr, lay if lay in ("NCHW", "NHWC") else head.feature_layout, sample)
             break
