@@ -21,11 +21,19 @@ import numpy as np
 import onnx
 
 from .errors import InputError
-from .heads import cam_targets, classifier_outputs, find_layer_tensor, head_summary, linear_head_end
+from .heads import (
+    cam_targets,
+    classifier_outputs,
+    find_layer_tensor,
+    head_summary,
+    linear_head_end,
+    same_map,
+    static_shapes,
+)
 
 __all__ = ["CamHead", "CamResult", "find_cam_head", "cam_from_features", "eigencam", "class_activation_map"]
 
-_PASS_THROUGH = {"Flatten", "Reshape", "Squeeze", "Identity", "Dropout"}
+_PASS_THROUGH = {"Flatten", "Reshape", "Squeeze", "Identity", "Dropout", "Cast"}
 
 
 @dataclass
@@ -128,10 +136,22 @@ def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
     return default
 
 
-def _pool_layout(node: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> str | None:
-    """NCHW / NHWC when ``node`` averages exactly the spatial axes of a 4-D map, else None."""
+def _pool_layout(node: onnx.NodeProto, consts: Mapping[str, np.ndarray],
+                 shapes: Mapping[str, Sequence[Any]] | None = None) -> str | None:
+    """NCHW / NHWC when ``node`` averages exactly the spatial axes of a 4-D map, else None.
+
+    An AveragePool whose unpadded kernel covers the whole map (tf2onnx's ResNet head:
+    ``AvgPool 7x7`` on a 7x7 map) is a global average too, when ``shapes`` says the map's size.
+    """
     if node.op_type == "GlobalAveragePool":
         return "NCHW"
+    if node.op_type == "AveragePool":
+        dims = (shapes or {}).get(node.input[0])
+        kernel = list(_attr(node, "kernel_shape", []))
+        pads = list(_attr(node, "pads", []))
+        unpadded = not any(pads) and _attr(node, "auto_pad", b"NOTSET") in (b"NOTSET", b"VALID", "NOTSET", "VALID")
+        full = dims is not None and len(dims) == 4 and all(isinstance(d, int) and d > 0 for d in dims[2:])
+        return "NCHW" if unpadded and full and kernel == list(dims[2:]) else None
     if node.op_type != "ReduceMean":
         return None
     axes = _attr(node, "axes", None)
@@ -144,7 +164,7 @@ def _pool_layout(node: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> str 
 
 
 def find_cam_head(proto: onnx.ModelProto, base_dir: str | os.PathLike[str] | None = None,
-                  output: str | None = None) -> CamHead | None:
+                  output: str | None = None, shapes: Mapping[str, Sequence[Any]] | None = None) -> CamHead | None:
     """Find a GlobalAveragePool (or spatial ReduceMean) feeding a Gemm/MatMul through
     reshape-like ops only, whose result reaches a graph output through softmax / reshape-like
     ops only, and read its class weights; None when the model has no such head.
@@ -152,7 +172,8 @@ def find_cam_head(proto: onnx.ModelProto, base_dir: str | os.PathLike[str] | Non
     ``base_dir`` is the model's folder (``Model.external_data_dir``), where weights kept in
     external data files are read from. ``output``: the head of that graph output (a model with
     an ``age`` and a ``gender`` linear layer on one pooled vector has one head each); default
-    the last head in graph order.
+    the last head in graph order. ``shapes`` (``{tensor: dims}``, e.g. ``Model.shapes``) lets an
+    AveragePool whose kernel covers the whole map count as the global pool.
     """
     graph = proto.graph
     consts = _Constants(graph, Path(base_dir) if base_dir is not None else None)
@@ -162,7 +183,7 @@ def find_cam_head(proto: onnx.ModelProto, base_dir: str | os.PathLike[str] | Non
             consumers.setdefault(i, []).append(n)
     found: CamHead | None = None
     for pool in graph.node:
-        layout = _pool_layout(pool, consts)
+        layout = _pool_layout(pool, consts, shapes)
         if layout is None or not pool.output:
             continue
         cur = pool.output[0]
@@ -203,9 +224,13 @@ def _linear_head(graph: onnx.GraphProto, node: onnx.NodeProto, cur: str, consts:
             bias = consts[node.input[2]].astype(np.float64).reshape(-1) * float(_attr(node, "beta", 1.0))
     else:
         w = b.T
-        after = consumers.get(node.output[0], [])
+        mm = node.output[0]
+        after = consumers.get(mm, [])
+        while len(after) == 1 and after[0].op_type == "Cast":  # a float16 export's casts around the bias
+            mm = after[0].output[0]
+            after = consumers.get(mm, [])
         if len(after) == 1 and after[0].op_type == "Add":
-            other = [i for i in after[0].input if i != node.output[0]]
+            other = [i for i in after[0].input if i != mm]
             if other and other[0] in consts:
                 bias = consts[other[0]].astype(np.float64).reshape(-1)
                 end = after[0].output[0]
@@ -340,9 +365,10 @@ def class_activation_map(model: Any, x: Any = None, class_index: int | None = No
     choice = classifier_outputs(outputs, m, output, batch=batch)
     cls_key = choice.outputs[0] if choice else None
     cls_graph = _graph_output(m, cls_key, outputs)
-    head = find_cam_head(m.proto, m.external_data_dir, output=cls_graph) if method != "eigencam" and cls_graph is not None else None
+    head = find_cam_head(m.proto, m.external_data_dir, output=cls_graph, shapes=static_shapes(m)) if method != "eigencam" and cls_graph is not None else None
     user_map = find_layer_tensor(m, acts, cam_layer) if cam_layer is not None else None
-    if head is not None and user_map is not None and user_map != head.feature_tensor:
+    if head is not None and user_map is not None and user_map not in (head.feature_tensor,
+                                                                     same_map(m, head.feature_tensor, acts)):
         if method == "cam":
             raise InputError(f"exact CAM uses the map the global pool averages ({head.feature_tensor}); "
                              "drop --cam-layer / cam_layer, or ask for EigenCAM (--cam eigencam)")
@@ -352,15 +378,15 @@ def class_activation_map(model: Any, x: Any = None, class_index: int | None = No
                          f"output, and {head_summary(m, cls_graph)}; use EigenCAM (method='eigencam')")
     names = getattr(m, "class_names", None) or (getattr(acts, "class_names", None) if acts is not None else None)
     scores = _row(outputs[cls_key], sample) if cls_key is not None else None
-    targets = cam_targets(m, acts, [cls_graph] if cls_graph else [], cam_layer,
-                          pooled=head.feature_tensor if head is not None else None)
+    pooled = same_map(m, head.feature_tensor, acts) if head is not None else None
+    targets = cam_targets(m, acts, [cls_graph] if cls_graph else [], cam_layer, pooled=pooled)
     feats = None
     fetched: dict[str, tuple[np.ndarray, str, str]] = {}
     for i, target in enumerate(targets[:4]):
         if target.tensor not in fetched:  # captured ones first; the others together, in one run
             fetched.update(_fetch(m, acts, feeds, [t.tensor for t in targets[i:4] if t.tensor not in fetched]))
         arr, lay, layer_name = fetched[target.tensor]
-        if head is not None and target.tensor == head.feature_tensor:
+        if head is not None and target.tensor == pooled:
             feats = _chw(arr, lay if lay in ("NCHW", "NHWC") else head.feature_layout, sample)
             break
         if arr.ndim == 4 and lay in ("NCHW", "NHWC"):
@@ -374,7 +400,7 @@ def class_activation_map(model: Any, x: Any = None, class_index: int | None = No
     if feats is None:
         raise InputError("no spatial feature map (N, C, H, W with H and W over 1) feeds the model's head, "
                          "so there is no class activation map; name one with --cam-layer / cam_layer")
-    if head is not None and target.tensor == head.feature_tensor:
+    if head is not None and target.tensor == pooled:
         k_classes = head.weights.shape[0]
         if scores is not None and scores.shape[0] != k_classes:
             scores = None

@@ -23,7 +23,7 @@ import onnx
 from .errors import InputError, LayerError
 
 __all__ = ["ClassifierChoice", "CamTarget", "is_class_vector", "classifier_outputs", "cam_targets",
-           "head_summary", "linear_head_end", "find_layer_tensor", "probability_op"]
+           "head_summary", "linear_head_end", "find_layer_tensor", "probability_op", "static_shapes", "same_map"]
 
 #: ops a class vector passes through unchanged in meaning on its way to the graph output
 _PASS = {"Identity", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Cast", "Dropout"}
@@ -291,6 +291,17 @@ def classifier_outputs(outputs: Mapping[str, Any], model: Any = None, output: st
 
 
 # ----------------------------------------------------------------------------- feature maps
+def static_shapes(model: Any) -> dict[str, tuple[int | None, ...]]:
+    """``{tensor: dims}`` from the model's shape inference (None where a dim is unknown)."""
+    out: dict[str, tuple[int | None, ...]] = {}
+    for name, vi in (getattr(model, "value_info", None) or {}).items():
+        tt = vi.type.tensor_type
+        if tt.HasField("shape"):
+            out[name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                              for d in tt.shape.dim)
+    return out
+
+
 class _Maps:
     """Shapes and layouts of 4-D maps (the run's arrays where captured, else the graph's shapes),
     and which of them still have the image's spatial axes."""
@@ -298,12 +309,7 @@ class _Maps:
     def __init__(self, model: Any, g: _Graph, acts: Any) -> None:
         self.g = g
         self.layouts: Mapping[str, str] = getattr(model, "layouts", {}) or {}
-        self.shapes: dict[str, tuple[Any, ...]] = {}
-        for name, vi in (getattr(model, "value_info", None) or {}).items():
-            tt = vi.type.tensor_type
-            if tt.HasField("shape"):
-                self.shapes[name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-                                          for d in tt.shape.dim)
+        self.shapes: dict[str, tuple[Any, ...]] = dict(static_shapes(model))
         self.captured: dict[str, str] = {}  # tensor -> key in acts
         runtime_layout: dict[str, str] = {}
         for key, info in (getattr(acts, "layers", None) or {}).items():
@@ -393,12 +399,19 @@ def _undo_layout_swap(m: _Maps, t: str) -> str:
         if p is None or not p.input:
             break
         perm = next((list(a.ints) for a in p.attribute if a.name == "perm"), None)
-        if (p.op_type == "Transpose" and perm in _LAYOUT_SWAPS) or p.op_type == "Identity":
+        if (p.op_type == "Transpose" and perm in _LAYOUT_SWAPS) or p.op_type in ("Identity", "Cast"):
             if m.usable(p.input[0]):
                 t = p.input[0]
                 continue
         break
     return t
+
+
+def same_map(model: Any, tensor: str, acts: Any = None) -> str:
+    """The tensor holding the same map as ``tensor`` before layout-only Transposes, Identity and
+    Cast ops: the conv output the capture keys by a layer name (a Keras head pools the NHWC
+    transpose of it; a float16 export pools a Cast of it)."""
+    return _undo_layout_swap(_Maps(model, _graph(model), acts), tensor)
 
 
 def _head_input(m: _Maps, t: str, max_convs: int = 4) -> str:

@@ -375,3 +375,26 @@ def test_viewer_page_shows_each_classifier_output_and_no_classes_for_a_detector(
     assert seen["n"] == 5 and seen["preds"].index("age") < seen["preds"].index("gender")
     assert "Class activation map for class" in seen["two"] and "features" in seen["two"]
     assert seen["yolo"].startswith("EigenCAM (class-agnostic) | ") and "prediction branches" in seen["yolo"]
+
+
+def test_keras_gap_dense_head_gets_exact_cam_equal_to_keras(keras_bn_act):
+    """Keras pools the NHWC transpose of the last activation (ReduceMean over axes 1, 2): the CAM
+    is read from the captured conv layer itself and equals the Keras computation."""
+    keras = pytest.importorskip("keras")
+    from tests.models.wild import keras_path_of
+
+    m, acts = capture(keras_bn_act)
+    res = class_activation_map(m, acts=acts)
+    assert res.method == "cam" and res.layer in acts  # no extra run: the captured map is the pooled one
+    km = keras.models.load_model(str(keras_path_of(keras_bn_act)))
+    x = next(iter(acts.inputs.values()))
+    feats = np.asarray(keras.Model(km.inputs, km.get_layer("activation_3").output)(x))[0]  # H, W, C
+    kernel, bias = (np.asarray(w) for w in km.get_layer("predictions").get_weights())
+    probs = np.asarray(km(x))[0]
+    assert res.class_index == int(np.argmax(probs))
+    for k in range(kernel.shape[1]):
+        r = class_activation_map(m, acts=acts, class_index=k)
+        np.testing.assert_allclose(r.map, feats @ kernel[:, k], rtol=1e-3, atol=1e-3)
+        # map mean + bias is the logit: differences to the top class are Keras' log-probability ratios
+        top = class_activation_map(m, acts=acts, class_index=res.class_index).map.mean() + bias[res.class_index]
+        assert np.isclose(top - (r.map.mean() + bias[k]), np.log(probs[res.class_index] / probs[k]), atol=1e-3)

@@ -36,9 +36,10 @@ def _cam_method(m: Model) -> str:
     """"cam" (exact, class-specific) when the model's head is a global average pool followed by one
     linear layer to an output, else "eigencam"."""
     from ..cam import find_cam_head
+    from ..heads import static_shapes
 
     try:
-        return "cam" if find_cam_head(m.proto, m.external_data_dir) is not None else "eigencam"
+        return "cam" if find_cam_head(m.proto, m.external_data_dir, shapes=static_shapes(m)) is not None else "eigencam"
     except Exception:  # noqa: BLE001 - a head we cannot read just means no exact CAM
         return "eigencam"
 
