@@ -14,7 +14,7 @@ import onnxact
 from onnxact.cam import class_activation_map, eigencam, find_cam_head
 from onnxact.cli import main
 from onnxact.errors import InputError, LayerError, ModelError
-from onnxact.heads import cam_targets, classifier_outputs, is_class_vector
+from onnxact.heads import cam_targets, classifier_outputs, is_class_vector, static_shapes
 from onnxact.model import parse_names_metadata
 from onnxact.report import predict
 from tests.subjects import photo, rapidocr_models
@@ -113,11 +113,16 @@ def test_class_vector_shapes():
 
 
 # ----------------------------------------------------------------------------- CAM class weights
-def test_gap_linear_head_gets_exact_cam_with_the_torch_fc_weights(built):
-    path, module = built["gap_linear_head"]
+@pytest.mark.parametrize("kind", ["gap_linear_head", "avgpool_linear_head"])
+def test_gap_linear_head_gets_exact_cam_with_the_torch_fc_weights(built, kind):
+    path, module = built[kind]
     m, acts = capture(path)
-    head = find_cam_head(m.proto)
+    head = find_cam_head(m.proto, shapes=static_shapes(m))
     assert head is not None and head.output == "logits"
+    pools = {n.op_type for n in m.proto.graph.node if "Pool" in n.op_type}
+    assert pools == ({"MaxPool", "GlobalAveragePool"} if kind == "gap_linear_head" else {"MaxPool", "AveragePool"})
+    if kind == "avgpool_linear_head":
+        assert find_cam_head(m.proto) is None  # global only because the map is 16x16: needs the shapes
     np.testing.assert_allclose(head.weights, module.fc.weight.detach().numpy(), rtol=0, atol=1e-6)
     np.testing.assert_allclose(head.bias, module.fc.bias.detach().numpy(), rtol=0, atol=1e-6)
     res = class_activation_map(m, acts=acts)
