@@ -24,6 +24,7 @@ from .common import (
     preprocess_kwargs,
     warn_if_guessed,
 )
+from .head_options import add_head_options, check_head_options
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -50,6 +51,7 @@ def add_parser(sub: Any, name: str, help: str) -> None:
     g.add_argument("--cam", choices=("auto", "cam", "eigencam", "none"), default="auto",
                    help="class activation map: exact CAM for GAP heads, EigenCAM otherwise (auto)")
     g.add_argument("--class", dest="class_index", type=int, default=None, help="class for the CAM (default: predicted)")
+    add_head_options(g)
     g.add_argument("--labels", default=None, metavar="FILE", help="class names, one per line (or a JSON list)")
     g.add_argument("--top", type=int, default=5, help="predictions listed (default: %(default)s)")
     g.add_argument("--embed", action="store_true", help="embed the images in index.html (one self-contained file)")
@@ -112,7 +114,7 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
 
     from ..activations import Activations
     from ..render import _prepare_dir, display_activations, display_heatmaps, load_display_image, save_png
-    from ..report import layer_stats, top_predictions, write_report
+    from ..report import layer_stats, predict, write_report
 
     _prepare_dir(out)
     # One sample's activations (the report, the npz and the stats all describe this image).
@@ -161,15 +163,16 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
                              show=False, progress=label + "heatmaps")
         heats = {k: p.relative_to(out) for k, p in zip(h, h.paths)}
     stats = [layer_stats(k, v, one.layers.get(k)) for k, v in one.items()]
-    preds = top_predictions(one.outputs, class_names, k=args.top)
+    predictions = predict(one.outputs, class_names, k=args.top, model=model, output=args.class_output)
     cam_entry = None
     if args.cam != "none":
         from ..cam import class_activation_map
 
         try:
-            res = class_activation_map(model, acts=one, method=args.cam, class_index=args.class_index)
+            res = class_activation_map(model, acts=one, method=args.cam, class_index=args.class_index,
+                                       cam_layer=args.cam_layer, output=args.class_output)
         except InputError as e:
-            if args.cam != "auto":
+            if args.cam != "auto" or args.cam_layer:
                 raise
             notes.append(f"no class activation map: {e}")
         else:
@@ -177,13 +180,13 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
                     and res.class_index < len(class_names):
                 res.class_name = class_names[res.class_index]
             save_png(res.overlay(base, alpha=0.4), out / "cam.png")
-            cam_entry = (Path("cam.png"), res.title)
+            cam_entry = (Path("cam.png"), res.caption)
     page = write_report(out, stats, title=f"onnxact: {Path(str(getattr(model, 'path', '') or 'model')).name}",
                         subtitle=f"input {image.name} | {len(stats)} layers"
                         + (f" | preprocessing: {norm.describe()}" if norm is not None else ""), grids=grids, heatmaps=heats,
-                        inputs=[Path("input.png")], cam=cam_entry, predictions=preds, notes=notes,
+                        inputs=[Path("input.png")], cam=cam_entry, predictions=predictions, notes=notes,
                         embed=args.embed)
-    return page, stats, preds
+    return page, stats, predictions
 
 
 def run(args: argparse.Namespace) -> int:
@@ -212,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
                                        **preprocess_kwargs(args))
         if len(acts) == 0:
             raise InputError("no layer was captured: the layer/op-type filter matched nothing")
+        check_head_options(args, model, acts)
         t_capture = time.perf_counter() - t0
         class_names = labels or acts.class_names
         n = len(images)
@@ -228,9 +232,11 @@ def run(args: argparse.Namespace) -> int:
     stats = pages[0][2]
     print(_table([s.row() for s in stats], STAT_HEADERS))
     for image, _, _, preds in pages:
-        if preds:
-            top = ", ".join(f"{name or i} {100 * p:.1f}%" for i, name, p in preds)
-            print(f"{image.name}: {top}")
+        for output, top in preds.groups:
+            label = f" [{output}]" if len(preds.groups) > 1 else ""
+            print(f"{image.name}{label}: " + ", ".join(f"{name or i} {100 * p:.1f}%" for i, name, p in top))
+        if not preds:
+            print(f"{image.name}: {preds.reason}")
     print(f"{len(stats)} layers captured in {t_capture:.2f}s, everything written in {t_total:.2f}s")
     files, size = _written(out)
     print(f"wrote {files} files, {_human(size)} to {out}")
@@ -277,8 +283,9 @@ def _index_of_reports(out: Path, pages: list[tuple[Any, ...]]) -> Path:
     from ..safeio import write_text
 
     items = []
-    for image, page, _, preds in pages:
+    for image, page, _, predictions in pages:
         rel = page.relative_to(out).as_posix()
+        preds = predictions.top
         best = f" — {html.escape(str(preds[0][1] or preds[0][0]))} {100 * preds[0][2]:.1f}%" if preds else ""
         items.append(f"<li><a href='{html.escape(rel)}'>{html.escape(image.name)}</a>{best}</li>")
     page = out / "index.html"
