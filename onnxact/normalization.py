@@ -6,7 +6,8 @@ classifier's top class changes, so onnxact may guess but must never hide that it
 The decision, in order:
 
 1. ``user``     ``normalize=`` / ``mean=`` / ``std=`` (``--normalize``, ``--mean/--std``);
-2. ``metadata`` the model's ``onnxact.preprocess`` metadata (written by onnxact's converters);
+2. ``metadata`` the model's ``onnxact.preprocess`` metadata (written by onnxact's converters), or
+                Ultralytics metadata (``author``, ``stride``/``imgsz``/``names``: YOLO takes pixels / 255);
 3. ``graph``    the graph normalises its own input: a chain of ``Sub``/``Div``/``Mul``/``Add`` by
                 constants right after the input (past a ``Transpose``/``Cast``/``Identity``), as
                 torch modules that normalise in ``forward`` and Keras ``Rescaling`` layers export,
@@ -137,6 +138,10 @@ def choose_normalization(
     meta = getattr(model, "preprocess_defaults", {}) or {}
     if isinstance(meta.get("normalize"), str) and meta["normalize"] in _PRESETS:
         return Normalization(meta["normalize"], "metadata", detail="onnxact.preprocess")
+    props = getattr(model, "metadata", {}) or {}
+    if "ultralytics" in str(props.get("author", "")).lower() or {"stride", "imgsz", "names"} <= set(props):
+        # Ultralytics exports (YOLO) always take RGB pixels / 255 (their predictor's ``im /= 255``)
+        return Normalization("0-1", "metadata", detail="an Ultralytics export: RGB pixels / 255")
     inp = _image_input(model, input_name)
     if inp is not None and getattr(inp, "dtype", None) == "uint8":
         return Normalization("none", "graph", detail="the input is uint8: raw pixels")

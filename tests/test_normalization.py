@@ -234,3 +234,10 @@ def test_no_warning_for_metadata_or_graph(models, tmp_path, capsys):
         assert main(["check", str(model), img]) in (0, 1)
         cap = capsys.readouterr()
         assert WARNING not in cap.err and "guessed" not in cap.out
+
+
+def test_ultralytics_metadata_states_pixels_over_255(yolo_detector, torch_no_metadata, capsys):
+    n = choose_normalization(onnxact.load(yolo_detector))
+    assert (n.preset, n.source, n.warning()) == ("0-1", "metadata", None) and "Ultralytics" in n.detail
+    plain = choose_normalization(onnxact.load(torch_no_metadata))  # a torch export without metadata: a guess
+    assert plain.guessed and plain.warning() is not None
