@@ -81,6 +81,10 @@ def keras_rescaling(tmp_path_factory):
 def test_guessed_when_nothing_states_it(models):
     m = onnxact.load(models[""])
     n = choose_normalization(m)
+    img = str(photo("coffee.png"))
+    assert onnxact.get_activations(m, img).preprocessing == n.to_json()  # the Python API records it too
+    assert onnxact.get_activations(m, img, normalize="imagenet").preprocessing["source"] == "user"
+    assert onnxact.get_activations(m, onnxact.preprocess_image(img, m)).preprocessing is None  # ready arrays
     assert (n.preset, n.source, n.guessed) == ("0-1", "guessed", True)
     line = n.warning(m.name)
     assert line.startswith(WARNING) and "--normalize" in line and "--mean/--std" in line and "0-1" in line
@@ -143,7 +147,7 @@ def test_keras_rescaling_layer_gets_raw_pixels_and_matches_keras(keras_rescaling
     assert x.shape == (1, 40, 40, 3) and x.max() > 200 and x.min() >= 0
     acts = onnxact.get_activations(m, x, output_format="full")
     conv = next(layer for layer in m.layers if layer.op_type == "Conv")
-    ref = keras.Model(model.inputs, model.get_layer("conv").output)(x).numpy()  # Keras on the same pixels
+    ref = keras.Model(model.inputs, model.get_layer("conv").output)({"image": x}).numpy()  # Keras, same pixels
     np.testing.assert_allclose(acts[conv.tensor].transpose(0, 2, 3, 1), ref, rtol=1e-4, atol=1e-5)
 
 
