@@ -239,13 +239,14 @@ def _expected_range(scale: np.ndarray, shift: np.ndarray) -> str | None:
 
     Raw pixels scaled by 1/255, ImageNet mean/std on 0-255 input (span ~4.4 around 0) or
     Caffe mean subtraction (span 255 around 0) read as ``0-255``; ``x * 2 - 1`` or ImageNet
-    mean/std written for 0-1 values (span 510 or ~4.4 * 255 on raw pixels) read as ``0-1``.
+    mean/std written for 0-1 values (span 510 or ~4.4 * 255 on raw pixels) read as ``0-1``, and
+    so does ``x - 0.5`` (on raw pixels its output would sit far off centre: 0..255 - 0.5).
     """
     for expects, top in (("0-255", 255.0), ("0-1", 1.0)):
         lo, hi = shift, scale * top + shift
         span = np.abs(hi - lo)
         centre = np.abs(lo + hi) / 2
-        if np.all((span >= 0.5) & (span <= 300)) and np.all(centre <= 0.8 * span + 1.0):
+        if np.all((span >= 0.5) & (span <= 300)) and np.all(centre <= 0.3 * span + 1.0):
             return expects
     return None
 
