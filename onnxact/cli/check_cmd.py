@@ -12,12 +12,13 @@ import os
 import sys
 
 from ..errors import InputError
-from .common import add_provider_option
+from .common import add_input_option, add_provider_option, complete_inputs
 
 DESCRIPTION = """Scan a dataset for dead, dormant and constant filters and fail the build when any are found.
 
 IMAGES are image files, folders (searched recursively), globs ('data/**/*.jpg'), text files
-listing one path per line, or .npy/.npz arrays of ready inputs.
+listing one path per line, or .npy/.npz arrays of ready inputs. A model's other inputs (a sample
+rate, im_info) take one value for the whole dataset: --input NAME=FILE.npy or NAME=NUMBER.
 
   dead      max |a| <= eps over every image and position (default eps 0)
   dormant   channel mean / layer mean <= tau, for non-negative (ReLU-like) layers (default tau 0)
@@ -44,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
     p.add_argument("--op-types", nargs="+", metavar="OP", help="check only layers of these op types")
     p.add_argument("--normalize", choices=["0-1", "none", "-1-1", "imagenet", "caffe"],
                    help="image normalisation (default: the model's metadata, else 0-1)")
+    add_input_option(p)
     add_provider_option(p)
     p.add_argument("--engine", choices=["local", "ray"], default="local", help="local (default) or a Ray cluster")
     p.add_argument("--address", help="Ray cluster address, e.g. ray://HOST:10001 or auto (with --engine ray; "
@@ -63,6 +65,9 @@ def _annotate(report, failing, model: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..feeds import input_specs, scan_input
+    from ..model import load
+    from ..preprocess import preprocess_image
     from ..stats import KINDS, find_dead_filters, load_allow_list
 
     fail_on = [k.strip() for k in args.fail_on.split(",") if k.strip()]
@@ -77,8 +82,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--address and --workers need --engine ray")
     allow = load_allow_list(args.allow) if args.allow else set()
     kw = {"normalize": args.normalize} if args.normalize else {}
+    model = load(args.model, providers=args.provider, threads=args.threads)
+    given = input_specs(model, args.input)
+    data = scan_input(model, list(given))  # the input the IMAGES feed; the others are fixed for the dataset
+    extra = complete_inputs(model, given, exclude=[data.name]) if len(model.inputs) > 1 else {}
+    extra = {k: preprocess_image(v, model, input_name=k, **kw) if isinstance(v, str) else v for k, v in extra.items()}
     report = find_dead_filters(
-        args.model, args.images, eps=args.eps, tau=args.tau, layer_names=args.layers, op_types=args.op_types,
+        model, args.images, inputs=extra, eps=args.eps, tau=args.tau, layer_names=args.layers, op_types=args.op_types,
         batch_size=args.batch_size, strict=args.strict, engine=args.engine, address=args.address,
         workers=args.workers, providers=args.provider, threads=args.threads, **kw,
     )

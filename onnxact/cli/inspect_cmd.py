@@ -15,9 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .common import add_capture_options, add_preprocess_options, capture_kwargs, preprocess_kwargs
-
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+from ..images import IMAGE_SUFFIXES
+from .common import (
+    add_capture_options,
+    add_input_option,
+    add_preprocess_options,
+    capture_kwargs,
+    complete_inputs,
+    preprocess_kwargs,
+)
 
 
 def add_parser(sub: Any, name: str, help: str) -> None:
@@ -26,8 +32,12 @@ def add_parser(sub: Any, name: str, help: str) -> None:
         "a class activation map, activations.npz + manifest.json and an index.html report into DIR. "
         "Without MODEL and IMAGE the bundled demo model and image are used."))
     p.add_argument("model", nargs="?", metavar="MODEL", help="ONNX model file (default: the bundled demo CNN)")
-    p.add_argument("images", nargs="*", metavar="IMAGE", help="input image file(s) (default: the demo image)")
+    p.add_argument("images", nargs="*", metavar="IMAGE",
+                   help="image files, folders, globs or list files (default: the demo image)")
     p.add_argument("-o", "--output", default="onnxact-report", metavar="DIR", help="output folder (default: %(default)s)")
+    p.add_argument("--max-images", type=int, default=20, metavar="N",
+                   help="report on at most the first N images found (each gets a full report; default: %(default)s)")
+    add_input_option(p)
     g = p.add_argument_group("pictures")
     g.add_argument("--cmap", default=None, help="colormap of the grids (default: viridis)")
     g.add_argument("--scale", choices=("tile", "layer"), default="tile",
@@ -48,30 +58,74 @@ def add_parser(sub: Any, name: str, help: str) -> None:
 
 
 def _resolve_inputs(args: argparse.Namespace) -> tuple[Path, list[Path]]:
+    """(model, image files): folders, globs and list files expanded as ``check`` does, capped by --max-images."""
     import onnxact
 
+    from ..images import ArrayRef, expand_sources
+
     model = Path(args.model) if args.model else None
-    images = [Path(i) for i in args.images]
-    if model is not None and model.suffix.lower() in _IMAGE_SUFFIXES:  # `inspect photo.jpg`: demo model
-        images.insert(0, model)
+    sources = list(args.images)
+    if model is not None and model.suffix.lower() in IMAGE_SUFFIXES:  # `inspect photo.jpg`: demo model
+        sources.insert(0, str(model))
         model = None
     if model is None:
         demo_model, demo_image = onnxact.demo_paths()
         model = demo_model
-        if not images:
-            images = [demo_image]
-    if not images:
-        raise InputError(f"no IMAGE given for {model}; usage: onnxact inspect MODEL IMAGE... (or no arguments for the demo)")
-    for i in images:
-        if not i.is_file():
-            raise InputError(f"image {i} does not exist or is not a file")
+        if not sources and not args.input:
+            sources = [str(demo_image)]
     if not model.is_file():
         raise InputError(f"model {model} does not exist or is not a file")
-    return model, images
+    if args.max_images < 1:
+        raise InputError(f"--max-images must be at least 1, not {args.max_images}")
+    if not sources:
+        return model, []
+    items = expand_sources(sources)
+    arrays = [i for i in items if isinstance(i, ArrayRef)]
+    if arrays:
+        raise InputError(f"{arrays[0].label} is an array file, not an image; give arrays with --input NAME={arrays[0].label}")
+    if len(items) > args.max_images:
+        print(f"onnxact: note: {len(items)} images found; reporting on the first {args.max_images} "
+              "(--max-images N for more)", file=sys.stderr)
+        items = items[:args.max_images]
+    return model, [Path(str(i)) for i in items]
 
 
-def _display_input(acts: Any, sample: int, fallback: Path) -> Any:
-    """What the model saw (the preprocessed input) when it is an image, else the file itself."""
+def _model_input(model: Any, images: list[Path], args: argparse.Namespace) -> tuple[Any, list[str]]:
+    """(x for get_activations, one label per sample): the images feed the image input, --input the rest."""
+    from ..feeds import batch_size_of, describe_input, image_input, input_specs
+
+    given = input_specs(model, args.input or [])
+    if not model.inputs:
+        if images or given:
+            raise InputError(f"{model.name} has no inputs (all its values are constants), so it takes no IMAGE or --input")
+        print(f"onnxact: note: {model.name} has no inputs; its activations are constants, the same on every run",
+              file=sys.stderr)
+        return None, ["constants"]
+    x: dict[str, Any] = dict(given)
+    if images:
+        target = image_input(model, exclude=list(given))
+        if target is None:
+            rest = [i for i in model.inputs if i.name not in given]
+            what = ", ".join(describe_input(i) for i in rest) or "every input already has an --input"
+            raise InputError(f"{model.name} has no image input for {images[0].name} ({what}: not an image); "
+                             "give its inputs with --input NAME=FILE.npy or NAME=VALUE")
+        x[target.name] = [str(i) for i in images]
+    elif not given:
+        if image_input(model) is not None:
+            raise InputError(f"no IMAGE given for {model.name}; usage: onnxact inspect MODEL IMAGE... "
+                             "(or no arguments for the demo)")
+        raise InputError(f"{model.name} takes no image; give its inputs with --input NAME=FILE.npy or NAME=VALUE "
+                         f"(inputs: {', '.join(i.name for i in model.inputs)})")
+    x = complete_inputs(model, x)
+    if images:
+        return x, [i.name for i in images]
+    arrays = {k: v for k, v in x.items() if not isinstance(v, str)}
+    n = batch_size_of(model, arrays)
+    return x, [f"sample {s}" for s in range(n)] if n > 1 else ["input"]
+
+
+def _display_input(acts: Any, sample: int, fallback: Path | None) -> Any:
+    """What the model saw (the preprocessed input) when it is an image, else the file, else None (audio)."""
     import numpy as np
 
     feeds = getattr(acts, "inputs", None) or {}
@@ -79,7 +133,7 @@ def _display_input(acts: Any, sample: int, fallback: Path) -> Any:
         a = np.asarray(v)
         if a.ndim == 4 and (a.shape[1] in (1, 3) or a.shape[3] in (1, 3)):
             return a[sample]
-    return str(fallback)
+    return None if fallback is None else str(fallback)
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
@@ -91,35 +145,40 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
     return "\n".join(out)
 
 
-def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, image: Path, out: Path,
-               class_names: list[str] | None, n_samples: int) -> tuple[Path, list[Any], list[Any]]:
-    """All pictures and the report of one sample into ``out``; returns (index.html, stats, predictions)."""
+def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, name: str, image: Path | None,
+               out: Path, class_names: list[str] | None, n_samples: int) -> tuple[Path, list[Any], list[Any]]:
+    """All pictures and the report of one sample (``name``, from ``image`` when it is one) into ``out``.
+
+    Returns (index.html, stats, predictions). Without an image input (audio, tables) there is no
+    input picture, heatmap or CAM: grids and statistics only.
+    """
     import numpy as np
 
     from ..activations import Activations, save_activations
+    from ..feeds import one_sample
     from ..render import _prepare_dir, display_activations, display_heatmaps, load_display_image, save_png
     from ..report import layer_stats, top_predictions, write_report
 
     _prepare_dir(out)
     # One sample's activations (the report, the npz and the stats all describe this image).
     one = Activations({k: np.asarray(v)[sample:sample + 1] for k, v in acts.items()}, acts.layers,
-                      outputs={k: np.asarray(v)[sample:sample + 1] for k, v in acts.outputs.items()},
+                      outputs={k: np.asarray(v)[sample:sample + 1] if np.ndim(v) else v for k, v in acts.outputs.items()},
                       model_sha256=acts.model_sha256, class_names=class_names,
-                      inputs={k: np.asarray(v)[sample:sample + 1] for k, v in acts.inputs.items()})
+                      inputs=one_sample(model, acts.inputs, sample))
     save_activations(one, out)
     from PIL import Image
 
     shown = _display_input(acts, sample, image)
-
-    base = load_display_image(shown)
-    if max(base.shape[:2]) < 256:  # small model inputs (64x64): draw overlays big enough to read
+    base = None if shown is None else load_display_image(shown)
+    if base is not None and max(base.shape[:2]) < 256:  # small model inputs (64x64): draw overlays big enough to read
         f = 256 / max(base.shape[:2])
         size = (max(1, round(base.shape[1] * f)), max(1, round(base.shape[0] * f)))
         big = Image.fromarray(np.rint(base * 255).astype(np.uint8)).resize(size, Image.BILINEAR)
         base = np.asarray(big, dtype=np.float32) / 255.0
-    save_png(np.rint(base * 255).astype(np.uint8), out / "input.png")
+    if base is not None:
+        save_png(np.rint(base * 255).astype(np.uint8), out / "input.png")
     keys = list(one.keys())
-    label = f"{image.name}: " if n_samples > 1 else ""
+    label = f"{name}: " if n_samples > 1 else ""
 
     def spatial(key: str) -> bool:
         lay, arr = getattr(one.layers.get(key), "layout", None), one[key]
@@ -133,7 +192,7 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
                                normalize=args.scale, show=False, progress=label + "grids")
     grids: dict[str, Path] = {k: p.relative_to(out) for k, p in zip(pics, pics.paths)}
     heats: dict[str, Path] = {}
-    hkeys = [k for k in keys if spatial(k)] if args.heatmaps != "none" else []
+    hkeys = [k for k in keys if spatial(k)] if args.heatmaps != "none" and base is not None else []
     if hkeys:
         h = display_heatmaps(one, base, save=True, directory=out / "heatmaps", layers=hkeys,
                              merge_filters=args.heatmaps == "merged", cmap=args.heatmap_cmap, alpha=args.alpha,
@@ -143,7 +202,9 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
     preds = top_predictions(one.outputs, class_names, k=args.top)
     cam_entry = None
     notes: list[str] = []
-    if args.cam != "none":
+    if args.cam != "none" and base is None:
+        notes.append("no class activation map: the model has no image input to draw it over")
+    elif args.cam != "none":
         from ..cam import class_activation_map
 
         try:
@@ -159,8 +220,8 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
             save_png(res.overlay(base, alpha=0.4), out / "cam.png")
             cam_entry = (Path("cam.png"), res.title)
     page = write_report(out, stats, title=f"onnxact: {Path(str(getattr(model, 'path', '') or 'model')).name}",
-                        subtitle=f"input {image.name} | {len(stats)} layers", grids=grids, heatmaps=heats,
-                        inputs=[Path("input.png")], cam=cam_entry, predictions=preds, notes=notes,
+                        subtitle=f"input {name} | {len(stats)} layers", grids=grids, heatmaps=heats,
+                        inputs=[Path("input.png")] if base is not None else [], cam=cam_entry, predictions=preds, notes=notes,
                         embed=args.embed)
     return page, stats, preds
 
@@ -183,8 +244,8 @@ def run(args: argparse.Namespace) -> int:
         model = onnxact.load(model_path, providers=getattr(args, "provider", None),
                              threads=getattr(args, "threads", None))
         labels = read_labels(args.labels) if args.labels else None
-        acts = onnxact.get_activations(model, [str(i) for i in images], **capture_kwargs(args),
-                                       **preprocess_kwargs(args))
+        x, names = _model_input(model, images, args)
+        acts = onnxact.get_activations(model, x, **capture_kwargs(args), **preprocess_kwargs(args))
         if len(acts) == 0:
             raise InputError("no layer was captured: the layer/op-type filter matched nothing")
     except BaseException:
@@ -193,20 +254,21 @@ def run(args: argparse.Namespace) -> int:
         raise
     t_capture = time.perf_counter() - t0
     class_names = labels or acts.class_names
-    n = len(images)
+    n = len(names)
     pages = []
-    for s, image in enumerate(images):
-        sub = out if n == 1 else out / f"{s}_{safe_filename(image.stem)}"
-        pages.append((image, *_write_one(args, model, acts, s, image, sub, class_names, n)))
+    for s, name in enumerate(names):
+        sub = out if n == 1 else out / f"{s}_{safe_filename(Path(name).stem)}"
+        image = images[s] if images else None
+        pages.append((name, *_write_one(args, model, acts, s, name, image, sub, class_names, n)))
     if n > 1:
         _index_of_reports(out, pages)
     t_total = time.perf_counter() - t0
     stats = pages[0][2]
     print(_table([s.row() for s in stats], STAT_HEADERS))
-    for image, _, _, preds in pages:
+    for name, _, _, preds in pages:
         if preds:
-            top = ", ".join(f"{name or i} {100 * p:.1f}%" for i, name, p in preds)
-            print(f"{image.name}: {top}")
+            top = ", ".join(f"{cls or i} {100 * p:.1f}%" for i, cls, p in preds)
+            print(f"{name}: {top}")
     print(f"{len(stats)} layers captured in {t_capture:.2f}s, everything written in {t_total:.2f}s")
     print(f"report: {out / 'index.html'}")
     sys.stdout.flush()
@@ -217,10 +279,10 @@ def _index_of_reports(out: Path, pages: list[tuple[Any, ...]]) -> Path:
     import html
 
     items = []
-    for image, page, _, preds in pages:
+    for name, page, _, preds in pages:
         rel = page.relative_to(out).as_posix()
         best = f" — {html.escape(str(preds[0][1] or preds[0][0]))} {100 * preds[0][2]:.1f}%" if preds else ""
-        items.append(f"<li><a href='{html.escape(rel)}'>{html.escape(image.name)}</a>{best}</li>")
+        items.append(f"<li><a href='{html.escape(rel)}'>{html.escape(name)}</a>{best}</li>")
     page = out / "index.html"
     page.write_text("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>onnxact reports</title>"
                     "</head><body><h1>onnxact reports</h1><ul>" + "".join(items) + "</ul></body></html>",
