@@ -82,7 +82,9 @@ def _resolve_inputs(args: argparse.Namespace) -> tuple[Path, list[Path]]:
     items = expand_sources(sources)
     arrays = [i for i in items if isinstance(i, ArrayRef)]
     if arrays:
-        raise InputError(f"{arrays[0].label} is an array file, not an image; give arrays with --input NAME={arrays[0].label}")
+        names = [i.name for i in onnxact.load(model).inputs]
+        name = names[0] if len(names) == 1 else "NAME"
+        raise InputError(f"{arrays[0].label} is an array file, not an image; give arrays with --input {name}={arrays[0].label}")
     if len(items) > args.max_images:
         print(f"onnxact: note: {len(items)} images found; reporting on the first {args.max_images} "
               "(--max-images N for more)", file=sys.stderr)
