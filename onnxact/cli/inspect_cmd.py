@@ -35,7 +35,7 @@ def add_parser(sub: Any, name: str, help: str) -> None:
     p.add_argument("images", nargs="*", metavar="IMAGE",
                    help="image files, folders, globs or list files (default: the demo image)")
     p.add_argument("-o", "--output", default="onnxact-report", metavar="DIR", help="output folder (default: %(default)s)")
-    p.add_argument("--max-images", type=int, default=20, metavar="N",
+    p.add_argument("--max-images", type=int, default=10, metavar="N",
                    help="report on at most the first N images found (each gets a full report; default: %(default)s)")
     add_input_option(p)
     g = p.add_argument_group("pictures")
@@ -108,7 +108,10 @@ def _model_input(model: Any, images: list[Path], args: argparse.Namespace) -> tu
         target = image_input(model, exclude=list(given))
         if target is None:
             rest = [i for i in model.inputs if i.name not in given]
-            what = ", ".join(describe_input(i) for i in rest) or "every input already has an --input"
+            if not rest:
+                raise InputError(f"every input of {model.name} is given with --input, so {images[0].name} "
+                                 "has no input left to feed; drop the IMAGE or that --input")
+            what = ", ".join(describe_input(i) for i in rest)
             raise InputError(f"{model.name} has no image input for {images[0].name} ({what}: not an image); "
                              "give its inputs with --input NAME=FILE.npy or NAME=VALUE")
         x[target.name] = [str(i) for i in images]
