@@ -351,14 +351,15 @@ def test_images_positional_other_inputs_from_the_option(folder, tmp_path, capsys
     m = onnxact.load(path)
     images = [str(folder / "a.png"), str(folder / "b.jpg")]
     out = tmp_path / "out"
-    assert main(["inspect", str(path), *images, "--input", "scale=3", "-o", str(out)]) == 0, capsys.readouterr().err
+    # the option between MODEL and the images, as people type it
+    assert main(["inspect", str(path), "--input", "scale=3", *images, "-o", str(out)]) == 0, capsys.readouterr().err
     want = onnxact.get_activations(m, {"image": images, "scale": np.array([3.0], np.float32)})
     for s, sub in enumerate(sorted(_reports(out).values())):
         for k, got in load_activations(sub).items():
             np.testing.assert_allclose(got, want[k][s:s + 1], rtol=1e-5, atol=1e-6)
     # check: the same scale for every image of the folder, in batches of 2 (broadcast per batch)
     report = tmp_path / "r.json"
-    rc = main(["check", str(path), str(folder), "--input", "scale=0", "--batch-size", "2", "--json", str(report)])
+    rc = main(["check", str(path), "--input", "scale=0", str(folder), "--batch-size", "2", "--json", str(report)])
     assert rc == 1  # scale 0: the convs see only their biases, so the negative-bias channels are dead
     dead = {(f["layer"], f["channel"]) for f in json.loads(report.read_text())["dead"]}
     assert {c for _, c in dead} == {1, 3}

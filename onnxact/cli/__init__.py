@@ -14,6 +14,7 @@ import importlib
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from ..errors import OnnxactError
 
@@ -29,6 +30,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 class _Parser(argparse.ArgumentParser):
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        # Subcommands read positionals on both sides of options (`inspect MODEL --input x=1 IMAGE`):
+        # plain argparse stops filling `IMAGE...` at the first option and rejects what follows.
+        if " " not in self.prog or getattr(self, "_intermixing", False):
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True  # parse_known_intermixed_args calls back into parse_known_args
+        try:
+            return super().parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
     def error(self, message: str) -> None:  # usage errors: one line, exit 2
         self.exit(2, f"onnxact: error: {message} (see 'onnxact {self.prog.split()[-1]} --help')\n"
                      if " " in self.prog else f"onnxact: error: {message} (see 'onnxact --help')\n")
