@@ -225,12 +225,20 @@ def broadcast_batch(model: Any, feeds: Mapping[str, np.ndarray], batch: int | No
     return out
 
 
+def _picture(info: InputInfo) -> bool:
+    """``is_image``, less per-channel tensors such as a ``[N, 3, 1, 1]`` mean or shift (1x1 "images")."""
+    if not info.is_image:
+        return False
+    hw = info.shape[1:3] if info.layout == "NHWC" else info.shape[2:4]
+    return not all(_fixed(d) and d == 1 for d in hw)
+
+
 def image_input(model: Any, exclude: Sequence[str] = ()) -> InputInfo | None:
     """The one image input (4-D, 1-4 channels) not in ``exclude``; None when there is none.
 
     Raises ``InputError`` when several remain, since a positional image would then be ambiguous.
     """
-    found = [i for i in model.inputs if i.is_image and i.name not in exclude]
+    found = [i for i in model.inputs if _picture(i) and i.name not in exclude]
     if len(found) > 1:
         names = ", ".join(i.name for i in found)
         raise InputError(f"the model has {len(found)} image inputs ({names}); say which image feeds which "
