@@ -25,7 +25,7 @@ from .errors import InputError
 
 __all__ = [
     "MissingInputError", "input_info", "is_batched", "check_array", "zero_feed", "fill_missing",
-    "broadcast_batch", "one_sample", "batch_size_of", "image_input", "scan_input", "describe_input", "parse_input_spec", "read_input_value", "input_specs",
+    "broadcast_batch", "batch_size_of", "image_input", "scan_input", "describe_input", "parse_input_spec", "read_input_value", "input_specs", "spec_paths",
 ]
 
 ARRAY_SUFFIXES = (".npy", ".npz")
@@ -193,13 +193,6 @@ def batch_size_of(model: Any, feeds: Mapping[str, np.ndarray]) -> int:
     infos = {i.name: i for i in model.inputs}
     sizes = [int(v.shape[0]) for k, v in feeds.items() if k in infos and is_batched(infos[k]) and np.ndim(v)]
     return max(sizes, default=1)
-
-
-def one_sample(model: Any, feeds: Mapping[str, np.ndarray], index: int) -> dict[str, np.ndarray]:
-    """Sample ``index`` of ``feeds``, batch axis kept (``[1, ...]``); unbatched inputs as they are."""
-    infos = {i.name: i for i in model.inputs}
-    return {k: np.asarray(v)[index:index + 1] if k in infos and is_batched(infos[k]) and np.ndim(v) else np.asarray(v)
-            for k, v in feeds.items()}
 
 
 def broadcast_batch(model: Any, feeds: Mapping[str, np.ndarray], batch: int | None = None) -> dict[str, np.ndarray]:
@@ -380,6 +373,18 @@ def read_input_value(model: Any, name: str, value: str) -> Any:
             raise InputError(f"{path} is not a .npy, .npz or image file; give {name}=FILE.npy, FILE.npz or a number")
         raise InputError(f"'{value}' is neither a number nor an existing .npy/.npz file (for input '{name}')")
     return check_array(model, name, _fill_scalar(model, info, _cast(name, scalar, _target_dtype(info)), value))
+
+
+def spec_paths(specs: Sequence[str]) -> list[Path]:
+    """The existing files that ``--input`` specs name (for the never-write-over-an-input checks)."""
+    out = []
+    for spec in specs:
+        value = spec.split("=", 1)[-1]
+        for cand in (value, value[:value.lower().rindex(".npz:") + 4] if ".npz:" in value.lower() else None):
+            if cand and Path(cand).expanduser().is_file():
+                out.append(Path(cand).expanduser())
+                break
+    return out
 
 
 def input_specs(model: Any, specs: Sequence[str]) -> dict[str, Any]:
