@@ -426,3 +426,23 @@ def test_exif_rotated_jpeg_is_fed_and_drawn_upright(tmp_path, capsys, orientatio
     got = load_activations(out)
     for k in acts:
         np.testing.assert_allclose(got[k], acts[k], rtol=1e-5, atol=1e-6)
+
+
+def test_inspect_a_folder_of_mixed_sizes_on_a_dynamic_model(folder, tmp_path, capsys):
+    """Height and width dynamic, no --size: each photo is captured on its own, as get_activations does it."""
+    proto = scaled_image_model()
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "H", "W"
+    out_dims = proto.graph.output[0].type.tensor_type.shape.dim
+    out_dims[2].dim_param, out_dims[3].dim_param = "h", "w"
+    path = tmp_path / "dynamic.onnx"
+    onnx.save(proto, path)
+    m = onnxact.load(path)
+    out = tmp_path / "out"
+    assert main(["inspect", str(path), str(folder), "--input", "scale=1", "-o", str(out)]) == 0, capsys.readouterr().err
+    reports = _reports(out)
+    for stem, photo in {"a": folder / "a.png", "b": folder / "b.jpg", "c": folder / "sub" / "c.png"}.items():
+        want = onnxact.get_activations(m, {"image": str(photo), "scale": np.ones(1, np.float32)})
+        got = load_activations(reports[stem])
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6, err_msg=f"{stem} {k}")

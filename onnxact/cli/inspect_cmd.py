@@ -136,6 +136,21 @@ def _model_input(model: Any, images: list[Path], args: argparse.Namespace) -> tu
     return x, [f"sample {s}" for s in range(n)] if n > 1 else ["input"]
 
 
+def _batches(model: Any, x: Any, args: argparse.Namespace) -> list[tuple[Any, int]]:
+    """(model input, sample index) per capture: one batch, or one image at a time when the image
+    input's height/width are dynamic and no --size is given (photos of different sizes then keep
+    their own size, as they would one by one, instead of failing to stack)."""
+    from ..feeds import image_input
+
+    target = image_input(model) if isinstance(x, dict) else None
+    paths = x.get(target.name) if target is not None else None
+    hw = [] if target is None else (target.shape[1:3] if target.layout == "NHWC" else target.shape[2:4])
+    dynamic = any(not (isinstance(d, int) and d > 0) for d in hw)
+    if not isinstance(paths, list) or len(paths) < 2 or not dynamic or getattr(args, "size", None):
+        return [(x, 0)]
+    return [({**x, target.name: [p]}, 0) for p in paths]
+
+
 def _display_input(acts: Any, sample: int, fallback: Path | None) -> Any:
     """What the model saw (the preprocessed input) when it is an image, else the file, else None (audio)."""
     import numpy as np
@@ -274,7 +289,9 @@ def run(args: argparse.Namespace) -> int:
         labels = read_labels(args.labels) if args.labels else None
         x, names = _model_input(model, images, args)
         norm = normalization_of(model, args) if images or any(isinstance(v, str) for v in (x or {}).values()) else None
-        acts = onnxact.get_activations(model, x, **capture_kwargs(args), **preprocess_kwargs(args))
+        captures = [(onnxact.get_activations(model, part, **capture_kwargs(args), **preprocess_kwargs(args)), i)
+                    for part, i in _batches(model, x, args)]
+        acts = captures[0][0]
         if len(acts) == 0:
             raise InputError("no layer was captured: the layer/op-type filter matched nothing")
         check_head_options(args, model, acts)
@@ -285,7 +302,8 @@ def run(args: argparse.Namespace) -> int:
         for s, name in enumerate(names):
             sub = stage if n == 1 else stage / f"{s}_{safe_filename(Path(name).stem)}"
             image = images[s] if images else None
-            pages.append((name, *_write_one(args, model, acts, s, name, image, sub, class_names, n, norm)))
+            part, index = captures[s] if len(captures) > 1 else (acts, s)
+            pages.append((name, *_write_one(args, model, part, index, name, image, sub, class_names, n, norm)))
         if n > 1:
             _index_of_reports(stage, pages)
     out = folder.path
