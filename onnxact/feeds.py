@@ -22,13 +22,14 @@ import numpy as np
 
 from .activations import InputInfo
 from .errors import InputError
+from .images import ARRAY_SUFFIXES, IMAGE_SUFFIXES
 
 __all__ = [
-    "MissingInputError", "input_info", "is_batched", "check_array", "zero_feed", "fill_missing",
-    "broadcast_batch", "batch_size_of", "image_input", "scan_input", "describe_input", "parse_input_spec", "read_input_value", "input_specs", "spec_paths",
+    "MissingInputError", "input_info", "is_batched", "check_array", "zero_feed", "fill_missing", "describe_input",
+    "broadcast_batch", "batch_size_of", "image_input", "scan_input",
+    "parse_input_spec", "read_input_value", "input_specs", "spec_paths",
 ]
 
-ARRAY_SUFFIXES = (".npy", ".npz")
 _INT_KINDS = "iu"
 
 
@@ -344,8 +345,6 @@ def read_input_value(model: Any, name: str, value: str) -> Any:
     ``FILE.npz:KEY``; an image file (for an image input); or a number / ``true`` / ``false``
     cast to the input's dtype and spread over its shape when that shape is fixed.
     """
-    from .images import IMAGE_SUFFIXES
-
     info = input_info(model, name)
     path, key = Path(value).expanduser(), None
     if not path.is_file() and ".npz:" in value.lower():
