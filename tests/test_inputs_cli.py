@@ -19,26 +19,28 @@ import onnxact
 from onnxact.activations import load_activations
 from onnxact.cli import main
 
-torch = pytest.importorskip("torch")
-nn = torch.nn
-
-
-class AudioNet(nn.Module):
+def audio_net():
     """waveform [N, 1, T] float32, sample_rate [] int64, gain [1] float32: all three reach the convs."""
+    import torch
+    from torch import nn
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.relu1, self.pool1 = nn.Conv1d(1, 8, 9, padding=4), nn.ReLU(), nn.MaxPool1d(4)
-        self.conv2, self.relu2, self.pool2 = nn.Conv1d(8, 16, 5, padding=2), nn.ReLU(), nn.MaxPool1d(4)
-        self.fc = nn.Linear(16, 5)
-        with torch.no_grad():  # channel 3 of conv1 fires only on loud input (dead at low gain)
-            self.conv1.bias[3] = -4.0
+    class AudioNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.relu1, self.pool1 = nn.Conv1d(1, 8, 9, padding=4), nn.ReLU(), nn.MaxPool1d(4)
+            self.conv2, self.relu2, self.pool2 = nn.Conv1d(8, 16, 5, padding=2), nn.ReLU(), nn.MaxPool1d(4)
+            self.fc = nn.Linear(16, 5)
+            with torch.no_grad():  # channel 3 of conv1 fires only on loud input (dead at low gain)
+                self.conv1.bias[3] = -4.0
 
-    def forward(self, waveform, sample_rate, gain):
-        x = waveform * gain * (sample_rate.float() / 16000.0)
-        x = self.pool1(self.relu1(self.conv1(x)))
-        x = self.pool2(self.relu2(self.conv2(x)))
-        return self.fc(x.mean(-1))
+        def forward(self, waveform, sample_rate, gain):
+            x = waveform * gain * (sample_rate.float() / 16000.0)
+            x = self.pool1(self.relu1(self.conv1(x)))
+            x = self.pool2(self.relu2(self.conv2(x)))
+            return self.fc(x.mean(-1))
+
+    torch.manual_seed(0)
+    return AudioNet().eval()
 
 
 HOOKED = ("relu1", "pool1", "relu2", "pool2")  # graph order of the default capture set
@@ -46,9 +48,10 @@ HOOKED = ("relu1", "pool1", "relu2", "pool2")  # graph order of the default capt
 
 @pytest.fixture(scope="module")
 def audio(tmp_path_factory):
+    import torch
+
     d = tmp_path_factory.mktemp("audio")
-    torch.manual_seed(0)
-    net = AudioNet().eval()
+    net = audio_net()
     args = (torch.randn(1, 1, 512), torch.tensor(16000, dtype=torch.int64), torch.tensor([1.0]))
     torch.onnx.export(net, args, str(d / "audio.onnx"), dynamo=False, opset_version=13,
                       input_names=["waveform", "sample_rate", "gain"], output_names=["logits"],
@@ -60,6 +63,8 @@ def audio(tmp_path_factory):
 
 
 def torch_maps(net, waveform: np.ndarray, sample_rate: int, gain: float) -> list[np.ndarray]:
+    import torch
+
     got: dict[str, np.ndarray] = {}
     hooks = [getattr(net, n).register_forward_hook(lambda mod, i, o, n=n: got.__setitem__(n, o.detach().numpy()))
              for n in HOOKED]
