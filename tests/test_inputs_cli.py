@@ -19,6 +19,7 @@ import onnxact
 from onnxact.activations import load_activations
 from onnxact.cli import main
 
+
 def audio_net():
     """waveform [N, 1, T] float32, sample_rate [] int64, gain [1] float32: all three reach the convs."""
     import torch
