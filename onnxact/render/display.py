@@ -246,7 +246,9 @@ class PngWriter:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __del__(self) -> None:  # a drawing error mid-way: don't leave idle threads behind
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        pool = getattr(self, "_pool", None)  # None when interrupted (Ctrl-C, SIGTERM) inside __init__
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def save_png(img: Any, path: Path) -> Path:
