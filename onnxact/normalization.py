@@ -254,6 +254,8 @@ def _constant(name: str, inits: dict[str, onnx.TensorProto], producers: dict[str
     if name in graph_inputs or depth > 6:
         return None
     if name in inits:
+        if inits[name].data_location == onnx.TensorProto.EXTERNAL:
+            return None  # a normalisation constant is a few floats; never read files for it (safety)
         try:
             return read_tensor(inits[name], base_dir)
         except (ValueError, TypeError, OnnxactError):  # unreadable: not a normalisation constant
