@@ -254,8 +254,9 @@ def _constant(name: str, inits: dict[str, onnx.TensorProto], producers: dict[str
     if name in graph_inputs or depth > 6:
         return None
     if name in inits:
-        if inits[name].data_location == onnx.TensorProto.EXTERNAL:
-            return None  # a normalisation constant is a few floats; never read files for it (safety)
+        t = inits[name]
+        if t.data_location == onnx.TensorProto.EXTERNAL and int(np.prod(t.dims, dtype=np.int64)) > 4:
+            return None  # a normalisation constant is a few floats: never read a big external tensor for it
         try:
             return read_tensor(inits[name], base_dir)
         except (ValueError, TypeError, OnnxactError):  # unreadable: not a normalisation constant
