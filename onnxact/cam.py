@@ -5,8 +5,9 @@ Why no gradients: onnxruntime inference builds have none, and for the most commo
 is ``b_k + mean_hw(sum_c W[k, c] * F[c, h, w])``, so ``sum_c W[k, c] * F[c]`` (the CAM of Zhou
 et al. 2016) is exact and its spatial mean plus the bias *is* the logit. The class weights are
 read straight from the graph's initializers. Heads of any other shape (Flatten -> Dense, like
-the seed's CNN) get EigenCAM: the first principal component of the last spatial layer, which is
-class-agnostic (said so in the result).
+the seed's CNN, or a hidden layer after the pool) and detectors get EigenCAM: the first
+principal component of the last spatial map feeding the head (:mod:`onnxact.heads` picks it),
+which is class-agnostic; the result says which layer and why (``reason``, ``why``, ``caption``).
 """
 
 from __future__ import annotations
@@ -365,20 +366,25 @@ def class_activation_map(model: Any, x: Any = None, class_index: int | None = No
     choice = classifier_outputs(outputs, m, output, batch=batch)
     cls_key = choice.outputs[0] if choice else None
     cls_graph = _graph_output(m, cls_key, outputs)
-    head = find_cam_head(m.proto, m.external_data_dir, output=cls_graph, shapes=static_shapes(m)) if method != "eigencam" and cls_graph is not None else None
+    head = None
+    if method != "eigencam" and cls_graph is not None:
+        head = find_cam_head(m.proto, m.external_data_dir, output=cls_graph, shapes=static_shapes(m))
+    # the pooled map as the capture holds it (before a layout transpose or a Cast)
+    pooled = same_map(m, head.feature_tensor, acts) if head is not None else None
     user_map = find_layer_tensor(m, acts, cam_layer) if cam_layer is not None else None
-    if head is not None and user_map is not None and user_map not in (head.feature_tensor,
-                                                                     same_map(m, head.feature_tensor, acts)):
-        if method == "cam":
+    if head is not None and user_map is not None:
+        if user_map in (head.feature_tensor, pooled):
+            pooled = user_map
+        elif method == "cam":
             raise InputError(f"exact CAM uses the map the global pool averages ({head.feature_tensor}); "
                              "drop --cam-layer / cam_layer, or ask for EigenCAM (--cam eigencam)")
-        head = None
+        else:
+            head = pooled = None
     if method == "cam" and head is None:
         raise InputError("exact CAM needs a global average pool followed by one linear layer to the class "
                          f"output, and {head_summary(m, cls_graph)}; use EigenCAM (method='eigencam')")
     names = getattr(m, "class_names", None) or (getattr(acts, "class_names", None) if acts is not None else None)
     scores = _row(outputs[cls_key], sample) if cls_key is not None else None
-    pooled = same_map(m, head.feature_tensor, acts) if head is not None else None
     targets = cam_targets(m, acts, [cls_graph] if cls_graph else [], cam_layer, pooled=pooled)
     feats = None
     fetched: dict[str, tuple[np.ndarray, str, str]] = {}

@@ -391,6 +391,10 @@ def test_keras_gap_dense_head_gets_exact_cam_equal_to_keras(keras_bn_act):
     m, acts = capture(keras_bn_act)
     res = class_activation_map(m, acts=acts)
     assert res.method == "cam" and res.layer in acts  # no extra run: the captured map is the pooled one
+    named = class_activation_map(m, acts=acts, cam_layer=res.layer)  # naming the pooled map keeps exact CAM
+    assert named.method == "cam" and named.reason.startswith("chosen by") and np.array_equal(named.map, res.map)
+    other = class_activation_map(m, acts=acts, cam_layer="conv2d_1")
+    assert other.method == "eigencam" and other.layer == "conv2d_1"
     km = keras.models.load_model(str(keras_path_of(keras_bn_act)))
     x = next(iter(acts.inputs.values()))
     feats = np.asarray(keras.Model(km.inputs, km.get_layer("activation_3").output)(x))[0]  # H, W, C
