@@ -267,6 +267,10 @@ def classifier_outputs(outputs: Mapping[str, Any], model: Any = None, output: st
         return ClassifierChoice((output,), f"output {output!r} chosen by the user")
     vectors = [n for n in names if is_class_vector(outputs[n], batch)]
     if not vectors:
+        single = [n for n in names if len(np.shape(outputs[n])) == 2 and np.shape(outputs[n])[1] == 1]
+        if single:  # a binary classifier's one sigmoid score: no ranking of classes to show
+            return ClassifierChoice((), f"no class ranking: output {single[0]!r} is a single score "
+                                        f"{_shape_text(outputs[single[0]])}")
         shapes = ", ".join(f"{n} {_shape_text(outputs[n])}" for n in names[:4])
         return ClassifierChoice((), f"no classifier head: no output is a class vector [N, C] ({shapes})")
     plausible = [n for n in vectors if not _name_says(n, _NOT_CLASS_WORDS)]

@@ -110,6 +110,7 @@ def test_class_vector_shapes():
     assert not is_class_vector(np.zeros((1, 7, 2100)))  # a detector's decoded boxes
     assert not is_class_vector(np.zeros((1, 1, 40, 40)))  # a segmentation map
     assert not is_class_vector(np.zeros((3, 5)), batch=1)  # one row per detection, not per image
+    assert "single score" in classifier_outputs({"p": np.full((1, 1), 0.8)}).reason  # a binary sigmoid
 
 
 # ----------------------------------------------------------------------------- CAM class weights
