@@ -109,8 +109,10 @@ def test_one_d_layers_batches_and_figures():
     pics = display_activations(acts, index="all", show=False)
     assert list(pics) == ["dense[0]", "dense[1]", "probs"]
     d = pics.details["dense[0]"]
-    assert d.count == 1 and d.cols == 1  # one near-square tile: 4x3 cells, padding drawn as background
-    assert "vector" in d.title
+    assert d.kind == "bars" and d.count == 10 and d.values == list(range(10))  # one bar per unit
+    square = display_activations(acts, index=0, reshape_1d_layers=True, show=False).details["dense"]
+    assert square.count == 1 and square.cols == 1  # Keract's reshape: one near-square tile, 4x3 cells
+    assert "vector" in square.title
     one = display_activations(acts, index=1, layers=["dense"], show=False)
     assert list(one) == ["dense"] and "sample 1" in one.details["dense"].title
     figs = display_activations(acts, layers="probs", fmt="figure", show=False)

@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import InputError, LayerError, OutputError
 from .colors import colormap_lut
 from .picture import LayerPicture, render_layer
-from .tiles import NORMALIZE_MODES
+from .tiles import NORMALIZE_MODES, check_data_format
 
 
 class Pictures(dict):
@@ -164,19 +164,40 @@ def _finish(pics: Pictures, show: bool | None) -> Pictures:
 
 
 def display_activations(acts: Mapping[str, Any], cmap: Any = None, save: bool = False,
-                        directory: str | os.PathLike[str] = ".", *, layers: Sequence[str] | str | None = None,
-                        index: int | str | None = 0, normalize: str = "tile", fmt: str = "image",
-                        data_format: str | None = None, show: bool | None = None,
-                        progress: bool | str = False) -> Pictures:
-    """Draw one grid per layer: ~sqrt(C) x sqrt(C) tiles, title with name/op/shape, colour bar.
+                        directory: str | os.PathLike[str] = ".", data_format: str | None = None,
+                        fig_size: tuple[float, float] | None = None, reshape_1d_layers: bool = False, *,
+                        layers: Sequence[str] | str | None = None, index: int | str | None = 0,
+                        normalize: str = "tile", fmt: str = "image", show: bool | None = None,
+                        progress: bool | str = False, max_width: int | None = None,
+                        channel_numbers: bool = False) -> Pictures:
+    """Draw one picture per layer: a grid of ~sqrt(C) x sqrt(C) tiles for 2-D maps, a bar chart
+    for one value per channel (``[N, C]``, global pools, squeeze-excite), a channels x time image
+    for 1-D maps; each with a title (name, op, shape) and a colour bar with numbers.
 
-    ``normalize="tile"`` scales each tile to its own min..max; ``"layer"`` uses one scale for the
-    layer (a dead filter is then a flat tile at the bottom colour). ``index`` picks the sample of
-    a batch (``"all"`` draws each). Returns :class:`Pictures` ``{key: PIL image}`` (``fmt="figure"``
-    for matplotlib Figures, ``"array"`` for uint8 arrays). ``save=True`` writes
-    ``{position:03d}_{layer}.png`` (``..._{sample}.png`` for several samples) into ``directory``.
+    The first seven parameters are Keract's, in Keract's order and with its meaning, so a Keract
+    script runs unchanged: ``data_format`` (``channels_last`` / ``channels_first``) says how plain
+    arrays are laid out (default: each layer's own layout, or a guess for a plain dict);
+    ``fig_size=(w, h)`` in inches at 100 dpi sizes each picture (a width of ``w * 100`` px, grids
+    at most ``h * 100`` px tall); ``reshape_1d_layers=True`` draws ``[N, C]`` layers as one
+    near-square tile instead of a bar chart. ``save=True`` writes ``{position:03d}_{layer}.png``
+    (``..._{sample}.png`` for several samples) into ``directory``.
+
+    ``normalize="tile"`` scales each tile to its own min..max (the colour bar says "per tile";
+    each tile's range is in ``.details[key].tile_ranges``); ``"layer"`` uses one scale for the
+    layer (a dead filter is then a flat tile at the bottom colour) and the colour bar gives its
+    numbers. ``max_width`` (px) fits each picture to a page's width: columns and tile size are
+    chosen from it. ``channel_numbers=True`` writes each tile's channel number above it.
+    ``index`` picks the sample of a batch (``"all"`` draws each). Returns :class:`Pictures`
+    ``{key: PIL image}`` (``fmt="figure"`` for matplotlib Figures, ``"array"`` for uint8 arrays)
+    with ``.details[key]`` (:class:`LayerPicture`: tile positions, channel numbers, ranges).
     ``progress=True`` (or a label) shows a progress bar on a terminal (never in a pipe or log).
     """
+    check_data_format(data_format)
+    max_height = None
+    if fig_size is not None:
+        w_px, h_px = _fig_size_px(fig_size)
+        max_width = max_width or w_px
+        max_height = h_px
     keys = _select(acts, layers)
     if normalize not in NORMALIZE_MODES:
         raise InputError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}, not {normalize!r}")
@@ -196,7 +217,8 @@ def display_activations(acts: Mapping[str, Any], cmap: Any = None, save: bool = 
             samples = _samples(arr, index)
             for s in samples:
                 pic = render_layer(key, arr, infos.get(key), cmap=cmap, normalize=normalize, sample=s,
-                                   data_format=data_format)
+                                   data_format=data_format, max_width=max_width, max_height=max_height,
+                                   channel_numbers=channel_numbers, reshape_1d=reshape_1d_layers)
                 name = key if len(samples) == 1 else f"{key}[{s}]"
                 pics[name] = _convert(pic.image, fmt, pic.title)
                 pics.details[name] = pic
@@ -213,6 +235,17 @@ def display_activations(acts: Mapping[str, Any], cmap: Any = None, save: bool = 
     if writer is not None:
         pics.paths.extend(writer.paths())
     return _finish(pics, show)
+
+
+def _fig_size_px(fig_size: Any) -> tuple[int, int]:
+    """Keract's ``fig_size`` (width, height) in inches -> pixels at matplotlib's default 100 dpi."""
+    try:
+        w, h = (float(v) for v in fig_size)
+    except (TypeError, ValueError):
+        raise InputError(f"fig_size must be (width, height) in inches, such as (24, 24), not {fig_size!r}") from None
+    if not (0 < w < 1000 and 0 < h < 1000):
+        raise InputError(f"fig_size must be (width, height) in inches between 0 and 1000, not {fig_size!r}")
+    return max(64, round(w * 100)), max(64, round(h * 100))
 
 
 def _progress(items: Any, label: bool | str, default: str, total: int | None = None) -> Any:

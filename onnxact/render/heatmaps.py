@@ -15,8 +15,8 @@ import numpy as np
 from ..errors import InputError
 from .colors import colormap_lut
 from .display import Pictures, PngWriter, _convert, _finish, _prepare_dir, _progress, _samples, _select, safe_filename
-from .picture import _compose, _shape_text
-from .tiles import _layout, sample_tiles, tile_grid
+from .picture import ColourBar, _compose, _shape_text, body_width
+from .tiles import _layout, check_data_format, layer_kind, sample_tiles, tile_grid
 
 
 def load_display_image(image: Any, index: int = 0) -> np.ndarray:
@@ -127,19 +127,58 @@ def _blend(base: np.ndarray, heat01: np.ndarray, cmap: Any, alpha: float) -> np.
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def display_heatmaps(acts: Mapping[str, Any], image: Any, save: bool = False,
-                     directory: str | os.PathLike[str] = ".", merge_filters: bool = False, cmap: Any = "jet",
-                     alpha: float = 0.3, *, layers: Sequence[str] | str | None = None, index: int = 0,
+def _positional(save: Any, directory: Any, extra: tuple[Any, ...], merge_filters: bool, cmap: Any,
+                alpha: float) -> tuple[bool, Any, bool, Any, float]:
+    """Sort out positional arguments given in Keract's order ``(directory, save, fix, merge_filters)``
+    or in onnxact's ``(save, directory, merge_filters, cmap, alpha)``; the first is recognised by a
+    folder name (not a bool) in third place."""
+    if isinstance(save, (str, os.PathLike)):  # Keract: display_heatmaps(acts, x, directory, save, fix, merge_filters)
+        if len(extra) > 2:
+            raise InputError("display_heatmaps takes at most (acts, image, directory, save, fix, merge_filters) "
+                             "in Keract's order; pass the rest by keyword")
+        directory, save = save, (directory if isinstance(directory, bool) else False)
+        if len(extra) == 2:
+            merge_filters = extra[1]
+    elif extra:
+        if len(extra) > 3:
+            raise InputError("display_heatmaps takes at most (acts, image, save, directory, merge_filters, cmap, "
+                             "alpha) by position; pass the rest by keyword")
+        given = [merge_filters, cmap, alpha]
+        given[:len(extra)] = extra
+        merge_filters, cmap, alpha = given
+    if not isinstance(save, (bool, np.bool_)):
+        raise InputError(f"save must be True or False, not {save!r}")
+    if isinstance(directory, (bool, np.bool_)):
+        raise InputError(f"directory must be a folder name, not {directory!r}")
+    return bool(save), directory, bool(merge_filters), cmap, alpha
+
+
+def display_heatmaps(acts: Mapping[str, Any], image: Any, save: Any = False,
+                     directory: str | os.PathLike[str] | bool = ".", *keract_args: Any, merge_filters: bool = False,
+                     cmap: Any = "jet", alpha: float = 0.3, fix: bool = True,
+                     layers: Sequence[str] | str | None = None, index: int = 0,
                      max_tile: int = 80, max_side: int = 1024, data_format: str | None = None,
-                     fmt: str = "image", show: bool | None = None, progress: bool | str = False) -> Pictures:
+                     fmt: str = "image", show: bool | None = None, progress: bool | str = False,
+                     max_width: int | None = None) -> Pictures:
     """Overlay each filter map (or, with ``merge_filters``, the layer's mean map) on ``image``.
 
     Each map is resized bilinearly to the image, scaled to [0, 1] (constant maps are flat),
     coloured with ``cmap`` and blended at ``alpha``. Per-filter overlays of a layer are tiled
-    into one grid (tiles at most ``max_tile`` px); the merged overlay is at most ``max_side``
-    px. 1-D layers are skipped. ``save=True`` writes ``{position:03d}_{layer}_heatmap.png``.
+    into one grid (tiles at most ``max_tile`` px; ``max_width`` px wide at most, as many columns
+    as fit, when given); the merged overlay is at most ``max_side`` px. 1-D layers are skipped.
+    ``save=True`` writes ``{position:03d}_{layer}_heatmap.png`` into ``directory``.
     ``progress=True`` (or a label) shows a progress bar on a terminal.
+
+    Keract's signature works unchanged: ``display_heatmaps(acts, x, directory, save, fix,
+    merge_filters)`` by position (a folder name in third place is read in Keract's order) or by
+    keyword; ``fix`` is accepted and the image is always read robustly (batch axis, grey, 0-255
+    or any float range), which is what Keract's ``fix=True`` does; ``data_format`` as in
+    :func:`.display.display_activations`. onnxact's own positional order
+    ``(acts, image, save, directory, merge_filters, cmap, alpha)`` works too.
     """
+    save, directory, merge_filters, cmap, alpha = _positional(save, directory, keract_args, merge_filters, cmap,
+                                                              alpha)
+    check_data_format(data_format)
     keys = _select(acts, layers)
     colormap_lut(cmap)
     base_full = load_display_image(image, index)
@@ -159,12 +198,14 @@ def display_heatmaps(acts: Mapping[str, Any], image: Any, save: bool = False,
         base = np.asarray(small, dtype=np.float32) / 255.0
     pics = Pictures()
     writer = PngWriter() if out_dir is not None else None
+    bar = ColourBar(colormap_lut(cmap), [(1.0, "map max"), (0.0, "map min")], ["per map"])
 
     def draw(key: str) -> tuple[Any, str] | None:
         arr = np.asarray(acts[key])
         info = infos.get(key)
         layout = _layout(arr, info, data_format)
-        if arr.size == 0 or layout not in ("NCHW", "NHWC", "NCDHW", "NDHWC") or arr.ndim < 4:
+        if arr.size == 0 or layout not in ("NCHW", "NHWC", "NCDHW", "NDHWC") or arr.ndim < 4 \
+                or layer_kind(arr, layout) == "channels":  # 1x1 maps: a flat overlay says nothing
             return None
         sample = _samples(arr, index)[0]
         maps, _ = sample_tiles(arr, layout, sample)
@@ -172,12 +213,15 @@ def display_heatmaps(acts: Mapping[str, Any], image: Any, save: bool = False,
             maps = maps.mean(axis=0, keepdims=True)
         heat = np.clip(resize_bilinear(_unit(maps), th, tw), 0.0, 1.0)  # unit first: constant stays flat
         tiles = np.stack([_blend(base, m, cmap, alpha) for m in heat])
-        grid = tile_grid(tiles, sep=2, fill=255) if len(tiles) > 1 else tiles[0]
+        cols = None
+        if max_width is not None:  # as many columns as the width takes
+            cols = max(1, min(len(tiles), (body_width(max_width, bar) + 2) // (tiles.shape[2] + 2)))
+        grid = tile_grid(tiles, cols=cols, sep=2, fill=255) if len(tiles) > 1 else tiles[0]
         op, act = getattr(info, "op_type", None), getattr(info, "activation", None)
         op = f"{op}+{act}" if op and act else op
         title = "  |  ".join([key] + ([op] if op else []) + [_shape_text(arr)]
                               + (["mean of filters"] if merge_filters else [f"{len(tiles)} filters"]))
-        img, _ = _compose(grid, title, (colormap_lut(cmap), "map max", "map min"))
+        img, _ = _compose(grid, title, bar, max_width)
         return img, title
 
     # Layers are drawn on two threads: numpy's resize/blend and the PNG encoder release the GIL.

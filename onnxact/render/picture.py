@@ -1,33 +1,49 @@
-"""One layer as one picture: a coloured tile grid with a title band and a colour bar.
+"""One layer as one picture: a title band, the layer's values drawn the way that shows them, a
+colour bar with numbers.
 
-Its own stage because it is where values become pixels with text (Pillow, imported lazily):
-:func:`render_layer` is what the display functions, the report and the tests call per layer.
+Its own stage because it is where values become pixels with text. :func:`render_layer` picks the
+drawing from the layer's shape (:func:`.tiles.layer_kind`): a tile grid for 2-D maps, a bar chart
+for one value per channel (global pools, squeeze-excite), a channels x time image for 1-D maps
+(:mod:`.charts` draws the last two). Everything is drawn into numpy arrays; text is stamped from
+cached glyph masks (:mod:`.text`), so a grid of hundreds of numbered tiles stays in milliseconds.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
 from .colors import apply_colormap, colormap_lut
-from .tiles import _layout, _normalise, sample_tiles, tile_grid
+from .text import fmt, line_height, stamp, text_width
+from .tiles import _layout, _normalise, grid_geometry, layer_kind, sample_tiles, tile_ranges
 
 _BACKGROUND = (255, 255, 255)
-_TEXT = (20, 20, 20)
+_PAD, _TITLE_SIZE, _LABEL_SIZE, _NUMBER_SIZE = 6, 13, 11, 10
+_BAR_W = 14
+
+#: pixel budget of everything beside the body (paddings, colour bar and its labels) when a
+#: ``max_width`` is asked; the body gets the rest
+_SIDE = 2 * _PAD + _PAD + _BAR_W + 4 + 64
 
 
 @dataclass
 class LayerPicture:
-    """A rendered layer: the PIL image plus where the grid sits in it (for tests and reports)."""
+    """A rendered layer: the PIL image plus where every tile sits in it and what it holds.
+
+    ``kind`` is ``grid`` (tiles of 2-D maps), ``bars`` (one value per channel), ``sequence``
+    (channels x time) or ``vector`` (a 1-D array as one near-square tile). ``channels[i]``,
+    ``tile_ranges[i]`` (raw ``(min, max)`` of its values) and ``tile_boxes[i]`` (``(x, y, w, h)``
+    in ``image`` pixels) describe tile / bar / row ``i``: what a report needs for hover text.
+    ``vmin`` / ``vmax`` are the range of the drawn sample; ``scale`` says what the colours mean
+    (``"per tile"``, ``"per channel"`` or ``"layer"``).
+    """
 
     key: str
     image: Any  # PIL.Image.Image
-    grid: np.ndarray  # normalised values in [0, 1], NaN on separators
+    grid: np.ndarray  # normalised values in [0, 1], NaN on separators / label bands
     origin: tuple[int, int]  # (x, y) of the grid's top-left pixel inside ``image``
     tile_shape: tuple[int, int]  # (h, w) of one tile in pixels, after scaling
     cols: int
@@ -37,96 +53,176 @@ class LayerPicture:
     vmax: float
     normalize: str
     title: str
+    kind: str = "grid"
+    scale: str = "per tile"
+    channels: list[int] = field(default_factory=list)
+    tile_ranges: list[tuple[float, float]] = field(default_factory=list)
+    tile_boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
+    #: ``bars``: the value of each channel (same order as ``channels``); None otherwise
+    values: list[float] | None = None
 
 
-@lru_cache(maxsize=4)
-def _font(size: int):
-    from PIL import ImageFont
+@dataclass
+class ColourBar:
+    """A vertical colour ramp with labels at fractions of its height (1 = top) and caption lines."""
 
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has no sized default font
-        return ImageFont.load_default()
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.3g}"
+    lut: np.ndarray
+    labels: list[tuple[float, str]]
+    caption: list[str] = field(default_factory=list)
 
 
 def _shape_text(arr: np.ndarray) -> str:
     return "x".join(str(d) for d in np.shape(arr))
 
 
-def _compose(grid_rgb: np.ndarray, title: str, bar: tuple[np.ndarray, str, str] | None):
-    """Grid + title band + optional colour bar (lut, top label, bottom label) -> PIL image."""
-    from PIL import Image, ImageDraw
+def value_bar(lut: np.ndarray, lo: float, hi: float, caption: list[str] | None = None) -> ColourBar:
+    """A colour bar labelled with the numbers it stands for: ``hi`` at the top, ``lo`` at the bottom."""
+    labels = [(1.0, fmt(hi)), (0.0, fmt(lo))]
+    if hi > lo:
+        labels.insert(1, (0.5, fmt((lo + hi) / 2)))
+    return ColourBar(lut, labels, caption or [])
 
-    font = _font(13)
-    small = _font(11)
-    gh, gw = grid_rgb.shape[:2]
-    pad, title_h = 6, 22
-    bar_w, label_w = (14, 78) if bar is not None else (0, 0)
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    text_w = int(probe.textlength(title, font=font)) + 2 * pad
-    width = max(gw + 2 * pad + (bar_w + label_w + pad if bar else 0), text_w)
-    bar_h = max(gh, 64) if bar is not None else 0
-    height = title_h + max(gh, bar_h) + 2 * pad
+
+def tile_bar(lut: np.ndarray, lo: float, hi: float, what: str = "tile") -> ColourBar:
+    """The colour bar of per-tile scaling: it says so, and gives the layer's range under it."""
+    return ColourBar(lut, [(1.0, f"{what} max"), (0.5, f"per {what}"), (0.0, f"{what} min")],
+                     ["layer range", f"{fmt(lo)} .. {fmt(hi)}"])
+
+
+def _bar_label_width(bar: ColourBar) -> int:
+    texts = [t for _, t in bar.labels] + list(bar.caption)
+    return max(text_width(t, _LABEL_SIZE) for t in texts) if texts else 0
+
+
+def _fit_title(title: str, width: int | None) -> str:
+    if not width or text_width(title, _TITLE_SIZE) <= width - 2 * _PAD:
+        return title
+    keep = len(title)
+    while keep > 8 and text_width(title[:keep] + "…", _TITLE_SIZE) > width - 2 * _PAD:
+        keep -= max(1, (keep - 8) // 8)
+    return title[:keep] + "…"
+
+
+def _compose(body: np.ndarray, title: str, bar: ColourBar | tuple[np.ndarray, str, str] | None,
+             max_width: int | None = None) -> tuple[Any, tuple[int, int]]:
+    """Body (uint8 RGB) + title band + optional colour bar -> (PIL image, (x, y) of the body)."""
+    from PIL import Image
+
+    if isinstance(bar, tuple):  # (lut, top label, bottom label)
+        bar = ColourBar(bar[0], [(1.0, bar[1]), (0.0, bar[2])])
+    title = _fit_title(title, max_width)
+    lh = line_height(_LABEL_SIZE)
+    gh, gw = body.shape[:2]
+    title_h = line_height(_TITLE_SIZE) + 8
+    label_w = _bar_label_width(bar) if bar is not None else 0
+    side = (_PAD + _BAR_W + 4 + label_w) if bar is not None else 0
+    width = max(gw + 2 * _PAD + side, text_width(title, _TITLE_SIZE) + 2 * _PAD)
+    bar_h = min(max(gh, 64), 320) if bar is not None else 0
+    cap_h = (len(bar.caption) * lh + 4) if bar is not None and bar.caption else 0
+    height = title_h + max(gh, bar_h + cap_h + lh // 2) + 2 * _PAD
     canvas = np.empty((height, width, 3), np.uint8)
     canvas[:] = _BACKGROUND
-    oy, ox = title_h + pad, pad
-    canvas[oy:oy + gh, ox:ox + gw] = grid_rgb
+    oy, ox = title_h + _PAD, _PAD
+    canvas[oy:oy + gh, ox:ox + gw] = body
+    stamp(canvas, _PAD, 4, title, _TITLE_SIZE)
     if bar is not None:
-        lut, top, bottom = bar
-        bx = ox + gw + pad
-        ramp = lut[np.linspace(255, 0, bar_h).round().astype(np.uint8)]
-        canvas[oy:oy + bar_h, bx:bx + bar_w] = ramp[:, None, :]
-    img = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(img)
-    draw.text((pad, 4), title, fill=_TEXT, font=font)
-    if bar is not None:
-        tx = ox + gw + pad + bar_w + 4
-        draw.text((tx, oy), top, fill=_TEXT, font=small)
-        draw.text((tx, oy + bar_h - 13), bottom, fill=_TEXT, font=small)
-    return img, (ox, oy)
+        bx = ox + gw + _PAD
+        ramp = bar.lut[np.linspace(255, 0, bar_h).round().astype(np.uint8)]
+        canvas[oy:oy + bar_h, bx:bx + _BAR_W] = ramp[:, None, :]
+        tx = bx + _BAR_W + 4
+        for frac, text in bar.labels:
+            y = oy + round((1.0 - frac) * (bar_h - 1))
+            canvas[y, bx + _BAR_W:bx + _BAR_W + 3] = (90, 90, 90)  # tick
+            anchor = "lt" if frac >= 1.0 else "lb" if frac <= 0.0 else "lm"
+            stamp(canvas, tx, y if frac < 1.0 else y - 1, text, _LABEL_SIZE, anchor=anchor)
+        for i, line in enumerate(bar.caption):
+            stamp(canvas, bx, oy + bar_h + 4 + i * lh, line, _LABEL_SIZE)
+    return Image.fromarray(canvas), (ox, oy)
 
 
-def render_layer(key: str, arr: np.ndarray, info: Any = None, *, cmap: Any = None, normalize: str = "tile",
-                 sample: int = 0, data_format: str | None = None, min_tile: int = 32,
-                 max_side: int = 1600) -> LayerPicture:
-    """Render one layer (one sample) as a tiled grid with title and colour bar."""
-    arr = np.asarray(arr)
-    if arr.size == 0:
-        raise InputError(f"layer {key!r} is empty (shape {arr.shape}); there is nothing to draw")
-    layout = _layout(arr, info, data_format)
-    tiles, kind = sample_tiles(arr, layout, sample)
-    values, vmin, vmax = _normalise(tiles, normalize)
-    n, h, w = values.shape
-    cols = max(1, math.ceil(math.sqrt(n)))
-    rows = max(1, math.ceil(n / cols))
-    if max(h, w) * max(cols, rows) > max_side:  # too big: subsample each tile
-        step = math.ceil(max(h, w) * max(cols, rows) / max_side)
-        values = values[:, ::step, ::step]
-        n, h, w = values.shape
-    if n == 1:  # a single tile (1-D strip, channels x width) is drawn bigger
-        min_tile = max(min_tile, 160)
-    scale = max(1, min(math.ceil(min_tile / max(h, w)), max_side // max(1, max(h, w) * max(cols, rows))))
-    grid = tile_grid(values, cols=cols, sep=1, scale=scale)
-    lut = colormap_lut(cmap)
-    rgb = apply_colormap(grid, cmap)
+def _title(key: str, arr: np.ndarray, info: Any, sample: int, extra: list[str]) -> str:
     op = getattr(info, "op_type", None)
     act = getattr(info, "activation", None)
     op_text = f"{op}+{act}" if op and act else (op or "")
     parts = [key] + ([op_text] if op_text else []) + [_shape_text(arr)]
     if arr.ndim >= 2 and arr.shape[0] > 1:
         parts.append(f"sample {sample}")
-    if kind not in ("maps",):
-        parts.append(kind)
-    parts.append("per-tile scale" if normalize == "tile" else "shared scale")
-    title = "  |  ".join(parts)
-    if normalize == "tile":
-        bar = (lut, "tile max", "tile min")
-    else:
-        bar = (lut, _fmt(vmax), _fmt(vmin))
-    image, origin = _compose(rgb, title, bar)
-    return LayerPicture(key, image, grid, origin, (h * scale, w * scale), cols, rows, n, vmin, vmax,
-                        normalize, title)
+    return "  |  ".join(parts + extra)
+
+
+def body_width(max_width: int | None, bar: ColourBar | None = None) -> int | None:
+    """Width left for the body of a picture at most ``max_width`` px wide (None: no limit)."""
+    if max_width is None:
+        return None
+    side = 3 * _PAD + (_BAR_W + 4 + _bar_label_width(bar) if bar is not None else 0)
+    return max(64, int(max_width) - side)
+
+
+def _numbered_grid(values: np.ndarray, cols: int, scale: int, band: int) -> np.ndarray:
+    """Tiles upscaled by ``scale``, each under a ``band`` px strip (NaN: background) for its number."""
+    from .tiles import tile_grid
+
+    if band <= 0:
+        return tile_grid(values, cols=cols, sep=1, scale=scale)
+    v = values.repeat(scale, axis=1).repeat(scale, axis=2) if scale > 1 else values
+    padded = np.full((v.shape[0], v.shape[1] + band, v.shape[2]), np.nan, np.float32)
+    padded[:, band:] = v
+    return tile_grid(padded, cols=cols, sep=1)
+
+
+def render_layer(key: str, arr: np.ndarray, info: Any = None, *, cmap: Any = None, normalize: str = "tile",
+                 sample: int = 0, data_format: str | None = None, min_tile: int = 32,
+                 max_side: int = 1600, max_width: int | None = None, max_height: int | None = None,
+                 channel_numbers: bool = False, reshape_1d: bool = False) -> LayerPicture:
+    """Render one layer (one sample): a tile grid, a bar chart or a channels x time image, with
+    a title and a colour bar that carries numbers.
+
+    ``max_width``: the whole picture's width in px (a page's width; columns and tile size are
+    chosen to fill it); ``max_height`` caps the grid's height (default half the width).
+    ``channel_numbers`` writes each tile's channel number above it (grids of more than one tile).
+    ``reshape_1d`` draws ``[N, C]`` layers as one square tile (Keract's ``reshape_1d_layers``)
+    instead of a bar chart.
+    """
+    arr = np.asarray(arr)
+    if arr.size == 0:
+        raise InputError(f"layer {key!r} is empty (shape {arr.shape}); there is nothing to draw")
+    layout = _layout(arr, info, data_format)
+    kind = layer_kind(arr, layout, reshape_1d)
+    if kind in ("channels", "sequence"):
+        from .charts import render_bars, render_sequence
+
+        draw = render_bars if kind == "channels" else render_sequence
+        return draw(key, arr, layout, sample=sample, cmap=cmap, normalize=normalize, max_width=max_width,
+                    channel_numbers=channel_numbers, title=lambda extra: _title(key, arr, info, sample, extra))
+    tiles, how = sample_tiles(arr, layout, sample)
+    lo_t, hi_t = tile_ranges(tiles)
+    values, vmin, vmax = _normalise(tiles, normalize)
+    n, h, w = values.shape
+    numbered = channel_numbers and n > 1
+    band = line_height(_NUMBER_SIZE) if numbered else 0
+    min_w = text_width(str(n - 1), _NUMBER_SIZE) + 2 if numbered else 0
+    lut = colormap_lut(cmap)
+    bar = tile_bar(lut, vmin, vmax) if normalize == "tile" else value_bar(lut, vmin, vmax, ["layer scale"])
+    cols, rows, scale, step = grid_geometry(n, h, w, max_width=body_width(max_width, bar), max_height=max_height,
+                                            min_tile=min_tile, max_side=max_side, band=band, min_width=min_w)
+    if step > 1:
+        values = values[:, ::step, ::step]
+        n, h, w = values.shape
+    grid = _numbered_grid(values, cols, scale, band)
+    rgb = apply_colormap(grid, cmap)
+    th, tw = h * scale, w * scale
+    extra = [] if how == "maps" else [how]
+    extra.append("per-tile scale" if normalize == "tile" else "shared scale")
+    title = _title(key, arr, info, sample, extra)
+    if numbered:
+        for i in range(n):
+            r, c = divmod(i, cols)
+            stamp(rgb, c * (tw + 1) + 1, r * (band + th + 1), str(i), _NUMBER_SIZE)
+    image, (ox, oy) = _compose(rgb, title, bar, max_width)
+    boxes = [(ox + (i % cols) * (tw + 1), oy + (i // cols) * (band + th + 1) + band, tw, th) for i in range(n)]
+    return LayerPicture(key, image, grid, (ox, oy), (th, tw), cols, rows, n, vmin, vmax, normalize, title,
+                        kind="grid" if how != "vector" else "vector",
+                        scale="per tile" if normalize == "tile" else "layer",
+                        channels=list(range(n)),
+                        tile_ranges=[(float(a), float(b)) for a, b in zip(lo_t, hi_t)],
+                        tile_boxes=boxes)

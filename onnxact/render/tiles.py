@@ -38,7 +38,17 @@ def guess_array_layout(arr: np.ndarray) -> str:
     return {3: "NCW", 2: "NC", 5: "NCDHW"}.get(len(s), "other")
 
 
+DATA_FORMATS = ("channels_first", "channels_last")
+
+
+def check_data_format(data_format: str | None) -> None:
+    """Keract's ``data_format``: None (the layer's own layout), ``channels_first`` or ``channels_last``."""
+    if data_format is not None and data_format not in DATA_FORMATS:
+        raise InputError(f"data_format must be 'channels_first' or 'channels_last' (as in Keras), not {data_format!r}")
+
+
 def _layout(arr: np.ndarray, info: Any, data_format: str | None) -> str:
+    check_data_format(data_format)
     if info is not None and getattr(info, "layout", None) and info.layout != "other":
         return str(info.layout)
     if data_format in ("channels_last", "channels_first") and arr.ndim in (3, 4, 5):
@@ -79,6 +89,119 @@ def sample_tiles(arr: np.ndarray, layout: str, sample: int) -> tuple[np.ndarray,
         s = s if layout == "NCW" else s.T
         return s.astype(np.float32)[None], "channels x width"
     return _near_square(s.astype(np.float32).ravel()), "vector"
+
+
+def _spatial(shape: tuple[int, ...], layout: str) -> tuple[int, ...] | None:
+    """The spatial dims of one sample (no batch axis) in ``layout``, or None when it has none."""
+    if layout in ("NCHW", "NCW", "NCDHW") and len(shape) >= 2:
+        return tuple(shape[1:])
+    if layout in ("NHWC", "NWC", "NDHWC") and len(shape) >= 2:
+        return tuple(shape[:-1])
+    return None
+
+
+def layer_kind(arr: np.ndarray, layout: str, reshape_1d: bool = False) -> str:
+    """How a layer is best drawn: ``maps`` (a grid), ``channels`` (one value per channel: a bar
+    chart), ``sequence`` (a channels x time image) or ``vector`` (a near-square tile).
+
+    ``channels``: ``[N, C]`` and maps whose spatial size is 1 (global pools, squeeze-excite); a
+    grid of 1x1 tiles would be identical flat squares. ``sequence``: ``NCW`` / ``NWC`` and 2-D maps
+    that are one pixel high or wide (``[N, C, 1, T]`` audio nets), where a grid of hair-thin tiles
+    shows nothing. ``reshape_1d`` (Keract's ``reshape_1d_layers``) draws ``[N, C]`` as a square tile.
+    """
+    a = np.asarray(arr) if not hasattr(arr, "shape") else arr
+    if a.ndim <= 1:
+        return "vector"
+    sample = tuple(a.shape[1:])
+    if a.ndim == 2:
+        return "vector" if reshape_1d else "channels"
+    sp = _spatial(sample, layout)
+    if sp is None or len(sp) != len(sample) - 1:
+        return "maps" if layout in ("NCHW", "NHWC") else "vector"
+    big = [d for d in sp if d > 1]
+    if not big:
+        return "channels"
+    if len(big) == 1 and len(sp) <= 2:
+        return "sequence"
+    return "maps"
+
+
+def channel_vector(arr: np.ndarray, layout: str, sample: int) -> np.ndarray:
+    """The ``C`` values of one sample of a ``channels`` layer (spatial size 1), float32."""
+    s = np.asarray(arr)[sample]
+    return np.asarray(s, dtype=np.float32).reshape(-1)
+
+
+def sequence_matrix(arr: np.ndarray, layout: str, sample: int) -> np.ndarray:
+    """One sample of a ``sequence`` layer as float32 ``(C, T)``: channels x time (the long axis)."""
+    s = np.asarray(arr)[sample]
+    if layout in ("NHWC", "NWC", "NDHWC"):
+        s = np.moveaxis(s, -1, 0)
+    return np.ascontiguousarray(s.reshape(s.shape[0], -1), dtype=np.float32)
+
+
+def tile_ranges(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Finite ``(min, max)`` of each tile ``(n, ...)`` (0, 0 for a tile with no finite value)."""
+    t = tiles.reshape(len(tiles), -1)
+    if np.isfinite(t).all():
+        return t.min(axis=1), t.max(axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m = np.where(np.isfinite(t), t, np.nan)
+        return np.nan_to_num(np.nanmin(m, axis=1)), np.nan_to_num(np.nanmax(m, axis=1))
+
+
+def grid_geometry(n: int, h: int, w: int, *, max_width: int | None = None, max_height: int | None = None,
+                  min_tile: int = 32, max_side: int = 1600, band: int = 0, min_width: int = 0,
+                  sep: int = 1) -> tuple[int, int, int, int]:
+    """Columns, rows, upscale factor and subsampling step of a grid of ``n`` tiles of ``h x w``.
+
+    Without ``max_width``: a ~sqrt(n) x sqrt(n) grid (Keract's layout) at most ``max_side`` px,
+    tiles at least ``min_tile`` px. With ``max_width`` (the width the grid may take, e.g. a page's):
+    as many columns as fit, the largest tiles (up to 160 px, 320 for a lone tile, or the map's own size) whose grid is
+    at most ``max_height`` px (default half the width) tall; when none is, the smallest allowed.
+    ``band`` px above each tile hold its channel number; ``min_width`` is the narrowest tile that
+    number fits in.
+    """
+    long = max(h, w, 1)
+    if max_width is None:
+        cols = max(1, math.ceil(math.sqrt(n)))
+        rows = max(1, math.ceil(n / cols))
+        step = 1
+        if long * max(cols, rows) > max_side:  # too big: subsample each tile
+            step = math.ceil(long * max(cols, rows) / max_side)
+        hs, ws = -(-h // step), -(-w // step)
+        ls = max(hs, ws, 1)
+        if n == 1:  # a single tile is drawn bigger
+            min_tile = max(min_tile, 160)
+        scale = max(1, min(math.ceil(min_tile / ls), max_side // max(1, ls * max(cols, rows))))
+        if min_width and ws * scale < min_width:
+            scale = math.ceil(min_width / max(1, ws))
+        return cols, rows, scale, step
+    width = max(1, int(max_width))
+    height = int(max_height) if max_height else max(200, width // 2)
+    k_min = max(1, math.ceil(min_tile / long), math.ceil(min_width / max(1, w)) if min_width else 1)
+    k_max = max(k_min, max(160 if n > 1 else 320, long) // long)
+    candidates: list[tuple[int, int]] = [(k, 1) for k in range(k_max, k_min - 1, -1)]
+    if k_min == 1:  # big maps may be subsampled, but not below ~48 px (or below the width of a number)
+        floor_px = max(48, min_width)
+        step = 2
+        while -(-long // step) >= floor_px or -(-w // (step - 1)) > width:
+            candidates.append((1, step))
+            step += 1
+    fits = [c for c in candidates if -(-w // c[1]) * c[0] <= width] or [candidates[-1]]
+    best = fits[-1]
+    for k, st in fits:
+        th, tw = -(-h // st) * k + band, -(-w // st) * k
+        cols = max(1, min(n, (width + sep) // (tw + sep)))
+        rows = math.ceil(n / cols)
+        if rows * (th + sep) - sep <= height:
+            best = (k, st)
+            break
+    k, st = best
+    tw = -(-w // st) * k
+    cols = max(1, min(n, (width + sep) // (tw + sep)))
+    return cols, math.ceil(n / cols), k, st
 
 
 def _normalise(tiles: np.ndarray, mode: str) -> tuple[np.ndarray, float, float]:
