@@ -183,10 +183,11 @@ def grid_geometry(n: int, h: int, w: int, *, max_width: int | None = None, max_h
     k_min = max(1, math.ceil(min_tile / long), math.ceil(min_width / max(1, w)) if min_width else 1)
     k_max = max(k_min, max(160 if n > 1 else 320, long) // long)
     candidates: list[tuple[int, int]] = [(k, 1) for k in range(k_max, k_min - 1, -1)]
-    if k_min == 1:  # big maps may be subsampled, but not below ~48 px (or below the width of a number)
+    if k_min == 1:  # big maps may be subsampled, not below ~48 px, a number's width or 16 px across
         floor_px = max(48, min_width)
+        short = min(h, w)
         step = 2
-        while -(-long // step) >= floor_px or -(-w // (step - 1)) > width:
+        while (-(-long // step) >= floor_px and -(-short // step) >= min(short, 16)) or -(-w // (step - 1)) > width:
             candidates.append((1, step))
             step += 1
     fits = [c for c in candidates if -(-w // c[1]) * c[0] <= width] or [candidates[-1]]
