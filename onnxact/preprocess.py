@@ -17,20 +17,23 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["preprocess_image", "load_image", "NORMALISATIONS", "MAX_PIXELS"]
+__all__ = ["preprocess_image", "load_image", "NORMALISATIONS"]
 
 NORMALISATIONS = ("0-1", "none", "-1-1", "imagenet", "caffe")
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 _CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
 
-#: Images whose header claims more pixels than this are refused before decoding (decompression bombs).
-MAX_PIXELS = 100_000_000
 
+def load_image(image: Any, *, max_bytes: int | str | None = None) -> Any:
+    """Open an image path / bytes / PIL image as an RGB, RGBA or L PIL image, refusing bombs early.
 
-def load_image(image: Any) -> Any:
-    """Open an image path / bytes / PIL image as an RGB, RGBA or L PIL image, refusing bombs early."""
+    A file whose header claims more than ``max_bytes`` of decoded pixels (default 256 MiB, see
+    :mod:`onnxact.limits`) is refused before any pixel is decoded.
+    """
     from PIL import Image, UnidentifiedImageError
+
+    from .limits import check_decoded_size, wide_to_uint8
 
     if hasattr(image, "mode") and hasattr(image, "size") and hasattr(image, "convert"):
         img = image
@@ -54,11 +57,7 @@ def load_image(image: Any) -> Any:
         try:
             Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves, before decoding
             img = Image.open(src)
-            w, h = img.size
-            if w * h > MAX_PIXELS:
-                raise InputError(
-                    f"{label} claims {w}x{h} pixels, over the {MAX_PIXELS:,}-pixel limit; resize it first"
-                )
+            check_decoded_size(img, label, max_bytes)  # from the header, before decoding
             img.load()
         except InputError:
             raise
@@ -72,18 +71,8 @@ def load_image(image: Any) -> Any:
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
-        from PIL import Image as _I
-
-        img = _I.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-    elif mode == "F":
-        from PIL import Image as _I
-
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min(initial=0)), float(arr.max(initial=0))
-        img = _I.fromarray(((arr - lo) / (hi - lo or 1.0) * 255).astype(np.uint8), "L")
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        img = wide_to_uint8(img)  # no float64 copies (a 10000x10000 16-bit PNG cost 2.6 GB that way)
     elif mode not in ("RGB", "L", "RGBA"):
         img = img.convert("RGBA" if ("A" in mode or "transparency" in img.info) else "RGB")
     return img
@@ -96,6 +85,10 @@ def _to_rgb_or_grey(img: Any, channels: int) -> Any:
         bg = Image.new("RGB", img.size, (255, 255, 255))
         bg.paste(img, mask=img.getchannel("A"))
         img = bg
+    if img.mode == {1: "L", 3: "RGB", 4: "RGBA"}.get(channels):
+        return img  # convert() would copy it
+    if channels == 3 and img.mode == "L":
+        return img  # widened to 3 channels after resizing: the same numbers, a quarter of the memory
     if channels == 1:
         return img.convert("L")
     if channels == 4:
@@ -149,6 +142,7 @@ def preprocess_image(
     dtype: str | None = None,
     channels: int | None = None,
     input_name: str | None = None,
+    max_bytes: int | str | None = None,
 ) -> np.ndarray:
     """Read ``image`` (path, bytes, PIL image, or a list of them) into a batch fitted to ``model``.
 
@@ -157,13 +151,16 @@ def preprocess_image(
     when the model's spatial dims are dynamic (otherwise the image keeps its own size).
     ``normalize``: ``"0-1"`` (default, x/255 as in the seed), ``"none"``, ``"-1-1"``,
     ``"imagenet"``, ``"caffe"`` (BGR minus the Caffe means); or pass ``mean``/``std``, which are
-    applied to the 0-1 scaled values per channel. Returns an array of shape (N, ...).
+    applied to the 0-1 scaled values per channel. ``max_bytes`` bounds the decoded image and
+    the float32 input built from it (default 256 MiB, see :mod:`onnxact.limits`): larger ones
+    are refused before they are allocated. Returns an array of shape (N, ...).
     """
     if isinstance(image, (list, tuple)):
         if not image:
             raise InputError("no images given")
         parts = [preprocess_image(i, model, size=size, normalize=normalize, mean=mean, std=std, layout=layout,
-                                  dtype=dtype, channels=channels, input_name=input_name) for i in image]
+                                  dtype=dtype, channels=channels, input_name=input_name, max_bytes=max_bytes)
+                 for i in image]
         shapes = {p.shape for p in parts}
         if len(shapes) > 1:
             raise InputError("the images have different sizes and the model's input is dynamic; pass size=(h, w)")
@@ -196,19 +193,23 @@ def preprocess_image(
     c = channels or c_model or (1 if defaults.get("color") == "grey" else 3)
     if c not in (1, 3, 4):
         raise InputError(f"the model's input has {c} channels; an image gives 1, 3 or 4 — pass an array instead")
-    img = _to_rgb_or_grey(load_image(image), c)
+    img = _to_rgb_or_grey(load_image(image, max_bytes=max_bytes), c)
     target = size or ((h_model, w_model) if h_model and w_model else None)
+    from .limits import check_input_bytes
+
+    th, tw = (int(target[0]), int(target[1])) if target is not None else (img.size[1], img.size[0])
+    if th <= 0 or tw <= 0:
+        raise InputError(f"size must be positive, got {target}")
+    what = f"the input '{inp.name}'" if inp is not None else "the input"
+    check_input_bytes((c, th, tw), 4, f"{what} at {th}x{tw}", max_bytes)  # before resizing to it
     if target is not None:
-        th, tw = int(target[0]), int(target[1])
-        if th <= 0 or tw <= 0:
-            raise InputError(f"size must be positive, got {target}")
         if img.size != (tw, th):
             from PIL import Image
 
             img = img.resize((tw, th), Image.BILINEAR)
     x = np.asarray(img, dtype=np.float32)
     if x.ndim == 2:
-        x = x[:, :, None]
+        x = x[:, :, None] if c == 1 else np.repeat(x[:, :, None], c, axis=2)
     x = _normalise(x, normalize or defaults.get("normalize", "0-1"), mean, std).astype(np.float32)
     if lay == "NCHW":
         x = x.transpose(2, 0, 1)

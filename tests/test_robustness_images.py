@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 import onnxact
-from onnxact import preprocess
+from onnxact import limits
 from tests.models.make_models import build
 from tests.test_robustness_models import refused as _refused
 
@@ -130,7 +130,7 @@ def test_header_claims_30000x30000_refused_before_decoding(unchanged: Path, monk
     p = unchanged / "bomb.png"
     p.write_bytes(png_claiming(30000, 30000))
     keep(p)
-    assert 30000 * 30000 > preprocess.MAX_PIXELS
+    assert 30000 * 30000 * 4 > limits.DEFAULT_MAX_IMAGE_BYTES
 
     def no_decoding(self, *a, **k):  # the pixel data must never be touched
         raise AssertionError("decoded a 30000x30000 image")

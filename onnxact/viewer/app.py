@@ -23,6 +23,7 @@ from fastapi import FastAPI, File, Query, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
 from ..errors import InputError
 from ..model import load
@@ -78,7 +79,7 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
         threading.Thread(target=state.scan_dead_filters, name="onnxact-dead-scan", daemon=True).start()
     cam_method = _cam_method(m)
 
-    install_guards(app, allowed_hosts)
+    install_guards(app, allowed_hosts, state.public)
 
     ImageId = PathParam(pattern=_ID_PATTERN, description="an image id from GET /api/images")
 
@@ -125,18 +126,16 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
     @app.post("/api/images", response_model=ImageModel, status_code=201, summary="Upload an image (max 10 MB)")
     async def upload_image(file: UploadFile = File(...)) -> Any:
         data = await file.read(state.max_upload + 1)
-        entry = state.add_upload(data, file.filename or "upload")
+        # validating decodes the whole image (seconds for a big one): in a worker thread, never
+        # on the event loop, which would stop every other request meanwhile
+        entry = await run_in_threadpool(state.add_upload, data, file.filename or "upload")
         return ImageModel(id=entry.id, name=entry.name, source=entry.source)
 
     @app.get("/api/images/{image_id}/image.png", responses=png, response_class=Response,
              summary="The image, re-encoded as PNG and shrunk to at most `size` pixels")
     def image_png(image_id: str = ImageId, size: int = Query(384, ge=16, le=1024)) -> Any:
-        from ..preprocess import load_image
-
         entry = state.image(image_id)
-        img = load_image(entry.path).convert("RGB")
-        img.thumbnail((size, size))
-        return Response(_png(np.asarray(img)), media_type="image/png", headers=_cache_headers())
+        return Response(_png(state.thumbnail(entry, size)), media_type="image/png", headers=_cache_headers())
 
     @app.get("/api/gallery/{name:path}", responses=png, response_class=Response,
              summary="A gallery image by its path relative to IMAGES_DIR, as PNG")
@@ -153,7 +152,10 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
         name = next(iter(outs), None)
         if name is None:
             return Predictions(image=image_id, output=None, probabilities=False, top=[])
-        v = np.asarray(outs[name])
+        v = np.asarray(outs[name]) if isinstance(outs[name], np.ndarray) else None
+        if v is None or not np.issubdtype(v.dtype, np.number):  # a sequence / map output (ZipMap), strings
+            return Predictions(image=image_id, output=name, probabilities=False, top=[],
+                               note=f"no classifier output: '{name}' is not a numeric tensor")
         if v.ndim == 0 or v.size == 0 or v.size != v.shape[0] * (v.size // max(v.shape[0], 1)):
             return Predictions(image=image_id, output=name, probabilities=False, top=[])
         scores = v.reshape(v.shape[0], -1)[0] if v.ndim > 1 else v.ravel()

@@ -56,6 +56,7 @@ class Predictions(BaseModel):
     output: str | None
     probabilities: bool
     top: list[Prediction]
+    note: str | None = None  # why there is no top list (e.g. the first output is not a numeric tensor)
 
 class LayerStats(BaseModel):
     image: str
