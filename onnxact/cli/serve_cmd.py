@@ -9,6 +9,7 @@ so ``onnxact --help`` lists ``serve`` even without the ``viewer`` extra.
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import sys
 import threading
@@ -28,6 +29,9 @@ def add_parser(sub, name: str, help: str) -> None:
     p.add_argument("images_dir", metavar="IMAGES_DIR", nargs="?", help="a folder of images for the gallery")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a host name (or address) the page is opened under, besides 127.0.0.1 and localhost; "
+                   "repeat for several. Requests naming any other host are refused (DNS rebinding)")
     p.add_argument("--labels", metavar="FILE", help="class names: one per line, or a JSON list (default: the model's)")
     p.add_argument("--open", action="store_true", help="open the page in a web browser")
     p.set_defaults(func=run)
@@ -63,11 +67,14 @@ def run(args: argparse.Namespace) -> int:
     host = args.host
     local = host in _LOCAL
     port = _free_port(host, args.port)
-    allowed = ["127.0.0.1", "localhost", "::1"] if local else None
+    # the Host check stays on whatever --host is: a wildcard bind answers only the names given
+    allowed = [*_LOCAL, *([] if host in ("0.0.0.0", "::") else [host]), *args.allowed_host]
     app = create_app(model, args.images_dir, args.labels, allowed_hosts=allowed)
     if not local:
         print(f"onnxact: warning: serving on {host}, not 127.0.0.1: anyone who can reach this address can "
-              "browse IMAGES_DIR and run the model; use --host 127.0.0.1 unless you mean it", file=sys.stderr)
+              "browse IMAGES_DIR and run the model; use --host 127.0.0.1 unless you mean it. Requests must name "
+              f"one of these hosts: {', '.join(dict.fromkeys(allowed))} (add others with --allowed-host NAME)",
+              file=sys.stderr)
     shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "::") else host)
     url = f"http://{shown}:{port}/"
     print(f"onnxact viewer for {model.name} at {url}  (Ctrl+C to stop)", flush=True)
@@ -75,8 +82,16 @@ def run(args: argparse.Namespace) -> int:
         import webbrowser
 
         threading.Timer(1.0, webbrowser.open, args=(url,)).start()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
-        app.state.viewer.close()
+        app.state.viewer.close()  # the upload folder goes on Ctrl-C and on SIGTERM alike
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM as Ctrl-C: uvicorn stops gracefully on it, then re-raises it here, and ``finally`` cleans up."""
+    raise KeyboardInterrupt
