@@ -156,6 +156,9 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
         if v is None or not np.issubdtype(v.dtype, np.number):  # a sequence / map output (ZipMap), strings
             return Predictions(image=image_id, output=name, probabilities=False, top=[],
                                note=f"no classifier output: '{name}' is not a numeric tensor")
+        if v.ndim > 1 and sum(d != 1 for d in v.shape[1:]) > 1:  # maps, boxes: not one score per class
+            return Predictions(image=image_id, output=name, probabilities=False, top=[],
+                               note=f"no classifier output: '{name}' has shape {list(v.shape)}, not [N, classes]")
         if v.ndim == 0 or v.size == 0 or v.size != v.shape[0] * (v.size // max(v.shape[0], 1)):
             return Predictions(image=image_id, output=name, probabilities=False, top=[])
         scores = v.reshape(v.shape[0], -1)[0] if v.ndim > 1 else v.ravel()
