@@ -93,5 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM as Ctrl-C: uvicorn stops gracefully on it, then re-raises it here, and ``finally`` cleans up."""
+    """SIGTERM as Ctrl-C. uvicorn catches SIGTERM, stops gracefully, then raises it again with the
+    handler it found: the default one would kill the process before ``finally`` removes the upload
+    folder; this one makes it a KeyboardInterrupt, which ``uvicorn.run`` ends quietly (exit 0)."""
     raise KeyboardInterrupt

@@ -74,7 +74,8 @@ def check_upload(data: bytes, max_upload: int) -> str:
     if not data:
         raise _http(422, "the uploaded file is empty")
     if len(data) > max_upload:
-        raise _http(413, f"the upload is over the {max_upload // (1024 * 1024)} MB limit")
+        limit = f"{max_upload // 2**20} MB" if max_upload >= 2**20 else f"{max_upload:,}-byte"
+        raise _http(413, f"the upload is over the {limit} limit")
     try:
         fmt = Image.open(io.BytesIO(data)).format
     except Image.DecompressionBombError:
