@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import signal
 import socket
 import tempfile
@@ -235,6 +236,7 @@ def test_hostile_16bit_png_in_the_gallery_costs_bounded_memory(tmp_path):
     onnx.save(tiny.conv_net(size=32), model)
     code = f"""
 import json
+import os
 from fastapi.testclient import TestClient
 from onnxact.viewer.app import create_app
 app = create_app({str(model)!r}, {str(d)!r}, scan_dead=False)
@@ -300,3 +302,65 @@ def test_serve_answers_as_json_traces_nothing(model_file, gallery):
         assert r.status_code == 403 and json.loads(r.text)["detail"].startswith("cross-site request refused")
         p.send_signal(signal.SIGTERM)
         assert p.wait(20) == 0
+
+
+# ------------------------------------------------------------------------- in a real browser
+CHROMIUM = os.environ.get("ONNXACT_CHROMIUM", "/usr/bin/chromium")
+ATTACK = """<!doctype html><script>
+const png = Uint8Array.from(atob("%s"), c => c.charCodeAt(0));
+const fd = new FormData();
+fd.append("file", new File([png], "evil.png", {type: "image/png"}));
+// a multipart POST is a "simple" request: no CORS preflight, the browser just sends it
+fetch("%s/api/images", {method: "POST", body: fd, mode: "no-cors"})
+  .then(() => { document.title = "sent"; }, () => { document.title = "failed"; });
+</script>"""
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no chromium at {CHROMIUM}")
+def test_in_chromium_another_site_cannot_upload_but_the_page_can(gallery, tmp_path):
+    import base64
+    import http.server
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    app = create_app(tiny.conv_net(), gallery, scan_dead=False)
+    state = app.state.viewer
+    try:
+        with live_server(app) as base:
+            page_html = (ATTACK % (base64.b64encode(png()).decode(), base)).encode()
+
+            class Evil(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):  # noqa: N802 - http.server's name
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.end_headers()
+                    self.wfile.write(page_html)
+
+                def log_message(self, *a):
+                    pass
+
+            evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Evil)
+            threading.Thread(target=evil.serve_forever, daemon=True).start()
+            try:
+                with sync_api.sync_playwright() as pw:
+                    browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+                    try:
+                        page = browser.new_page()
+                        page.goto(f"http://127.0.0.1:{evil.server_address[1]}/")
+                        page.wait_for_function("document.title !== ''")
+                        assert page.title() == "sent"  # the request did go out...
+                        assert state.uploads == {}  # ...and was refused (403): nothing kept
+                        own = browser.new_page()
+                        own.goto(base + "/")
+                        own.wait_for_selector("#upload", state="attached")
+                        p = tmp_path / "mine.png"
+                        p.write_bytes(png(seed=5))
+                        own.set_input_files("#upload", str(p))
+                        own.locator(".tag", has_text="upload").first.wait_for()  # the page's CSP forbids eval
+                        assert [e.name for e in state.uploads.values()] == ["mine.png"]
+                    finally:
+                        browser.close()
+            finally:
+                evil.shutdown()
+                evil.server_close()
+    finally:
+        state.close()
