@@ -167,19 +167,19 @@ def wide_to_uint8(img: Any) -> Any:
     from PIL import Image
 
     w, h = img.size
-    lo, hi = img.getextrema()
-    lo, hi = float(lo), float(hi)
-    if img.mode == "F":
-        lo = 0.0 if not np.isfinite(lo) else lo
-        hi = lo if not np.isfinite(hi) else hi
-        scale, add = 255.0 / ((hi - lo) or 1.0), 0.0
-    else:
-        lo, scale, add = 0.0, 255.0 / (65535.0 if hi > 255 else 255.0), 0.5
+    lo, hi = (float(v) for v in img.getextrema())
     out = np.empty((h, w), np.uint8)
-    rows = max(1, (1 << 20) // max(w, 1))  # about 1 M pixels (4 MB of float32) per strip
+    rows = max(1, (4 << 20) // max(w, 1))  # about 4 M pixels per strip
     for r in range(0, h, rows):
-        strip = np.asarray(img.crop((0, r, w, min(h, r + rows))), dtype=np.float32)
-        strip = (strip - np.float32(lo)) * np.float32(scale) + np.float32(add)
-        np.clip(np.nan_to_num(strip, nan=0.0, posinf=255.0, neginf=0.0), 0, 255, out=strip)
-        out[r:r + rows] = strip.astype(np.uint8)
+        a = np.asarray(img.crop((0, r, w, min(h, r + rows))))
+        if img.mode.startswith("I;16") and hi > 255:  # exact round(v * 255 / 65535), in integers
+            out[r:r + rows] = (a.astype(np.uint32) * 255 + 32767) // 65535
+        elif img.mode != "F":  # 8-bit data stored wide, or 32-bit integers: 0..255, clipped
+            out[r:r + rows] = np.clip(a, 0, 255) if hi <= 255 else np.clip(
+                (a.astype(np.float32) * np.float32(255 / 65535) + np.float32(0.5)), 0, 255)
+        else:  # floats: stretched from their minimum to their maximum
+            lo_f = lo if np.isfinite(lo) else 0.0
+            span = (hi - lo_f) if np.isfinite(hi) and hi > lo_f else 1.0
+            f = (a - np.float32(lo_f)) * np.float32(255.0 / span)
+            out[r:r + rows] = np.clip(np.nan_to_num(f, copy=False, nan=0.0, posinf=255.0, neginf=0.0), 0, 255)
     return Image.fromarray(out)
