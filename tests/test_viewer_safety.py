@@ -199,31 +199,43 @@ def test_upload_errors_carry_no_server_path(client):
 
 
 # ------------------------------------------------------------------------------- model outputs
-def zipmap_model() -> onnx.ModelProto:
-    """tiny.conv_net with its probabilities also as a ZipMap (a sequence of maps) first output."""
+def zipmap_model(keep_probs: bool = True) -> onnx.ModelProto:
+    """tiny.conv_net whose first output is a ZipMap (a sequence of maps) of its probabilities,
+    with the probabilities tensor kept as a second output or not."""
     m = tiny.conv_net()
     m.graph.node.append(helper.make_node("ZipMap", ["probs"], ["label_probs"], domain="ai.onnx.ml",
                                          classlabels_int64s=list(range(5))))
     seq = helper.make_sequence_type_proto(helper.make_map_type_proto(
         TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, [])))
     m.graph.output.insert(0, helper.make_value_info("label_probs", seq))
+    if not keep_probs:
+        del m.graph.output[1]
     m.opset_import.append(helper.make_opsetid("ai.onnx.ml", 1))
     onnx.checker.check_model(m)
     return m
 
 
 def test_sequence_of_maps_output_answers_predictions(gallery):
-    """200 with no classes and a note (not a 500): a ZipMap holds the scores, but as a list of dicts,
-    and the viewer shows classes only from a numeric [N, classes] tensor."""
-    app = create_app(zipmap_model(), gallery, scan_dead=False)
-    with TestClient(app) as c:
+    """A ZipMap output (a list of dicts) made /predictions a 500. Now 200: the classes come from a
+    numeric [N, classes] output when there is one, else an empty list with a note saying why."""
+    with_probs = create_app(zipmap_model(), gallery, scan_dead=False)
+    with TestClient(with_probs) as c:
         iid = ids(c)["a.png"]
         r = c.get(f"/api/images/{iid}/predictions")
         assert r.status_code == 200, r.text
-        assert r.json() == {"image": iid, "output": "label_probs", "probabilities": False, "top": [],
-                            "note": "no classifier output: 'label_probs' is not a numeric tensor"}
+        p = r.json()
+        assert p["output"] == "probs" and p["probabilities"] is True and len(p["top"]) == 5 and p["note"] is None
+        assert abs(sum(t["score"] for t in p["top"]) - 1) < 1e-5
+    with_probs.state.viewer.close()
+    only_map = create_app(zipmap_model(keep_probs=False), gallery, scan_dead=False)
+    with TestClient(only_map) as c:
+        iid = ids(c)["a.png"]
+        r = c.get(f"/api/images/{iid}/predictions")
+        assert r.status_code == 200, r.text
+        p = r.json()
+        assert p["output"] is None and p["top"] == [] and p["note"].startswith("no classifier head")
         assert c.get(f"/api/images/{iid}/layers/0/tiles/0.png").status_code == 200
-    app.state.viewer.close()
+    only_map.state.viewer.close()
 
 
 # ---------------------------------------------------------------------------- hostile gallery
@@ -270,7 +282,7 @@ def test_serve_listens_on_loopback_only_and_sigterm_removes_uploads(model_file, 
         folders = list(Path(tempfile.gettempdir()).glob("onnxact-uploads-*"))  # the fixture's private TMPDIR
         assert len(folders) == 1 and len(list(folders[0].iterdir())) == 1
         p.send_signal(signal.SIGTERM)
-        assert p.wait(20) == 0  # a graceful stop, as on Ctrl-C: the upload folder is removed on the way out
+        assert p.wait(20) == 143  # graceful stop, exit 128 + SIGTERM: the upload folder is removed on the way out
         assert "Traceback" not in p.stderr.read()
     assert not folders[0].exists()
 
@@ -289,7 +301,7 @@ def test_serve_on_all_interfaces_keeps_the_host_check(model_file):
             assert r.status_code == status, (host, r.status_code)
         assert r.headers["content-type"].startswith("application/json")
         p.send_signal(signal.SIGTERM)
-        assert p.wait(20) == 0
+        assert p.wait(20) == 143
         err = p.stderr.read()
         assert "warning" in err and "viewer.lan" in err and "--allowed-host" in err
 
@@ -301,7 +313,7 @@ def test_serve_answers_as_json_traces_nothing(model_file, gallery):
                        headers={"Origin": "http://evil.com"}, timeout=10)
         assert r.status_code == 403 and json.loads(r.text)["detail"].startswith("cross-site request refused")
         p.send_signal(signal.SIGTERM)
-        assert p.wait(20) == 0
+        assert p.wait(20) == 143
 
 
 # ------------------------------------------------------------------------- in a real browser

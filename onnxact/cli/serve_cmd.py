@@ -14,8 +14,12 @@ import socket
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError, missing_dependency
+from ..signals import Terminated
+from .common import add_normalize_options, normalization_of, normalize_kwargs, warn_if_guessed
+from .head_options import add_head_options, check_head_options
 
 _LOCAL = ("127.0.0.1", "localhost", "::1")
 
@@ -34,6 +38,8 @@ def add_parser(sub, name: str, help: str) -> None:
                    "repeat for several. Requests naming any other host are refused (DNS rebinding)")
     p.add_argument("--labels", metavar="FILE", help="class names: one per line, or a JSON list (default: the model's)")
     p.add_argument("--open", action="store_true", help="open the page in a web browser")
+    add_normalize_options(p)
+    add_head_options(p)
     p.set_defaults(func=run)
 
 
@@ -64,12 +70,15 @@ def run(args: argparse.Namespace) -> int:
     if args.images_dir is not None and not Path(args.images_dir).is_dir():
         raise InputError(f"images folder not found: {args.images_dir}; pass a folder of images")
     model = load(args.model)
+    norm = normalization_of(model, args)
+    check_head_options(args, model)
     host = args.host
     local = host in _LOCAL
     port = _free_port(host, args.port)
     # the Host check stays on whatever --host is: a wildcard bind answers only the names given
     allowed = [*_LOCAL, *([] if host in ("0.0.0.0", "::") else [host]), *args.allowed_host]
-    app = create_app(model, args.images_dir, args.labels, allowed_hosts=allowed)
+    app = create_app(model, args.images_dir, args.labels, allowed_hosts=allowed, preprocess=normalize_kwargs(args),
+                     cam_layer=args.cam_layer, class_output=args.class_output)
     if not local:
         print(f"onnxact: warning: serving on {host}, not 127.0.0.1: anyone who can reach this address can "
               "browse IMAGES_DIR and run the model; use --host 127.0.0.1 unless you mean it. Requests must name "
@@ -77,23 +86,37 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "::") else host)
     url = f"http://{shown}:{port}/"
+    warn_if_guessed(model, norm)
     print(f"onnxact viewer for {model.name} at {url}  (Ctrl+C to stop)", flush=True)
     if args.open:
         import webbrowser
 
         threading.Timer(1.0, webbrowser.open, args=(url,)).start()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
+    stopped: list[int] = []
+    previous = _note_sigterm(stopped)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         app.state.viewer.close()  # the upload folder goes on Ctrl-C and on SIGTERM alike
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    if stopped:  # uvicorn stopped gracefully and ended the re-raised signal quietly: exit 143 like the others
+        raise Terminated(f"received signal {stopped[0]}")
     return 0
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM as Ctrl-C. uvicorn catches SIGTERM, stops gracefully, then raises it again with the
-    handler it found: the default one would kill the process before ``finally`` removes the upload
-    folder; this one makes it a KeyboardInterrupt, which ``uvicorn.run`` ends quietly (exit 0)."""
-    raise KeyboardInterrupt
+def _note_sigterm(stopped: list[int]) -> Any:
+    """Record SIGTERM, then interrupt (see :mod:`onnxact.signals`); returns the handler it replaced.
+
+    uvicorn catches SIGTERM, stops gracefully, then raises it again under the handler it found:
+    a KeyboardInterrupt there, which ``uvicorn.run`` swallows, so the record is what tells
+    ``run`` to end as a SIGTERM'd command. In a non-main thread (tests) nothing is installed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        stopped.append(signum)
+        raise Terminated(f"received signal {signum}")
+
+    return signal.signal(signal.SIGTERM, handler)
