@@ -376,3 +376,11 @@ def test_in_chromium_another_site_cannot_upload_but_the_page_can(gallery, tmp_pa
                 evil.server_close()
     finally:
         state.close()
+
+
+def test_host_names_are_compared_without_port_case_or_brackets():
+    from onnxact.viewer.security import _host_name
+
+    assert _host_name("[::1]:8000") == "::1" and _host_name("[::1]") == "::1" and _host_name("::1") == "::1"
+    assert _host_name("Viewer.LAN:8000") == "viewer.lan" and _host_name("viewer.lan") == "viewer.lan"
+    assert _host_name("evil.example:80:81") == "evil.example:80:81"  # not a name we would accept
