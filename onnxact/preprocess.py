@@ -18,7 +18,7 @@ import numpy as np
 from .errors import InputError
 from .normalization import choose_normalization
 
-__all__ = ["preprocess_image", "load_image", "NORMALISATIONS"]
+__all__ = ["preprocess_image", "load_image", "upright", "NORMALISATIONS"]
 
 NORMALISATIONS = ("0-1", "none", "-1-1", "imagenet", "caffe")
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -60,6 +60,7 @@ def load_image(image: Any, *, max_bytes: int | str | None = None) -> Any:
             img = Image.open(src)
             check_decoded_size(img, label, max_bytes)  # from the header, before decoding
             img.load()
+            img = upright(img)
         except InputError:
             raise
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
@@ -77,6 +78,22 @@ def load_image(image: Any, *, max_bytes: int | str | None = None) -> Any:
     elif mode not in ("RGB", "L", "RGBA"):
         img = img.convert("RGBA" if ("A" in mode or "transparency" in img.info) else "RGB")
     return img
+
+
+def upright(img: Any) -> Any:
+    """The image turned as its EXIF orientation says (a portrait phone photo stays portrait).
+
+    Checked first, so that the common case (no tag, or orientation 1) costs no copy.
+    """
+    try:
+        turned = img.getexif().get(0x0112, 1) not in (1, None)
+    except (OSError, ValueError, SyntaxError):  # a malformed EXIF block: show the pixels as stored
+        return img
+    if not turned:
+        return img
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(img)
 
 
 def _to_rgb_or_grey(img: Any, channels: int) -> Any:
