@@ -192,9 +192,9 @@ def iter_batches(
 
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
-    size, max_bytes = preprocess_kw.get("size"), preprocess_kw.get("max_bytes")
-    check_model_input(model, size, max_bytes)
-    batch_size = samples_per_batch(model, batch_size, size, max_bytes)
+    size, max_bytes, name = (preprocess_kw.get(k) for k in ("size", "max_bytes", "input_name"))
+    check_model_input(model, size, max_bytes, name)
+    batch_size = samples_per_batch(model, batch_size, size, max_bytes, name)
     threads = threads or min(4, os.cpu_count() or 1)
     chunks: list[list[Item]] = []
     cur: list[Item] = []

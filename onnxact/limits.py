@@ -104,15 +104,16 @@ def check_input_bytes(shape: Sequence[int], itemsize: int, what: str, max_bytes:
         )
 
 
-def _image_input(model: Any) -> Any:
+def _image_input(model: Any, input_name: str | None = None) -> Any:
     inputs = list(getattr(model, "inputs", None) or [])
-    four = [i for i in inputs if len(i.shape or ()) == 4]
+    four = [i for i in inputs if len(i.shape or ()) == 4 and (input_name is None or i.name == input_name)]
     return four[0] if four else None
 
 
-def _per_sample(model: Any, size: Sequence[int] | None) -> tuple[list[int], Any] | None:
+def _per_sample(model: Any, size: Sequence[int] | None, input_name: str | None = None
+                ) -> tuple[list[int], Any] | None:
     """(one sample's dims, input info) of the model's image input when they are all known, else None."""
-    info = _image_input(model)
+    info = _image_input(model, input_name)
     if info is None:
         return None
     dims = list(info.shape[1:])
@@ -125,13 +126,14 @@ def _per_sample(model: Any, size: Sequence[int] | None) -> tuple[list[int], Any]
     return dims, info
 
 
-def check_model_input(model: Any, size: Sequence[int] | None = None, max_bytes: int | str | None = None) -> None:
+def check_model_input(model: Any, size: Sequence[int] | None = None, max_bytes: int | str | None = None,
+                      input_name: str | None = None) -> None:
     """Refuse a model whose image input (at ``size`` when given) is over the bound for one sample.
 
     Called before any image is decoded, so ``check`` stops with one line (exit 2) instead of
     building a 1.7 GB tensor from every 16 x 16 photo.
     """
-    found = _per_sample(model, size)
+    found = _per_sample(model, size, input_name)
     if found is None:
         return
     dims, info = found
@@ -139,9 +141,9 @@ def check_model_input(model: Any, size: Sequence[int] | None = None, max_bytes: 
 
 
 def samples_per_batch(model: Any, batch_size: int, size: Sequence[int] | None = None,
-                      max_bytes: int | str | None = None) -> int:
+                      max_bytes: int | str | None = None, input_name: str | None = None) -> int:
     """``batch_size`` lowered so that one batch of the model's image input stays within the bound."""
-    found = _per_sample(model, size)
+    found = _per_sample(model, size, input_name)
     if found is None:
         return batch_size
     one = 4 * int(np.prod(found[0], dtype=object))
