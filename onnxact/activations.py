@@ -96,6 +96,7 @@ class Activations(dict):
     model_sha256: str | None
     class_names: list[str] | None
     inputs: dict[str, np.ndarray]
+    geometry: list[Any] | None  # per sample: how the image was fitted (onnxact.sizing.Geometry)
 
     def __init__(
         self,
@@ -106,6 +107,7 @@ class Activations(dict):
         model_sha256: str | None = None,
         class_names: list[str] | None = None,
         inputs: Mapping[str, np.ndarray] | None = None,
+        geometry: list[Any] | None = None,
     ) -> None:
         super().__init__(data or {})
         self.layers = dict(layers or {})
@@ -113,6 +115,7 @@ class Activations(dict):
         self.model_sha256 = model_sha256
         self.class_names = list(class_names) if class_names else None
         self.inputs = dict(inputs or {})
+        self.geometry = list(geometry) if geometry else None
 
     def info(self, key: str) -> LayerInfo | None:
         """The LayerInfo of ``key`` when known."""

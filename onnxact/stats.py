@@ -33,6 +33,7 @@ import numpy as np
 from .activations import LayerInfo
 from .errors import InputError, ModelError
 from .model import Model, load
+from .run import quiet_run_options, run_failure
 from .stats_graph import StatOutputs, add_channel_stats
 
 __all__ = [
@@ -226,10 +227,9 @@ class StatsRunner:
 
     def _run_session(self, x: np.ndarray) -> dict[str, np.ndarray]:
         try:
-            return dict(zip(self._fetch, self.session.run(self._fetch, {self.input_name: x})))
+            return dict(zip(self._fetch, self.session.run(self._fetch, {self.input_name: x}, quiet_run_options())))
         except Exception as e:  # noqa: BLE001 - onnxruntime's errors: input values that don't fit
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise InputError(f"onnxruntime failed to run {self.model.name} on the images: {msg[:300]}") from None
+            raise InputError(run_failure(self.model, {self.input_name: x}, e)) from None
 
     def run(self, x: np.ndarray) -> ChannelStats:
         if self.fixed_batch and x.shape[0] != self.fixed_batch:
@@ -587,6 +587,35 @@ def _write(path: Any, text: str) -> None:
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
 
 
+def scan_preprocess(model: Model, images: Any, preprocess_kw: Mapping[str, Any]) -> dict[str, Any]:
+    """``preprocess_kw`` with one ``size`` for the whole scan, so every batch has one shape
+    whatever the photo sizes in the folder (a model with dynamic height/width would otherwise
+    get each photo at its own size). Resolved from the first readable image (see
+    :func:`onnxact.sizing.resolve_size`); a fixed-size model or a scan of arrays is left as is."""
+    from .images import ArrayRef, expand_sources
+    from .preprocess import load_image
+    from .sizing import image_input, resolve_size
+
+    kw = dict(preprocess_kw)
+    inp = image_input(model)
+    if inp is None:
+        return kw
+    if kw.get("size") is not None:
+        kw["size"] = resolve_size(model, None, kw["size"])  # checked once, before any image
+        return kw
+    first = None
+    for item in expand_sources(images)[:16]:
+        if isinstance(item, ArrayRef):
+            return kw
+        try:
+            first = load_image(item)
+            break
+        except InputError:
+            continue
+    kw["size"] = resolve_size(model, None if first is None else (first.size[1], first.size[0]))
+    return kw
+
+
 def find_dead_filters(
     model: Any,
     images: Any,
@@ -619,6 +648,7 @@ def find_dead_filters(
     if not layers:
         raise ModelError(f"{m.name} has no capturable conv/pool layers to check; pass layer_names= or op_types=")
     thr = eps if threshold is None else threshold
+    preprocess_kw = scan_preprocess(m, images, preprocess_kw)
     if engine == "local":
         stats = scan(m, images, layers=layers, threshold=thr, batch_size=batch_size, strict=strict,
                      show_progress=show_progress, count_above=threshold is not None, **preprocess_kw)

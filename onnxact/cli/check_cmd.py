@@ -12,7 +12,7 @@ import os
 import sys
 
 from ..errors import InputError
-from .common import add_provider_option
+from .common import add_provider_option, add_size_options, preprocess_kwargs
 
 DESCRIPTION = """Scan a dataset for dead, dormant and constant filters and fail the build when any are found.
 
@@ -44,6 +44,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
     p.add_argument("--op-types", nargs="+", metavar="OP", help="check only layers of these op types")
     p.add_argument("--normalize", choices=["0-1", "none", "-1-1", "imagenet", "caffe"],
                    help="image normalisation (default: the model's metadata, else 0-1)")
+    add_size_options(p)
     add_provider_option(p)
     p.add_argument("--engine", choices=["local", "ray"], default="local", help="local (default) or a Ray cluster")
     p.add_argument("--address", help="Ray cluster address, e.g. ray://HOST:10001 or auto (with --engine ray; "
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.engine == "local" and (args.address or args.workers):
         raise InputError("--address and --workers need --engine ray")
     allow = load_allow_list(args.allow) if args.allow else set()
-    kw = {"normalize": args.normalize} if args.normalize else {}
+    kw = preprocess_kwargs(args)
     report = find_dead_filters(
         args.model, args.images, eps=args.eps, tau=args.tau, layer_names=args.layers, op_types=args.op_types,
         batch_size=args.batch_size, strict=args.strict, engine=args.engine, address=args.address,

@@ -7,7 +7,8 @@ from typing import Any
 
 from ..preprocess import NORMALISATIONS
 
-__all__ = ["add_capture_options", "add_preprocess_options", "capture_kwargs", "preprocess_kwargs", "add_provider_option"]
+__all__ = ["add_capture_options", "add_preprocess_options", "capture_kwargs", "preprocess_kwargs", "add_provider_option",
+           "add_size_options"]
 
 
 def add_capture_options(p: argparse.ArgumentParser) -> None:
@@ -37,13 +38,34 @@ def add_preprocess_options(p: argparse.ArgumentParser) -> None:
                    help="pixel scaling (default: the model's metadata, else 0-1)")
     g.add_argument("--mean", type=float, nargs="+", default=None, help="per-channel mean on 0-1 scaled pixels")
     g.add_argument("--std", type=float, nargs="+", default=None, help="per-channel std on 0-1 scaled pixels")
-    g.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="resize images to H W (needed only for models with dynamic spatial size)")
+    add_size_options(g)
+
+
+def _side(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive whole number of pixels (--size H W, e.g. --size 640 640)")
+    return v
+
+
+def add_size_options(p: Any) -> None:
+    """--size H W and --resize stretch|letterbox|crop (see onnxact.sizing)."""
+    from ..sizing import DEFAULT_LONG_SIDE, RESIZE_MODES
+
+    p.add_argument("--size", type=_side, nargs=2, metavar=("H", "W"), default=None,
+                   help="feed images at H x W pixels (default: the model's fixed size, else its metadata, else the "
+                        f"image's aspect with the long side at most {DEFAULT_LONG_SIDE}, rounded to the network's stride)")
+    p.add_argument("--resize", choices=RESIZE_MODES, default=None,
+                   help="how an image is fitted: stretch (default for fixed-size models), letterbox (aspect kept, "
+                        "grey padding; default for dynamic models) or crop (aspect kept, centre crop)")
 
 
 def preprocess_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for k in ("normalize", "mean", "std"):
+    for k in ("normalize", "mean", "std", "resize"):
         v = getattr(args, k, None)
         if v is not None:
             out[k] = v

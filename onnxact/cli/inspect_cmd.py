@@ -82,6 +82,15 @@ def _display_input(acts: Any, sample: int, fallback: Path) -> Any:
     return str(fallback)
 
 
+def _original(image: Path) -> Any:
+    """The image as preprocessing read it (same decoder, same orientation), at most 1024 px a side."""
+    from ..preprocess import load_image
+
+    img = load_image(image).convert("RGB")
+    img.thumbnail((1024, 1024))
+    return img
+
+
 def _table(rows: list[list[str]], headers: list[str]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) if i < 3 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths)))
@@ -105,11 +114,15 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
     one = Activations({k: np.asarray(v)[sample:sample + 1] for k, v in acts.items()}, acts.layers,
                       outputs={k: np.asarray(v)[sample:sample + 1] for k, v in acts.outputs.items()},
                       model_sha256=acts.model_sha256, class_names=class_names,
-                      inputs={k: np.asarray(v)[sample:sample + 1] for k, v in acts.inputs.items()})
+                      inputs={k: np.asarray(v)[sample:sample + 1] for k, v in acts.inputs.items()},
+                      geometry=acts.geometry[sample:sample + 1] if acts.geometry else None)
     save_activations(one, out)
     from PIL import Image
 
-    shown = _display_input(acts, sample, image)
+    geometry = one.geometry[0] if one.geometry else None
+    # the original picture when the geometry of its fit is known (maps are put back onto it),
+    # else what the model saw
+    shown = _original(image) if geometry is not None else _display_input(acts, sample, image)
 
     base = load_display_image(shown)
     if max(base.shape[:2]) < 256:  # small model inputs (64x64): draw overlays big enough to read
@@ -156,7 +169,9 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
             if res.class_name is None and class_names and res.class_index is not None \
                     and res.class_index < len(class_names):
                 res.class_name = class_names[res.class_index]
-            save_png(res.overlay(base, alpha=0.4), out / "cam.png")
+            from ..render import overlay
+
+            save_png(np.asarray(overlay(base, res.map, alpha=0.4, geometry=geometry)), out / "cam.png")
             cam_entry = (Path("cam.png"), res.title)
     page = write_report(out, stats, title=f"onnxact: {Path(str(getattr(model, 'path', '') or 'model')).name}",
                         subtitle=f"input {image.name} | {len(stats)} layers", grids=grids, heatmaps=heats,

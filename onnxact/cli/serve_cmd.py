@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from ..errors import InputError, missing_dependency
+from .common import add_size_options, preprocess_kwargs
 
 _LOCAL = ("127.0.0.1", "localhost", "::1")
 
@@ -30,6 +31,7 @@ def add_parser(sub, name: str, help: str) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--labels", metavar="FILE", help="class names: one per line, or a JSON list (default: the model's)")
     p.add_argument("--open", action="store_true", help="open the page in a web browser")
+    add_size_options(p)
     p.set_defaults(func=run)
 
 
@@ -60,11 +62,16 @@ def run(args: argparse.Namespace) -> int:
     if args.images_dir is not None and not Path(args.images_dir).is_dir():
         raise InputError(f"images folder not found: {args.images_dir}; pass a folder of images")
     model = load(args.model)
+    preprocess = preprocess_kwargs(args)
+    if preprocess.get("size"):
+        from ..sizing import resolve_size
+
+        resolve_size(model, None, preprocess["size"])  # a size the model's fixed input rejects: exit 2 now
     host = args.host
     local = host in _LOCAL
     port = _free_port(host, args.port)
     allowed = ["127.0.0.1", "localhost", "::1"] if local else None
-    app = create_app(model, args.images_dir, args.labels, allowed_hosts=allowed)
+    app = create_app(model, args.images_dir, args.labels, allowed_hosts=allowed, preprocess=preprocess)
     if not local:
         print(f"onnxact: warning: serving on {host}, not 127.0.0.1: anyone who can reach this address can "
               "browse IMAGES_DIR and run the model; use --host 127.0.0.1 unless you mean it", file=sys.stderr)

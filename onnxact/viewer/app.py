@@ -49,13 +49,15 @@ _STATIC = Path(__file__).parent / "static"
 
 def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, labels: Any = None, *,
                allowed_hosts: list[str] | None = None, cache_entries: int = 16, cache_bytes: int = 1 << 30,
-               max_upload: int = MAX_UPLOAD_BYTES, scan_dead: bool = True) -> Any:
+               max_upload: int = MAX_UPLOAD_BYTES, scan_dead: bool = True,
+               preprocess: dict[str, Any] | None = None) -> Any:
     """The FastAPI app for ``model`` (path, bytes, proto or Model), gallery ``images_dir`` and ``labels``.
 
     ``labels``: a list of class names or a file (one name a line, or a JSON list); default the
     model's own class names. ``allowed_hosts`` turns on Host-header checking (DNS rebinding).
     ``scan_dead``: count dead filters over the gallery (``onnxact.stats``) in a background thread;
     until it is done (or without it) the counts cover the images viewed so far.
+    ``preprocess``: keyword arguments for ``preprocess_image`` (``size``, ``resize``, ``normalize``).
     """
     m = load(model)
     root: Path | None = None
@@ -63,7 +65,8 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
         root = Path(images_dir).expanduser()
         if not root.is_dir():
             raise InputError(f"images folder not found: {root}; pass a folder of images")
-    state = ViewerState(m, root, _read_labels(labels) or m.class_names, cache_entries, cache_bytes, max_upload)
+    state = ViewerState(m, root, _read_labels(labels) or m.class_names, cache_entries, cache_bytes, max_upload,
+                        preprocess=preprocess)
 
     errors: dict[int | str, dict[str, Any]] = {
         code: {"model": Error} for code in (400, 404, 413, 415, 422)

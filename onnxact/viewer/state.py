@@ -51,7 +51,8 @@ class ViewerState:
     """Everything the app holds: the model, the image index, uploads and the capture cache."""
 
     def __init__(self, model: Model, images_dir: Path | None, labels: list[str] | None,
-                 cache_entries: int = 16, cache_bytes: int = 1 << 30, max_upload: int = MAX_UPLOAD_BYTES) -> None:
+                 cache_entries: int = 16, cache_bytes: int = 1 << 30, max_upload: int = MAX_UPLOAD_BYTES,
+                 preprocess: dict[str, Any] | None = None) -> None:
         self.model = model
         self.root = images_dir.resolve() if images_dir is not None else None
         self.labels = labels
@@ -65,7 +66,9 @@ class ViewerState:
         self._capture_locks: dict[str, threading.Lock] = {}
         self.channel_max: dict[int, np.ndarray] = {}  # running max per channel over images seen
         self.seen: set[str] = set()
-        self.size = self._input_size()
+        # size / resize / normalize for every capture; without a size each image gets the size
+        # onnxact.sizing resolves for it (and the dead-filter scan one size for all)
+        self.preprocess: dict[str, Any] = dict(preprocess or {})
         self.dataset_dead: dict[str, int] | None = None  # {layer name: dead count} from onnxact.stats
         self.dataset_images = 0
 
@@ -77,8 +80,7 @@ class ViewerState:
             paths = [str(e.path) for e in self.scan()[:limit]]
             if not paths:
                 return
-            kw: dict[str, Any] = {"size": self.size} if self.size else {}
-            report = find_dead_filters(self.model, paths, show_progress=False, **kw)
+            report = find_dead_filters(self.model, paths, show_progress=False, **self.preprocess)
             counts: dict[str, int] = {}
             for name, _ in report.dead:
                 counts[name] = counts.get(name, 0) + 1
@@ -94,15 +96,6 @@ class ViewerState:
         self._tmp.cleanup()
 
     # -- images -----------------------------------------------------------------------------
-    def _input_size(self) -> tuple[int, int] | None:
-        """The size to resize images to when the model's spatial dims are dynamic (224 x 224)."""
-        imgs = [i for i in self.model.inputs if len(i.shape) == 4]
-        if not imgs:
-            return None
-        i = imgs[0]
-        hw = (i.shape[1], i.shape[2]) if i.layout == "NHWC" else (i.shape[2], i.shape[3])
-        return None if all(isinstance(d, int) and d > 0 for d in hw) else (224, 224)
-
     def scan(self) -> list[ImageEntry]:
         """Index the image files under IMAGES_DIR (symlinks that leave it are skipped)."""
         if self.root is None:
@@ -194,13 +187,21 @@ class ViewerState:
             return c
 
     def _compute(self, entry: ImageEntry) -> Capture:
-        from ..capture import get_activations
-        from ..preprocess import load_image, preprocess_image
+        from PIL import Image
 
-        kw: dict[str, Any] = {"size": self.size} if self.size else {}
-        x = preprocess_image(entry.path, self.model, **kw)
-        acts = get_activations(self.model, x, output_format="numbered")
-        img = load_image(entry.path).convert("RGB")
+        from ..capture import get_activations
+        from ..preprocess import load_image
+
+        acts = get_activations(self.model, str(entry.path), output_format="numbered", **self.preprocess)
+        g = acts.geometry[0] if acts.geometry else None
+        if g is not None and g.mode != "stretch":
+            # letterboxed or cropped: show what the model saw, so tiles laid over it line up
+            from ..render import load_display_image
+
+            seen = load_display_image(next(iter(acts.inputs.values())), 0)
+            img = Image.fromarray(np.rint(seen * 255).astype(np.uint8))
+        else:
+            img = load_image(entry.path).convert("RGB")
         img.thumbnail((384, 384))
         display = np.asarray(img, dtype=np.uint8)
         nbytes = acts.nbytes + sum(np.asarray(v).nbytes for v in acts.outputs.values()) + display.nbytes
