@@ -282,12 +282,13 @@ def _round_up(v: float, step: int) -> int:
 
 
 def resolve_size(model: Any, image_size: tuple[int, int] | None, size: Any = None,
-                 input_info: Any = None) -> tuple[int, int] | None:
+                 input_info: Any = None, upscale: bool = False) -> tuple[int, int] | None:
     """The (height, width) to feed an image of ``image_size`` (h, w) at; None = its own size.
 
     See the module docstring for the order. ``image_size`` may be None (a scan that has not read
     an image yet): the free sides are then a square of the default long side. ``input_info``
-    picks another input than the first image input.
+    picks another input than the first image input. ``upscale``: a small image is scaled up to
+    the default long side too (a scan's one size must not follow a thumbnail that comes first).
     """
     inp = input_info or image_input(model)
     fh, fw = _fixed_hw(inp)
@@ -322,18 +323,20 @@ def resolve_size(model: Any, image_size: tuple[int, int] | None, size: Any = Non
     if fw:
         cap = max(DEFAULT_LONG_SIDE, fw)
         return min(_round_up(ih * fw / iw, sy), _round_up(cap, sy)), fw
-    f = min(1.0, DEFAULT_LONG_SIDE / max(ih, iw))
+    f = DEFAULT_LONG_SIDE / max(ih, iw)
+    f = f if upscale else min(1.0, f)
     return _round_up(ih * f, sy), _round_up(iw * f, sx)
 
 
 def scan_size(model: Any, first_image: Any, size: Any = None) -> tuple[int, int] | None:
-    """One size for a whole scan (every batch of ``check``): resolved from its first image
-    (a PIL image, or None: a square of the default long side)."""
+    """One size for a whole scan (every batch of ``check``): the first image's aspect, the long
+    side at the default (up or down), free sides rounded to the stride; fixed sides kept.
+    ``first_image`` is a PIL image, or None (a square of the default long side)."""
     hw = None
     if first_image is not None:
         w, h = first_image.size
         hw = (h, w)
-    return resolve_size(model, hw, size)
+    return resolve_size(model, hw, size, upscale=True)
 
 
 # -- fitting and mapping back --------------------------------------------------------------------------

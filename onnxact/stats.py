@@ -591,10 +591,10 @@ def scan_preprocess(model: Model, images: Any, preprocess_kw: Mapping[str, Any])
     """``preprocess_kw`` with one ``size`` for the whole scan, so every batch has one shape
     whatever the photo sizes in the folder (a model with dynamic height/width would otherwise
     get each photo at its own size). Resolved from the first readable image (see
-    :func:`onnxact.sizing.resolve_size`); a fixed-size model or a scan of arrays is left as is."""
+    :func:`onnxact.sizing.scan_size`); a fixed-size model or a scan of arrays is left as is."""
     from .images import ArrayRef, expand_sources
     from .preprocess import load_image
-    from .sizing import image_input, resolve_size
+    from .sizing import image_input, resolve_size, scan_size
 
     kw = dict(preprocess_kw)
     inp = image_input(model)
@@ -612,7 +612,7 @@ def scan_preprocess(model: Model, images: Any, preprocess_kw: Mapping[str, Any])
             break
         except InputError:
             continue
-    kw["size"] = resolve_size(model, None if first is None else (first.size[1], first.size[0]))
+    kw["size"] = scan_size(model, first)
     return kw
 
 
