@@ -132,10 +132,12 @@ def quiet_run_options() -> Any:
 
 
 _ORT_NOISE = (
-    re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*"),
-    re.compile(r"Non-zero status code returned while running "),
-    re.compile(r"(?:/\S+)?/[\w.-]+\.(?:h|cc|cpp):\d+\s+"),  # source file and line
-    re.compile(r"(?:[\w:<>*&, ]+ )?onnxruntime::[\w:<>]+\([^)]*\)(?: const)?\s*"),  # C++ signature
+    (re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*"), ""),
+    (re.compile(r"Non-zero status code returned while running "), ""),
+    (re.compile(r"(\w+) node\. Name:\s*'([^']*)'\s*(?:Status Message:\s*)?"), r"\1 node '\2': "),
+    (re.compile(r"(?:\S*/)?[\w.-]+\.(?:h|cc|cpp):\d+\s+(?:[A-Z][a-z]+[A-Z]\w*\s+)?"), ""),  # source file, function
+    (re.compile(r"(?:\b[\w<>*&]+ )?onnxruntime::[\w:<>]+\([^)]*\)(?: const)?\s*"), ""),  # C++ signature
+    (re.compile(r"Status Message:\s*"), ""),
 )
 
 
@@ -154,9 +156,8 @@ def run_failure(model: Model, feeds: Mapping[str, np.ndarray], error: BaseExcept
     from .sizing import image_input, network_stride
 
     msg = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    for pat in _ORT_NOISE:
-        msg = pat.sub("", msg)
-    msg = msg.replace("Status Message: ", "")
+    for pat, repl in _ORT_NOISE:
+        msg = pat.sub(repl, msg)
     fed = ", ".join(f"{k} {'x'.join(str(d) for d in np.shape(v))}" for k, v in feeds.items())
     out = f"onnxruntime failed to run {model.name} on {fed}: {_shorten(msg)}"
     inp = image_input(model)
