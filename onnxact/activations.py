@@ -175,6 +175,8 @@ def save_activations(
         "format_version": FORMAT_VERSION,
         "model_sha256": getattr(acts, "model_sha256", None),
         "class_names": getattr(acts, "class_names", None),
+        # how each image was fitted (size, letterbox padding, crop): maps can be put back on the photo
+        "geometry": [g.to_json() for g in getattr(acts, "geometry", None) or []] or None,
         "npz": npz_path.name,
         "layers": entries,
     }
@@ -183,6 +185,20 @@ def save_activations(
     except OSError as e:
         raise OutputError(f"cannot write manifest to {d}: {e.strerror or e}") from None
     return npz_path
+
+
+def _geometry_of(entries: Any) -> list[Any] | None:
+    """Geometry records of a manifest; None when absent or not well formed (older manifests)."""
+    from .sizing import Geometry
+
+    if not isinstance(entries, list):
+        return None
+    try:
+        return [Geometry(str(e["mode"]), tuple(e["image_size"]), tuple(e["input_size"]),  # type: ignore[arg-type]
+                         tuple(float(v) for v in e["content"]), tuple(float(v) for v in e["source"]))  # type: ignore[arg-type]
+                for e in entries]
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def load_activations(path: str | os.PathLike[str]) -> Activations:
@@ -212,5 +228,6 @@ def load_activations(path: str | os.PathLike[str]) -> Activations:
         raise InputError(f"cannot read {npz_path}: {e}") from None
     layers = {e["key"]: LayerInfo.from_json(e["info"]) for e in manifest["layers"] if e.get("info")}
     return Activations(
-        data, layers, model_sha256=manifest.get("model_sha256"), class_names=manifest.get("class_names")
+        data, layers, model_sha256=manifest.get("model_sha256"), class_names=manifest.get("class_names"),
+        geometry=_geometry_of(manifest.get("geometry"))
     )

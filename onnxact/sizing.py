@@ -373,7 +373,7 @@ def fit_image(img: Any, input_size: tuple[int, int], mode: str) -> tuple[Any, Ge
         return img.resize((tw, th), Image.BILINEAR, box=(left, top, left + w, top + h)), g
     top, left, nh, nw = (int(v) for v in g.content)
     inner = img if img.size == (nw, nh) else img.resize((nw, nh), Image.BILINEAR)
-    fill: Any = PAD_VALUE if img.mode in ("L", "I", "F") else (PAD_VALUE,) * len(img.getbands())
+    fill: Any = PAD_VALUE if img.mode in ("L", "I", "F") else (PAD_VALUE,) * 3 + (255,) * (len(img.getbands()) - 3)
     canvas = Image.new(img.mode, (tw, th), fill)
     canvas.paste(inner, (left, top))
     return canvas, g

@@ -195,9 +195,9 @@ def test_yolo_detector_at_600x400_with_and_without_metadata(yolo_detector, yolo_
 
 def test_partly_fixed_recogniser_follows_the_photo_aspect(recogniser, photos):
     """[1, 1, 64, W] on a 600x400 photo: height kept at 64, width 96 (= 600 * 64 / 400, stride 4)."""
-    from tests.models.torch_nets import hook_outputs
-
     import torch
+
+    from tests.models.torch_nets import hook_outputs
 
     acts = onnxact.get_activations(recogniser, photos["landscape"])
     x = acts.inputs["x"]
@@ -328,6 +328,9 @@ def test_bad_size_one_line_exit_2_nothing_written(args, photos, tmp_path, capsys
     js = tmp_path / "r.json"
     assert main(["check", model, str(photos["landscape"]), "--json", str(js), *args]) == 2
     assert capsys.readouterr().err.count("\n") == 1 and not js.exists()
+    assert main(["serve", model, "--port", "0", *args]) == 2  # refused before serving
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--size" in err
 
 
 def test_run_failure_names_the_size_and_suggests_size_without_ort_log_lines(yolo_without_metadata, photos,
@@ -369,3 +372,11 @@ def test_check_scans_a_folder_of_mixed_photos_on_dynamic_models(ocr, yolo_withou
     w, h = Image.open(first).size
     assert kw["size"] == sizing.resolve_size(onnxact.load(yolo_without_metadata), (h, w), upscale=True)
     assert max(kw["size"]) == 640
+
+
+def test_geometry_is_saved_with_the_activations(yolo_detector, photos, tmp_path):
+    acts = onnxact.get_activations(yolo_detector, photos["portrait"], resize="crop")
+    onnxact.save_activations(acts, tmp_path)
+    back = onnxact.load_activations(tmp_path)
+    assert back.geometry == acts.geometry and back.geometry[0].mode == "crop"
+    assert back.geometry[0].image_size == (640, 427)

@@ -82,6 +82,15 @@ def _display_input(acts: Any, sample: int, fallback: Path) -> Any:
     return str(fallback)
 
 
+def _fed(geometry: Any) -> str:
+    """`` (600x400 px) fed as --size 416 608 (letterbox)``: what the model saw, in --size's order."""
+    if geometry is None:
+        return ""
+    (h, w), (ih, iw) = geometry.input_size, geometry.image_size
+    how = "as is" if (h, w) == (ih, iw) else geometry.mode
+    return f" ({iw}x{ih} px) fed as --size {h} {w} ({how})"
+
+
 def _original(image: Path) -> Any:
     """The image as preprocessing read it (same decoder, same orientation), at most 1024 px a side."""
     from ..preprocess import load_image
@@ -174,7 +183,7 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
             save_png(np.asarray(overlay(base, res.map, alpha=0.4, geometry=geometry)), out / "cam.png")
             cam_entry = (Path("cam.png"), res.title)
     page = write_report(out, stats, title=f"onnxact: {Path(str(getattr(model, 'path', '') or 'model')).name}",
-                        subtitle=f"input {image.name} | {len(stats)} layers", grids=grids, heatmaps=heats,
+                        subtitle=f"input {image.name}{_fed(geometry)} | {len(stats)} layers", grids=grids, heatmaps=heats,
                         inputs=[Path("input.png")], cam=cam_entry, predictions=preds, notes=notes,
                         embed=args.embed)
     return page, stats, preds
@@ -222,7 +231,10 @@ def run(args: argparse.Namespace) -> int:
         if preds:
             top = ", ".join(f"{name or i} {100 * p:.1f}%" for i, name, p in preds)
             print(f"{image.name}: {top}")
+    geometry = acts.geometry[0] if acts.geometry else None
     print(f"{len(stats)} layers captured in {t_capture:.2f}s, everything written in {t_total:.2f}s")
+    if geometry is not None:
+        print(f"input{_fed(geometry)}" + (" (all images at this size)" if n > 1 else ""))
     print(f"report: {out / 'index.html'}")
     sys.stdout.flush()
     return 0
