@@ -189,15 +189,32 @@ def save_activations(
 
 
 def _geometry_of(entries: Any) -> list[Any] | None:
-    """Geometry records of a manifest; None when absent or not well formed (older manifests)."""
-    from .sizing import Geometry
+    """Geometry records of a manifest (untrusted); None when absent or not well formed."""
+    from .sizing import RESIZE_MODES, Geometry
+
+    def ints(v: Any) -> tuple[int, int]:
+        if not (isinstance(v, list) and len(v) == 2 and all(type(i) is int and i > 0 for i in v)):
+            raise ValueError(v)
+        return int(v[0]), int(v[1])
+
+    def box(v: Any) -> tuple[float, float, float, float]:
+        if not (isinstance(v, list) and len(v) == 4 and all(type(i) in (int, float) for i in v)):
+            raise ValueError(v)
+        out = tuple(float(i) for i in v)
+        if not all(np.isfinite(out)) or out[2] <= 0 or out[3] <= 0:
+            raise ValueError(v)
+        return out  # type: ignore[return-value]
 
     if not isinstance(entries, list):
         return None
     try:
-        return [Geometry(str(e["mode"]), tuple(e["image_size"]), tuple(e["input_size"]),  # type: ignore[arg-type]
-                         tuple(float(v) for v in e["content"]), tuple(float(v) for v in e["source"]))  # type: ignore[arg-type]
-                for e in entries]
+        out = []
+        for e in entries:
+            if not isinstance(e, dict) or e.get("mode") not in RESIZE_MODES:
+                return None
+            out.append(Geometry(e["mode"], ints(e["image_size"]), ints(e["input_size"]), box(e["content"]),
+                                box(e["source"])))
+        return out or None
     except (KeyError, TypeError, ValueError):
         return None
 
