@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .normalization import choose_normalization
 from .sizing import Geometry
 
 __all__ = ["preprocess_image", "preprocess_with_geometry", "load_image", "NORMALISATIONS", "MAX_PIXELS"]
@@ -161,9 +162,11 @@ def preprocess_image(
     A list of images is fed at one size, resolved from the first image.
     ``resize``: ``"stretch"`` (default for fixed-size models), ``"letterbox"`` (aspect kept,
     grey padding; default for dynamic models) or ``"crop"`` (aspect kept, centre crop).
-    ``normalize``: ``"0-1"`` (default, x/255 as in the seed), ``"none"``, ``"-1-1"``,
+    ``normalize``: ``"0-1"`` (x/255 as in the seed), ``"none"``, ``"-1-1"``,
     ``"imagenet"``, ``"caffe"`` (BGR minus the Caffe means); or pass ``mean``/``std``, which are
-    applied to the 0-1 scaled values per channel. Returns an array of shape (N, ...).
+    applied to the 0-1 scaled values per channel. Default: the model's metadata, else raw pixels
+    when the graph normalises its own input, else ``"0-1"`` (a guess:
+    ``onnxact.normalization.choose_normalization`` says which). Returns an array of shape (N, ...).
     :func:`preprocess_with_geometry` also returns how each image was fitted.
     """
     return preprocess_with_geometry(image, model, size=size, resize=resize, normalize=normalize, mean=mean,
@@ -236,7 +239,9 @@ def preprocess_with_geometry(
     if target is None and len({p.size for p in pictures}) > 1:
         raise InputError("the images have different sizes and the model's input takes any size; pass size=(h, w)")
     out_dtype = dtype or (inp.dtype if inp is not None and inp.dtype in ("float32", "float16", "float64", "uint8") else "float32")
-    norm = normalize or defaults.get("normalize", "0-1")
+    # user > metadata > the graph's own normalisation > guessed 0-1 (see normalization.py)
+    norm = choose_normalization(m, normalize, mean, std, inp.name if inp else None)
+    preset = "0-1" if norm.preset == "mean/std" else norm.preset
     arrays: list[np.ndarray] = []
     geometry: list[Geometry] = []
     for img in pictures:
@@ -244,7 +249,7 @@ def preprocess_with_geometry(
         x = np.asarray(fitted, dtype=np.float32)
         if x.ndim == 2:
             x = x[:, :, None]
-        x = _normalise(x, norm, mean, std).astype(np.float32)
+        x = _normalise(x, preset, mean, std).astype(np.float32)
         if lay == "NCHW":
             x = x.transpose(2, 0, 1)
         if out_dtype == "uint8":

@@ -34,7 +34,7 @@ from .activations import LayerInfo
 from .errors import InputError, ModelError
 from .model import Model, load
 from .run import quiet_run_options, run_failure
-from .stats_graph import StatOutputs, add_channel_stats
+from .stats_graph import StatOutputs, add_channel_stats, split_unknown_rank
 
 __all__ = [
     "LayerStats", "ChannelStats", "StatsRunner", "DeadFilterReport", "Finding", "find_dead_filters", "scan",
@@ -198,7 +198,8 @@ class StatsRunner:
                  count_above: bool = False, chunk: int | None = None, threads: int | None = None) -> None:
         self.model = model
         self.threads = threads  # onnxruntime intra-op threads; None: onnxruntime's default (all cores)
-        self.layers = post_activation_layers(model, list(model.layers if layers is None else layers))
+        self.layers, self.notes = split_unknown_rank(
+            post_activation_layers(model, list(model.layers if layers is None else layers)))
         if not self.layers:
             raise ModelError(
                 f"{model.name} has no capturable conv/pool layers to check; pass layer_names= or op_types= to pick tensors"
@@ -457,6 +458,10 @@ class DeadFilterReport:
         self.model_name = model_name
         self.findings: dict[str, list[Finding]] = {k: [] for k in KINDS}
         self.per_layer: list[dict[str, Any]] = []
+        #: why layers asked for were left out (e.g. unknown rank); shown by ``check`` and in the JSON
+        self.notes: list[str] = []
+        #: the image preprocessing the scan used (``normalization.Normalization.to_json()``), if known
+        self.preprocessing: dict[str, Any] | None = None
         for name, st in stats.layers.items():
             info = stats.infos[name]
             max_abs = st.max_abs
@@ -523,6 +528,7 @@ class DeadFilterReport:
             "failed_images": [{"path": p, "reason": r} for p, r in self.failed],
             "eps": self.eps, "tau": self.tau, "layers": self.per_layer,
             **{k: [f.to_json() for f in self.findings[k]] for k in KINDS},
+            "notes": list(self.notes), "preprocessing": self.preprocessing,
         }
 
     def to_json(self, path: Any = None, indent: int | None = 2) -> str:
@@ -611,6 +617,19 @@ def scan_preprocess(model: Model, images: Any, preprocess_kw: Mapping[str, Any])
     return kw
 
 
+def _reads_images(sources: Any) -> bool:
+    """Are any of the scan's sources image files (preprocessed), not ready arrays (.npy/.npz, ndarrays)?"""
+    import os
+    from pathlib import Path
+
+    from .images import ARRAY_SUFFIXES
+
+    if isinstance(sources, (str, os.PathLike, np.ndarray)):
+        sources = [sources]
+    return any(not isinstance(s, np.ndarray) and Path(os.fspath(s)).suffix.lower() not in ARRAY_SUFFIXES
+               for s in sources)
+
+
 def find_dead_filters(
     model: Any,
     images: Any,
@@ -640,8 +659,10 @@ def find_dead_filters(
     """
     m = load(model, providers=providers, threads=threads)
     layers = m.select(layer_names, op_types) if (layer_names or op_types) else list(m.layers)
+    layers, notes = split_unknown_rank(layers)
     if not layers:
-        raise ModelError(f"{m.name} has no capturable conv/pool layers to check; pass layer_names= or op_types=")
+        why = f" ({notes[0]})" if notes else ""
+        raise ModelError(f"{m.name} has no capturable conv/pool layers to check{why}; pass layer_names= or op_types=")
     thr = eps if threshold is None else threshold
     preprocess_kw = scan_preprocess(m, images, preprocess_kw)
     if engine == "local":
@@ -659,4 +680,11 @@ def find_dead_filters(
                          count_above=threshold is not None, address=address, workers=workers, show_progress=show_progress, **preprocess_kw)
     else:
         raise InputError(f"unknown engine '{engine}'; use 'local' or 'ray'")
-    return DeadFilterReport(stats, eps=eps, tau=tau, model_name=m.name)
+    report = DeadFilterReport(stats, eps=eps, tau=tau, model_name=m.name)
+    report.notes = notes
+    if any(len(i.shape) == 4 for i in m.inputs) and _reads_images(images):
+        from .normalization import choose_normalization
+
+        chosen = {k: preprocess_kw[k] for k in ("normalize", "mean", "std") if preprocess_kw.get(k) is not None}
+        report.preprocessing = choose_normalization(m, **chosen).to_json()
+    return report

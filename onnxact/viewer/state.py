@@ -66,8 +66,8 @@ class ViewerState:
         self._capture_locks: dict[str, threading.Lock] = {}
         self.channel_max: dict[int, np.ndarray] = {}  # running max per channel over images seen
         self.seen: set[str] = set()
-        # size / resize / normalize for every capture; without a size each image gets the size
-        # onnxact.sizing resolves for it (and the dead-filter scan one size for all)
+        # size / resize / normalize / mean / std chosen by the user, for every capture; without a
+        # size each image gets the size onnxact.sizing resolves for it (a scan: one size for all)
         self.preprocess: dict[str, Any] = dict(preprocess or {})
         self.dataset_dead: dict[str, int] | None = None  # {layer name: dead count} from onnxact.stats
         self.dataset_images = 0
