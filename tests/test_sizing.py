@@ -238,6 +238,21 @@ def test_check_and_viewer_use_the_same_rule_on_the_recogniser(recogniser, photos
         state.close()
 
 
+def test_viewer_shows_the_letterboxed_input_so_tiles_line_up(yolo_without_metadata, photos):
+    from onnxact.viewer.state import ViewerState
+
+    state = ViewerState(onnxact.load(yolo_without_metadata), photos["landscape"].parent, None)
+    try:
+        entry = next(e for e in state.scan() if e.path.name == "landscape.png")
+        cap = state.capture(entry.id)
+        assert cap.acts.inputs["images"].shape == (1, 3, 416, 608)
+        h, w = cap.display.shape[:2]
+        assert abs(h / w - 416 / 608) < 0.01  # the fed picture (padding and all), not the 600x400 photo
+        np.testing.assert_allclose(cap.display[0].astype(float), 114, atol=1)  # the grey band on top
+    finally:
+        state.close()
+
+
 # -- preprocessing: modes, geometry, lists ----------------------------------------------------------
 def test_letterbox_crop_stretch_pixels(tmp_path):
     img = np.zeros((40, 80, 3), np.uint8)
