@@ -36,7 +36,7 @@ import numpy as np
 from .errors import InputError
 
 __all__ = ["DEFAULT_LONG_SIDE", "RESIZE_MODES", "PAD_VALUE", "Geometry", "network_stride", "metadata_size",
-           "image_input", "resolve_size", "default_resize", "check_size", "plan", "fit_image", "map_to_image",
+           "image_input", "fixed_hw", "resolve_size", "default_resize", "check_size", "plan", "fit_image", "map_to_image",
            "scan_size"]
 
 #: Long side (pixels) of a dynamic model's input when neither size= nor the metadata says otherwise.
@@ -246,7 +246,8 @@ def image_input(model: Any) -> Any:
     return None
 
 
-def _fixed_hw(inp: Any) -> tuple[int | None, int | None]:
+def fixed_hw(inp: Any) -> tuple[int | None, int | None]:
+    """(height, width) of an image input where fixed, None where dynamic."""
     if inp is None:
         return None, None
     h, w = (inp.shape[1], inp.shape[2]) if inp.layout == "NHWC" else (inp.shape[2], inp.shape[3])
@@ -273,7 +274,7 @@ def check_size(size: Any) -> tuple[int, int]:
 def default_resize(model: Any, input_info: Any = None) -> str:
     """``stretch`` for a model whose image input is fully fixed (classifiers), else ``letterbox``."""
     inp = input_info or image_input(model)
-    h, w = _fixed_hw(inp)
+    h, w = fixed_hw(inp)
     return "stretch" if inp is None or (h and w) else "letterbox"
 
 
@@ -291,7 +292,7 @@ def resolve_size(model: Any, image_size: tuple[int, int] | None, size: Any = Non
     the default long side too (a scan's one size must not follow a thumbnail that comes first).
     """
     inp = input_info or image_input(model)
-    fh, fw = _fixed_hw(inp)
+    fh, fw = fixed_hw(inp)
     if size is not None:
         h, w = check_size(size)
         if (fh and h != fh) or (fw and w != fw):

@@ -462,6 +462,9 @@ class DeadFilterReport:
         self.notes: list[str] = []
         #: the image preprocessing the scan used (``normalization.Normalization.to_json()``), if known
         self.preprocessing: dict[str, Any] | None = None
+        #: ``{"size": [h, w], "resize": mode, "dynamic": bool}``: the one size every image was fed
+        #: at (``dynamic``: resolved by onnxact.sizing, the model's own size is not fixed), if known
+        self.input_size: dict[str, Any] | None = None
         for name, st in stats.layers.items():
             info = stats.infos[name]
             max_abs = st.max_abs
@@ -528,7 +531,7 @@ class DeadFilterReport:
             "failed_images": [{"path": p, "reason": r} for p, r in self.failed],
             "eps": self.eps, "tau": self.tau, "layers": self.per_layer,
             **{k: [f.to_json() for f in self.findings[k]] for k in KINDS},
-            "notes": list(self.notes), "preprocessing": self.preprocessing,
+            "notes": list(self.notes), "preprocessing": self.preprocessing, "input_size": self.input_size,
         }
 
     def to_json(self, path: Any = None, indent: int | None = 2) -> str:
@@ -687,4 +690,16 @@ def find_dead_filters(
 
         chosen = {k: preprocess_kw[k] for k in ("normalize", "mean", "std") if preprocess_kw.get(k) is not None}
         report.preprocessing = choose_normalization(m, **chosen).to_json()
+        report.input_size = _input_size_record(m, preprocess_kw)
     return report
+
+
+def _input_size_record(model: Model, kw: Mapping[str, Any]) -> dict[str, Any] | None:
+    from .sizing import default_resize, fixed_hw, image_input
+
+    inp = image_input(model)
+    if inp is None or not kw.get("size"):
+        return None
+    fixed = fixed_hw(inp)
+    return {"size": list(kw["size"]), "resize": kw.get("resize") or default_resize(model),
+            "dynamic": not (fixed[0] and fixed[1])}

@@ -389,7 +389,11 @@ def test_check_scans_a_folder_of_mixed_photos_on_dynamic_models(ocr, yolo_withou
         js = tmp_path / "r.json"
         rc = main(["check", str(model), str(folder), "--json", str(js), "--batch-size", "4"])
         assert rc in (0, 1), capsys.readouterr().err
-        assert json.loads(js.read_text())["images"] == len(photos)
+        report = json.loads(js.read_text())
+        assert report["images"] == len(photos)
+        h, w = report["input_size"]["size"]
+        assert h % 32 == 0 and w % 32 == 0 and max(h, w) == 640 and report["input_size"]["resize"] == "letterbox"
+        assert f"every image fed as --size {h} {w} (letterbox)" in capsys.readouterr().out
     # one size for the scan, from the first image's aspect at the default long side
     from onnxact.stats import scan_preprocess
 

@@ -101,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
     if args.junit:
         report.to_junit(args.junit, fail_on=fail_on, allow=allow)
     print(report.table())
+    if report.input_size and report.input_size["dynamic"]:
+        h, w = report.input_size["size"]
+        print(f"every image fed as --size {h} {w} ({report.input_size['resize']})")
     for note in report.notes:
         print(f"onnxact: note: {note}", file=sys.stderr)
     if report.preprocessing and report.preprocessing.get("guessed"):
