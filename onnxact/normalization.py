@@ -251,6 +251,8 @@ def _constant(name: str, inits: dict[str, onnx.TensorProto], producers: dict[str
     if name in graph_inputs or depth > 6:
         return None
     if name in inits:
+        if inits[name].data_location == onnx.TensorProto.EXTERNAL:
+            return None  # a normalisation constant is a few floats; never read files for it (safety)
         try:
             return numpy_helper.to_array(inits[name])
         except (ValueError, TypeError):
