@@ -17,7 +17,8 @@ stretched. So the size is resolved once, here, in this order:
 
 How the image is fitted (``resize=``): ``stretch`` (fixed-size classifiers, as they were trained),
 ``letterbox`` (aspect kept, centred, padded with grey 114 as Ultralytics does; the default for
-dynamic models) or ``crop`` (aspect kept, centre crop). Each fit is recorded as a
+dynamic models and Ultralytics detectors) or ``crop`` (aspect kept, centre crop; the default for
+Ultralytics classifiers). Each fit is recorded as a
 :class:`Geometry`, and :func:`map_to_image` uses it to put a model-input-sized map back on the
 ORIGINAL image (un-pad / un-crop, then resize), so heatmaps and CAM overlays line up in every mode.
 """
@@ -271,8 +272,18 @@ def check_size(size: Any) -> tuple[int, int]:
     return int(h), int(w)
 
 
+#: Ultralytics ``task`` metadata -> how its own predictor fits images (classify: resize + centre crop).
+_ULTRALYTICS_FIT = {"detect": "letterbox", "segment": "letterbox", "pose": "letterbox", "obb": "letterbox",
+                    "classify": "crop"}
+
+
 def default_resize(model: Any, input_info: Any = None) -> str:
-    """``stretch`` for a model whose image input is fully fixed (classifiers), else ``letterbox``."""
+    """How images are fitted when ``resize=`` is not given: as an Ultralytics export's ``task``
+    says (a fixed 640x640 YOLO export still wants letterboxing), else ``stretch`` for a model
+    whose image input is fully fixed (classifiers, as they were trained), else ``letterbox``."""
+    meta = getattr(model, "metadata", None) or {}
+    if "imgsz" in meta and meta.get("task") in _ULTRALYTICS_FIT:
+        return _ULTRALYTICS_FIT[meta["task"]]
     inp = input_info or image_input(model)
     h, w = fixed_hw(inp)
     return "stretch" if inp is None or (h and w) else "letterbox"

@@ -159,6 +159,20 @@ def test_resolution_order(yolo_detector, yolo_without_metadata):
             sizing.resolve_size(bare, (400, 600), bad)
 
 
+@pytest.mark.parametrize("task, want", [("detect", "letterbox"), ("segment", "letterbox"), ("classify", "crop"),
+                                        (None, "stretch")])
+def test_fixed_size_ultralytics_exports_are_fitted_as_their_task_expects(task, want):
+    """A static 128x128 export with Ultralytics metadata: letterbox for detectors, crop for classifiers."""
+    proto = onnx.load(str(onnxact.demo_paths()[0]))
+    meta = {"imgsz": "[128, 128]", "stride": "32", **({"task": task} if task else {})}
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    m = onnxact.load(proto)
+    assert sizing.default_resize(m) == want
+    assert sizing.resolve_size(m, (400, 600)) == (128, 128)
+
+
 # -- real models at odd photo sizes -------------------------------------------------------------------
 @pytest.mark.parametrize("photo", list(PHOTO_SIZES))
 def test_rapidocr_det_at_odd_photo_sizes(ocr, photos, photo):

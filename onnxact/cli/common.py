@@ -71,7 +71,8 @@ def add_size_options(p: Any) -> None:
                         f"image's aspect with the long side at most {DEFAULT_LONG_SIDE}, rounded to the network's stride)")
     p.add_argument("--resize", choices=RESIZE_MODES, default=None,
                    help="how an image is fitted: stretch (default for fixed-size models), letterbox (aspect kept, "
-                        "grey padding; default for dynamic models) or crop (aspect kept, centre crop)")
+                        "grey padding; default for dynamic models and Ultralytics detectors) or crop (aspect kept, "
+                        "centre crop; default for Ultralytics classifiers)")
 
 
 def preprocess_kwargs(args: argparse.Namespace) -> dict[str, Any]:
