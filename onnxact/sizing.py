@@ -28,7 +28,7 @@ from __future__ import annotations
 import ast
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -88,15 +88,19 @@ def _attr(node: Any, name: str, default: Any) -> Any:
 
 def _const(graph: Any, name: str, producers: Mapping[str, Any]) -> np.ndarray | None:
     """The value of a small constant tensor (initializer or Constant node), else None."""
+    import onnx
     from onnx import numpy_helper
 
     if not name:
         return None
     for t in graph.initializer:
         if t.name == name:
+            # never external data (it would be read from wherever we stand) nor anything big
+            if t.data_location == onnx.TensorProto.EXTERNAL or math.prod(t.dims) > 64:
+                return None
             try:
                 return numpy_helper.to_array(t)
-            except Exception:  # noqa: BLE001 - external data: not a small constant
+            except Exception:  # noqa: BLE001 - a malformed tensor: not a usable constant
                 return None
     node = producers.get(name)
     if node is not None and node.op_type == "Constant":
@@ -106,17 +110,19 @@ def _const(graph: Any, name: str, producers: Mapping[str, Any]) -> np.ndarray | 
     return None
 
 
-def _shape_source(tensor: str, producers: Mapping[str, Any], depth: int = 0) -> str | None:
-    """The tensor whose ``Shape`` a computed ``sizes`` input of Resize comes from (upsample to match)."""
-    node = producers.get(tensor)
-    if node is None or depth > 8:
-        return None
-    if node.op_type == "Shape":
-        return node.input[0]
-    for i in node.input:
-        found = _shape_source(i, producers, depth + 1)
-        if found is not None:
-            return found
+def _shape_source(tensor: str, producers: Mapping[str, Any]) -> str | None:
+    """The tensor whose ``Shape`` a computed ``sizes`` input of Resize comes from (upsample to match),
+    searched a few nodes back."""
+    todo, seen = [(tensor, 0)], set()
+    while todo:
+        t, depth = todo.pop(0)
+        node = producers.get(t)
+        if node is None or depth > 8 or t in seen:
+            continue
+        seen.add(t)
+        if node.op_type == "Shape":
+            return node.input[0]
+        todo.extend((i, depth + 1) for i in node.input if i)
     return None
 
 
@@ -433,7 +439,3 @@ def map_to_image(maps: np.ndarray, geometry: Geometry, out_size: tuple[int, int]
         out[:, ~(seen_y[:, None] & seen_x[None, :])] = np.nan
     return out[0] if single else out
 
-
-def describe(size: Sequence[int] | None) -> str:
-    """``"416x608 (height x width)"`` for messages."""
-    return "its own size" if size is None else f"{size[0]}x{size[1]} (height x width)"

@@ -424,3 +424,13 @@ def test_geometry_is_saved_with_the_activations(yolo_detector, photos, tmp_path)
     back = onnxact.load_activations(tmp_path)
     assert back.geometry == acts.geometry and back.geometry[0].mode == "crop"
     assert back.geometry[0].image_size == (640, 427)
+
+
+def test_size_and_resize_in_python(ocr, photos):
+    acts = onnxact.get_activations(ocr["det"], photos["landscape"], size=(320, 480), resize="crop")
+    assert acts.inputs["x"].shape == (1, 3, 320, 480) and acts.geometry[0].mode == "crop"
+    report = onnxact.find_dead_filters(ocr["det"], [str(photos["landscape"]), str(photos["portrait"])],
+                                       size=(320, 320), show_progress=False, op_types=["Conv"])
+    assert report.input_size == {"size": [320, 320], "resize": "letterbox", "dynamic": True}
+    with pytest.raises(InputError, match="two positive whole numbers"):
+        onnxact.find_dead_filters(ocr["det"], str(photos["landscape"]), size=(0, 7), show_progress=False)
