@@ -159,7 +159,7 @@ def preprocess_image(
     size and dtype; any of them can be overridden. ``size`` is (height, width); without it the
     size is the model's fixed size, else its metadata's, else the image's aspect with the long
     side at most 640 and each side a multiple of the network's stride (see :mod:`onnxact.sizing`).
-    A list of images is fed at one size, resolved from the first image.
+    A list of images is fed at one size: the first image's aspect, long side 640 (as ``check`` does).
     ``resize``: ``"stretch"`` (default for fixed-size models), ``"letterbox"`` (aspect kept,
     grey padding; default for dynamic models) or ``"crop"`` (aspect kept, centre crop).
     ``normalize``: ``"0-1"`` (x/255 as in the seed), ``"none"``, ``"-1-1"``,
@@ -232,8 +232,9 @@ def preprocess_with_geometry(
     pictures = [_to_rgb_or_grey(load_image(i), c) for i in (image if many else [image])]
     first = pictures[0]
     if m is not None and inp is not None:
-        # one size for all: resolved from the first image (a batch has one shape)
-        target = resolve_size(m, (first.size[1], first.size[0]), size, input_info=inp)
+        # one size for all (a batch has one shape): a list, like a scan, takes the first image's
+        # aspect at the default long side, so a thumbnail that comes first does not shrink the rest
+        target = resolve_size(m, (first.size[1], first.size[0]), size, input_info=inp, upscale=len(pictures) > 1)
     else:
         target = size
     if target is None and len({p.size for p in pictures}) > 1:

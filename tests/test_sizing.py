@@ -291,7 +291,9 @@ def test_letterbox_crop_stretch_pixels(tmp_path):
 
 def test_a_list_of_mixed_photos_is_fed_at_one_size(ocr, photos):
     x = onnxact.preprocess_image([photos["landscape"], photos["portrait"], photos["one"]], ocr["det"])
-    assert x.shape == (3, 3, 416, 608)
+    assert x.shape == (3, 3, 448, 640)  # the first photo's aspect, long side 640, multiples of 32
+    x = onnxact.preprocess_image([photos["one"], photos["landscape"]], ocr["det"])
+    assert x.shape == (2, 3, 640, 640)  # a 1x1 thumbnail first does not shrink the batch to 32x32
 
 
 # -- maps back onto the original image ----------------------------------------------------------------
