@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 __all__ = ["Normalization", "GraphAffine", "SOURCES", "choose_normalization", "graph_normalization"]
 
@@ -167,12 +166,13 @@ def graph_normalization(model: Any, input_name: str | None = None) -> GraphAffin
         inits = {t.name for t in g.initializer}
         names = [i.name for i in g.input if i.name not in inits]
         input_name = names[0] if names else None
-    found = _find_affine(g, input_name) if input_name else None
+    base = getattr(model, "external_data_dir", None)  # external constants: beside the model, not the cwd
+    found = _find_affine(g, input_name, base) if input_name else None
     cache[input_name] = found
     return found
 
 
-def _find_affine(g: onnx.GraphProto, start: str) -> GraphAffine | None:
+def _find_affine(g: onnx.GraphProto, start: str, base_dir: Any = None) -> GraphAffine | None:
     consumers: dict[str, list[onnx.NodeProto]] = {}
     producers: dict[str, onnx.NodeProto] = {}
     for node in g.node:
@@ -200,7 +200,7 @@ def _find_affine(g: onnx.GraphProto, start: str) -> GraphAffine | None:
         if node.op_type not in _AFFINE_OPS or len(node.input) != 2 or list(node.input).count(t) != 1:
             break
         other = node.input[1] if node.input[0] == t else node.input[0]
-        c = _constant(other, inits, producers, graph_inputs)
+        c = _constant(other, inits, producers, graph_inputs, base_dir=base_dir)
         if c is None or c.size == 0 or c.size > 4 or not np.all(np.isfinite(c)):
             break
         c = c.astype(np.float64).reshape(-1)
@@ -246,16 +246,20 @@ def _expected_range(scale: np.ndarray, shift: np.ndarray) -> str | None:
 
 
 def _constant(name: str, inits: dict[str, onnx.TensorProto], producers: dict[str, onnx.NodeProto],
-              graph_inputs: set[str], depth: int = 0) -> np.ndarray | None:
+              graph_inputs: set[str], depth: int = 0, base_dir: Any = None) -> np.ndarray | None:
     """The value of a constant tensor: an initializer, a Constant node, or plumbing (Reshape...) of one."""
+    from .errors import OnnxactError
+    from .model import read_tensor
+
     if name in graph_inputs or depth > 6:
         return None
     if name in inits:
-        if inits[name].data_location == onnx.TensorProto.EXTERNAL:
-            return None  # a normalisation constant is a few floats; never read files for it (safety)
+        t = inits[name]
+        if t.data_location == onnx.TensorProto.EXTERNAL and int(np.prod(t.dims, dtype=np.int64)) > 4:
+            return None  # a normalisation constant is a few floats: never read a big external tensor for it
         try:
-            return numpy_helper.to_array(inits[name])
-        except (ValueError, TypeError):
+            return read_tensor(inits[name], base_dir)
+        except (ValueError, TypeError, OnnxactError):  # unreadable: not a normalisation constant
             return None
     node = producers.get(name)
     if node is None:
@@ -263,16 +267,16 @@ def _constant(name: str, inits: dict[str, onnx.TensorProto], producers: dict[str
     if node.op_type == "Constant":
         for a in node.attribute:
             if a.name == "value":
-                return numpy_helper.to_array(a.t)
+                return read_tensor(a.t, base_dir)
             if a.name == "value_float":
                 return np.asarray(a.f, np.float32)
             if a.name == "value_floats":
                 return np.asarray(list(a.floats), np.float32)
         return None
     if node.op_type in _CONST_PLUMBING and node.input:
-        return _constant(node.input[0], inits, producers, graph_inputs, depth + 1)
+        return _constant(node.input[0], inits, producers, graph_inputs, depth + 1, base_dir)
     if node.op_type in ("Sqrt", "Reciprocal", "Neg") and node.input:
-        v = _constant(node.input[0], inits, producers, graph_inputs, depth + 1)
+        v = _constant(node.input[0], inits, producers, graph_inputs, depth + 1, base_dir)
         if v is None:
             return None
         with np.errstate(all="ignore"):
