@@ -6,7 +6,8 @@ classifier's top class changes, so onnxact may guess but must never hide that it
 The decision, in order:
 
 1. ``user``     ``normalize=`` / ``mean=`` / ``std=`` (``--normalize``, ``--mean/--std``);
-2. ``metadata`` the model's ``onnxact.preprocess`` metadata (written by onnxact's converters);
+2. ``metadata`` the model's ``onnxact.preprocess`` metadata (written by onnxact's converters), or
+                Ultralytics metadata (``author``, ``stride``/``imgsz``/``names``: YOLO takes pixels / 255);
 3. ``graph``    the graph normalises its own input: a chain of ``Sub``/``Div``/``Mul``/``Add`` by
                 constants right after the input (past a ``Transpose``/``Cast``/``Identity``), as
                 torch modules that normalise in ``forward`` and Keras ``Rescaling`` layers export,
@@ -136,6 +137,10 @@ def choose_normalization(
     meta = getattr(model, "preprocess_defaults", {}) or {}
     if isinstance(meta.get("normalize"), str) and meta["normalize"] in _PRESETS:
         return Normalization(meta["normalize"], "metadata", detail="onnxact.preprocess")
+    props = getattr(model, "metadata", {}) or {}
+    if "ultralytics" in str(props.get("author", "")).lower() or {"stride", "imgsz", "names"} <= set(props):
+        # Ultralytics exports (YOLO) always take RGB pixels / 255 (their predictor's ``im /= 255``)
+        return Normalization("0-1", "metadata", detail="an Ultralytics export: RGB pixels / 255")
     inp = _image_input(model, input_name)
     if inp is not None and getattr(inp, "dtype", None) == "uint8":
         return Normalization("none", "graph", detail="the input is uint8: raw pixels")
@@ -234,13 +239,14 @@ def _expected_range(scale: np.ndarray, shift: np.ndarray) -> str | None:
 
     Raw pixels scaled by 1/255, ImageNet mean/std on 0-255 input (span ~4.4 around 0) or
     Caffe mean subtraction (span 255 around 0) read as ``0-255``; ``x * 2 - 1`` or ImageNet
-    mean/std written for 0-1 values (span 510 or ~4.4 * 255 on raw pixels) read as ``0-1``.
+    mean/std written for 0-1 values (span 510 or ~4.4 * 255 on raw pixels) read as ``0-1``, and
+    so does ``x - 0.5`` (on raw pixels its output would sit far off centre: 0..255 - 0.5).
     """
     for expects, top in (("0-255", 255.0), ("0-1", 1.0)):
         lo, hi = shift, scale * top + shift
         span = np.abs(hi - lo)
         centre = np.abs(lo + hi) / 2
-        if np.all((span >= 0.5) & (span <= 300)) and np.all(centre <= 0.8 * span + 1.0):
+        if np.all((span >= 0.5) & (span <= 300)) and np.all(centre <= 0.3 * span + 1.0):
             return expects
     return None
 

@@ -122,8 +122,11 @@ def run(args: argparse.Namespace) -> int:
     if report.input_size and report.input_size["dynamic"]:
         h, w = report.input_size["size"]
         print(f"every image fed as --size {h} {w} ({report.input_size['resize']})")
-    for note in report.notes:
+    for note in report.notes[:3]:
         print(f"onnxact: note: {note}", file=sys.stderr)
+    if len(report.notes) > 3:  # --op-types Mul on an int8 model skips dozens of scale products
+        print(f"onnxact: note: {len(report.notes) - 3} more layers skipped (all listed under \"notes\" in --json)",
+              file=sys.stderr)
     if report.preprocessing and report.preprocessing.get("guessed"):
         norm = Normalization.from_json(report.preprocessing)
         print(norm.warning(report.model_name), file=sys.stderr)

@@ -1,8 +1,9 @@
 """``onnxact inspect [MODEL] [IMAGE...] [-o DIR]``: capture, then write every picture and a report.
 
 Writes into DIR: ``grids/{pos}_{layer}.png`` (one grid per layer), ``heatmaps/{pos}_{layer}_heatmap.png``,
-``cam.png``, ``input.png``, ``activations.npz`` + ``manifest.json`` and ``index.html``. With several
-images each gets its own sub-folder ``{n}_{image stem}/`` and DIR/index.html links them.
+``cam.png``, ``input.png``, ``activations.npz`` + ``manifest.json`` (not with ``--no-arrays``) and
+``index.html``. With several images each gets its own sub-folder ``{n}_{image stem}/`` of pictures
+and DIR/index.html links them; the arrays of all images are one ``activations.npz`` in DIR.
 With no MODEL and no IMAGE it runs on the bundled demo model and its sample image.
 """
 
@@ -59,6 +60,8 @@ def add_parser(sub: Any, name: str, help: str) -> None:
     g.add_argument("--labels", default=None, metavar="FILE", help="class names, one per line (or a JSON list)")
     g.add_argument("--top", type=int, default=5, help="predictions listed (default: %(default)s)")
     g.add_argument("--embed", action="store_true", help="embed the images in index.html (one self-contained file)")
+    g.add_argument("--no-arrays", action="store_true",
+                   help="write no activations.npz / manifest.json (pictures and report only: much smaller)")
     add_capture_options(p)
     add_preprocess_options(p)
     p.set_defaults(func=run)
@@ -200,7 +203,7 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, nam
     """
     import numpy as np
 
-    from ..activations import Activations, save_activations
+    from ..activations import Activations
     from ..render import _prepare_dir, display_activations, display_heatmaps, load_display_image, save_png
     from ..report import layer_stats, predict, write_report
 
@@ -215,8 +218,6 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, nam
                       model_sha256=acts.model_sha256, class_names=class_names,
                       inputs={k: pick(v) for k, v in acts.inputs.items()},
                       geometry=acts.geometry[sample:sample + 1] if acts.geometry else None)
-    one.preprocessing = norm.to_json() if norm is not None else None
-    save_activations(one, out)
     from PIL import Image
 
     geometry = one.geometry[0] if one.geometry else None
@@ -330,6 +331,8 @@ def run(args: argparse.Namespace) -> int:
             pages.append((name, *_write_one(args, model, part, index, name, image, sub, class_names, n, norm)))
         if n > 1:
             _index_of_reports(stage, pages)
+        if not args.no_arrays:
+            _save_arrays(acts, stage, class_names, norm)
     out = folder.path
     t_total = time.perf_counter() - t0
     stats = pages[0][2]
@@ -344,10 +347,43 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(stats)} layers captured in {t_capture:.2f}s, everything written in {t_total:.2f}s")
     if geometry is not None:
         print(f"input{_fed(geometry)}" + (" (all images at this size)" if n > 1 else ""))
+    files, size = _written(out)
+    print(f"wrote {files} files, {_human(size)} to {out}")
     print(f"report: {out / 'index.html'}")
     sys.stdout.flush()
     warn_if_guessed(model, norm)
     return 0
+
+
+def _save_arrays(acts: Any, out: Path, class_names: list[str] | None, norm: Any) -> None:
+    """All images' arrays in one ``activations.npz`` (+ one ``manifest.json``) at the top of DIR.
+
+    Why one file: per-image copies repeated the model's layer metadata and split a batch that
+    ``load_activations(DIR)`` now returns whole (sample ``i`` is image ``i`` on the command line).
+    """
+    from ..activations import Activations, save_activations
+
+    whole = Activations(acts, acts.layers, outputs=acts.outputs, model_sha256=acts.model_sha256,
+                        class_names=class_names, inputs=acts.inputs, geometry=acts.geometry)
+    whole.preprocessing = norm.to_json() if norm is not None else None
+    save_activations(whole, out)
+
+
+def _written(folder: Path) -> tuple[int, int]:
+    """(files, bytes) under ``folder``."""
+    files = size = 0
+    for p in folder.rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            files += 1
+            size += p.stat().st_size
+    return files, size
+
+
+def _human(n: int) -> str:
+    for unit, step in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= step:
+            return f"{n / step:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def _index_of_reports(out: Path, pages: list[tuple[Any, ...]]) -> Path:
