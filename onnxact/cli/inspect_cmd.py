@@ -346,7 +346,9 @@ def run(args: argparse.Namespace) -> int:
     geometry = acts.geometry[0] if acts.geometry else None
     print(f"{len(stats)} layers captured in {t_capture:.2f}s, everything written in {t_total:.2f}s")
     if geometry is not None:
-        print(f"input{_fed(geometry)}" + (" (all images at this size)" if n > 1 else ""))
+        note = "" if n == 1 else " (each image at its own resolved size)" if len(captures) > 1 else \
+            " (all images at this size)"
+        print(f"{'input' if n == 1 else Path(names[0]).name}{_fed(geometry)}{note}")
     files, size = _written(out)
     print(f"wrote {files} files, {_human(size)} to {out}")
     print(f"report: {out / 'index.html'}")
