@@ -332,8 +332,11 @@ def run(args: argparse.Namespace) -> int:
             pages.append((name, *_write_one(args, model, part, index, name, image, sub, class_names, n, norm)))
         if n > 1:
             _index_of_reports(stage, pages)
-        if not args.no_arrays:
+        if not args.no_arrays and len(captures) == 1:
             _save_arrays(acts, stage, class_names, norm)
+        elif not args.no_arrays:  # one capture per image, each at its own size: one file per image
+            for (part, _), (_, page, _, _) in zip(captures, pages):
+                _save_arrays(part, page.parent, class_names, norm)
     out = folder.path
     t_total = time.perf_counter() - t0
     stats = pages[0][2]
@@ -359,10 +362,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _save_arrays(acts: Any, out: Path, class_names: list[str] | None, norm: Any) -> None:
-    """All images' arrays in one ``activations.npz`` (+ one ``manifest.json``) at the top of DIR.
+    """All images' arrays in one ``activations.npz`` (+ one ``manifest.json``) in ``out``: DIR.
 
     Why one file: per-image copies repeated the model's layer metadata and split a batch that
     ``load_activations(DIR)`` now returns whole (sample ``i`` is image ``i`` on the command line).
+    Images captured one by one at their own sizes (a dynamic model without --size) can't share
+    arrays: each gets its own file in its own report folder.
     """
     from ..activations import Activations, save_activations
 
