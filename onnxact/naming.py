@@ -494,7 +494,7 @@ def output_keys(
         key = None
         node = producers.get(o.name)
         # dynamo names tensors after aten ops ("linear", "relu_1"): as made up as "Identity:0"
-        if is_generated(o.name) or (node is not None and _dynamo_scope(node) is not None):
+        if is_generated(o.name) or (node is not None and node.name == f"node_{o.name}" and _dynamo_scope(node)):
             t = o.name
             for _ in range(4):
                 key = namer.own(t)
