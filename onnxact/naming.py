@@ -41,6 +41,8 @@ _CALL_SUFFIX = re.compile(r"^(.*)_(\d+)$")
 _GENERATED = re.compile(
     r"^(\d+|onnx::.*|/.*_output_\d+|[A-Z][A-Za-z]*(_{1,2}\d+(:\d+)?|:\d+)|p2o\.[A-Za-z]+\.\d+|[A-Za-z]+@\d+)$"
 )
+#: Paddle variables: ``relu_0.tmp_0`` is the output of op instance ``relu_0``.
+_PADDLE_VAR = re.compile(r"^([A-Za-z]\w*_\d+)\.tmp_\d+$")
 _CONV_OPS = ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv")
 _ATTACHED = ("BatchNormalization",)  # ops whose parameters name a layer of their own (folded or not)
 
@@ -212,6 +214,9 @@ class _Namer:
                 w = self.param(node, 1)
                 b = self.param(node, 2) if node.op_type in _CONV_OPS else None
                 name = b if b is not None and b != w else w
+        if name is None:
+            m = _PADDLE_VAR.match(t)
+            name = m.group(1) if m else None
         return name
 
 
@@ -436,6 +441,8 @@ def name_model(
                 continue
             if namer.own(o) is None and (node is head or is_generated(o)):
                 continue
+            if _PADDLE_VAR.match(o) and head is not None and namer.own(o) == namer.own(head.output[0]):
+                continue  # the conv op's own Paddle variable (conv2d_55.tmp_0, + bias: .tmp_1)
             fused.append(n)
         base[t] = (name, fused)
     # several convs under one name (a Keras SeparableConv2D: depthwise, then pointwise + BN + act):

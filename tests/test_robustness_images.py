@@ -101,7 +101,7 @@ def test_one_pixel_image(unchanged: Path) -> None:
     assert x.shape == (1, 3, 16, 16)
     np.testing.assert_allclose(x[0, :, 0, 0], [1.0, 0.0, 0.0])
     acts = onnxact.get_activations(MODEL, p)
-    assert acts["relu1"].shape == (1, 4, 16, 16)
+    assert acts["conv1"].shape == (1, 4, 16, 16)
 
 
 def test_16bit_png(unchanged: Path) -> None:
