@@ -56,7 +56,7 @@ def test_model_summary_lists_layers_in_graph_order(client):
     assert r.status_code == 200
     m = r.json()
     assert [layer["index"] for layer in m["layers"]] == list(range(len(m["layers"])))
-    assert [layer["name"] for layer in m["layers"]][:2] == ["block0.relu", "block0.pool"]
+    assert [layer["name"] for layer in m["layers"]][:2] == ["block0.conv", "block0.pool"]
     first = m["layers"][0]
     assert first["op_type"] == "Conv" and first["activation"] == "Relu" and first["channels"] == 4
     assert first["shape"] == [1, 4, 32, 32] and first["dead_filters"] is None  # no image seen yet
@@ -123,7 +123,7 @@ def test_tile_values_match_the_activation(client):
     entry = state.image(iid)
     x = onnxact.preprocess_image(entry.path, state.model)
     acts = onnxact.get_activations(state.model, x)
-    arr = acts["block0.relu"][0, 1]
+    arr = acts["block0.conv"][0, 1]
     r = client.get(f"/api/images/{iid}/layers/0/tiles/1.png?cmap=gray")
     got = np.asarray(Image.open(io.BytesIO(r.content)).convert("L"), dtype=np.float32) / 255
     want = (arr - arr.min()) / (arr.max() - arr.min())
