@@ -229,6 +229,7 @@ class Model:
         order = [c.tensor for c in everything]
         named = name_model(proto, order, [(c.tensor, c.op_type) for c in default], self._producers)
         names = named.tensors
+        self._aliases: dict[str, str] = named.aliases
         #: the model's own outputs keyed by the framework's names where known (``predictions``)
         self.output_keys: dict[str, str] = output_keys(proto, self._producers, names)
         default_by_tensor = {c.tensor: c for c in default}
@@ -330,6 +331,10 @@ class Model:
             idx = {}
             for layer in self.layers + self.all_layers:
                 idx.setdefault(layer.name, layer)
+            by_tensor = {layer.tensor: layer for layer in self.all_layers}
+            for alias, tensor in self._aliases.items():  # torch containers: their output tensor
+                if alias not in idx and tensor in by_tensor:
+                    idx[alias] = dataclasses.replace(by_tensor[tensor], name=alias)
             self._names_only = list(idx)
             for layer in self.all_layers:
                 idx.setdefault(layer.tensor, layer)

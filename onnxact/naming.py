@@ -240,10 +240,12 @@ class ModelNames:
 
     ``tensors``: every float tensor -> its unique key (``Model.all_layers``).
     ``layers``: each default-capture tensor -> (layer key, fused framework names in graph order).
+    ``aliases``: torch container module -> the tensor that is its output (selectable by that name).
     """
 
     tensors: dict[str, str]
     layers: dict[str, tuple[str, tuple[str, ...]]]
+    aliases: dict[str, str]
 
 
 def simple_names(
@@ -291,19 +293,45 @@ def _tensor_names(namer: _Namer, model: onnx.ModelProto, tensors: Sequence[str])
         n = raw[t]
         if n:
             last_of[n] = t
+    last_in = _last_in_subtree(tensors, raw)
     result: dict[str, str] = {}
     used: set[str] = set()
-    for t in tensors:
+    for i, t in enumerate(tensors):
         n = raw[t]
         if n is None:
             cand = numbered.get(t, t) if is_generated(t) else t
-        elif last_of[n] == t:
+        elif last_of[n] == t and last_in.get(n, i) == i:
+            # the module's output: its last tensor, unless a child module computes after it
+            # (a C2f's Concat is not the C2f's output; its cv2 is)
             cand = n
         else:
             op = producers[t].op_type if t in producers else "tensor"
             cand = f"{n}/{op}"
         result[t] = _unique(cand, used)
     return result
+
+
+def _last_in_subtree(tensors: Sequence[str], raw: Mapping[str, str | None]) -> dict[str, int]:
+    """For each torch module path (and every ancestor), the index of the last tensor made inside it."""
+    last_in: dict[str, int] = {}
+    for i, t in enumerate(tensors):
+        n = raw.get(t)
+        if not n or "/" in n:
+            continue
+        parts = n.split(":")[0].split(".")
+        for k in range(1, len(parts)):
+            last_in[".".join(parts[:k])] = i
+        last_in[n] = i
+    return last_in
+
+
+def _container_aliases(tensors: Sequence[str], raw: Mapping[str, str | None], names: Mapping[str, str]) -> dict[str, str]:
+    """``{module path: tensor}`` for torch containers (``layer1.0``, ``model.4``) that no tensor is
+    named after: a container's output is the last tensor computed inside it."""
+    taken = set(names.values())
+    parents = {n.split(":")[0].rpartition(".")[0] for n in raw.values() if n and "/" not in n and "." in n}
+    return {p: tensors[i] for p, i in _last_in_subtree(tensors, raw).items() if p not in taken and any(
+        q == p or q.startswith(p + ".") for q in parents)}
 
 
 def _unique(cand: str, used: set[str]) -> str:
@@ -387,6 +415,7 @@ def name_model(
     """
     namer = _Namer(model, producers)
     per_tensor = _tensor_names(namer, model, tensors)
+    raw = {t: namer.own(t) for t in tensors}
     numbered = _op_order_names(model)
     order = {id(n): k for k, n in enumerate(model.graph.node)}
     chains = {t: _chain(t, op, producers, order) for t, op in captured}
@@ -427,8 +456,8 @@ def name_model(
         if scoped is not None and head is not None and head.op_type in _CONV_OPS and "." in scoped:
             parent = _parent(scoped)
             last = namer.own(chain[-1].output[0])
-            if parent and _inside(last, parent) and not _inside(last, scoped.split(":")[0]) and _wraps_only(
-                    parent, chain, node_paths, consumers):
+            if (parent and _inside(last, parent) and last != scoped and not _inside(last, scoped.split(":")[0])
+                    and _wraps_only(parent, chain, node_paths, consumers)):
                 name = parent
         # fused: framework names of the tensors after the conv (its BN, its activation), each
         # selectable exactly; the conv's own tensor counts when something else names it (a BN
@@ -457,7 +486,8 @@ def name_model(
             name = f"{name}/{part if part and not is_generated(part) else (head.op_type if head else 'part')}"
         key = _unique(name, used)
         layers[t] = (key, tuple(f for f in fused if f != key))
-    return ModelNames(per_tensor, layers)
+    aliases = {p: t for p, t in _container_aliases(tensors, raw, per_tensor).items() if p not in used}
+    return ModelNames(per_tensor, layers, aliases)
 
 
 def closest(name: str, choices: Sequence[str], n: int = 5) -> list[str]:
