@@ -176,6 +176,7 @@ class _Namer:
         self.repeated = _qualified_repeats(model.graph)
         self.inits = {t.name for t in model.graph.initializer}
         self.consts = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant" and n.output}
+        self._own: dict[str, str | None] = {}
 
     def scope(self, node: onnx.NodeProto) -> str | None:
         """The framework name the node's own scope gives (dynamo, legacy path, Keras/tf2onnx scope)."""
@@ -199,6 +200,11 @@ class _Namer:
 
     def own(self, t: str) -> str | None:
         """Framework name of tensor ``t`` from its producer alone (None when nothing names it)."""
+        if t not in self._own:
+            self._own[t] = self._read_own(t)
+        return self._own[t]
+
+    def _read_own(self, t: str) -> str | None:
         name = self.recorded.get(t)
         if name is not None:
             return name
@@ -376,14 +382,13 @@ def _chain(captured: str, op_type: str, producers: Mapping[str, onnx.NodeProto],
     return [head, *rest]
 
 
-def _wraps_only(parent: str, chain: Sequence[onnx.NodeProto], node_paths: Sequence[tuple[onnx.NodeProto, str | None]],
-                consumers: Mapping[str, list[onnx.NodeProto]]) -> bool:
+def _wraps_only(parent: str, chain: Sequence[onnx.NodeProto], inside: Mapping[str, list[onnx.NodeProto]]) -> bool:
     """True when module ``parent`` computes this layer and nothing after it: no other conv or pool
     inside it, and nothing inside it reads the layer's tensors except the layer's own nodes."""
     members = {id(n) for n in chain}
     made = {o for n in chain for o in n.output}
-    for node, path in node_paths:
-        if id(node) in members or not _inside(path, parent):
+    for node in inside.get(parent, ()):
+        if id(node) in members:
             continue
         if node.op_type in _CONV_OPS or "Pool" in node.op_type or any(i in made for i in node.input):
             return False
@@ -419,11 +424,13 @@ def name_model(
     numbered = _op_order_names(model)
     order = {id(n): k for k, n in enumerate(model.graph.node)}
     chains = {t: _chain(t, op, producers, order) for t, op in captured}
-    node_paths = [(n, namer.scope(n)) for n in model.graph.node if n.op_type != "Constant"]
-    consumers: dict[str, list[onnx.NodeProto]] = {}
+    inside: dict[str, list[onnx.NodeProto]] = {}  # module path -> the nodes of its sub-modules
     for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+        path = namer.scope(n) if n.op_type != "Constant" and n.name.startswith("/") or n.metadata_props else None
+        if path and "." in path:
+            parts = path.split(":")[0].split(".")
+            for k in range(1, len(parts)):
+                inside.setdefault(".".join(parts[:k]), []).append(n)
     base: dict[str, tuple[str, list[str]]] = {}
     for t, _op in captured:
         chain = chains[t]
@@ -457,7 +464,7 @@ def name_model(
             parent = _parent(scoped)
             last = namer.own(chain[-1].output[0])
             if (parent and _inside(last, parent) and last != scoped and not _inside(last, scoped.split(":")[0])
-                    and _wraps_only(parent, chain, node_paths, consumers)):
+                    and _wraps_only(parent, chain, inside)):
                 name = parent
         # fused: framework names of the tensors after the conv (its BN, its activation), each
         # selectable exactly; the conv's own tensor counts when something else names it (a BN
