@@ -61,8 +61,10 @@ def test_default_capture_is_keras_layer_names(branchy):
             assert k == "a_sep/depthwise" and "a_sep" in acts
             continue
         assert k in ref, f"{k!r} is not a Keras layer name"
-        # a conv followed by its own BN / Activation layers is keyed by the conv and read after them
+        # a conv read after its own BatchNormalization / Activation layers is keyed by the conv and
+        # holds the output of the last layer fused into it
         fused = acts.layers[k].fused
+        assert all(f in ref for f in fused), fused
         _close(v, ref[fused[-1] if fused else k], k)
     assert acts.layers["stem_conv"].fused == ("stem_bn", "stem_relu")
     assert acts.layers["a_sep"].fused == ("a_bn", "a_relu")
