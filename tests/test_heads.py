@@ -179,9 +179,9 @@ def test_yolo_detector_has_no_predictions_and_a_many_channel_cam_map(yolo_detect
     # --cam-layer picks a layer exactly; a near name is only suggested
     out2 = tmp_path / "r2"
     rc, _, stderr = run_cli(capsys, "inspect", yolo_detector, photo("astronaut.png"), "-o", out2,
-                            "--size", "320", "320", "--heatmaps", "none", "--cam-layer", "cv3.2.2")
+                            "--size", "320", "320", "--heatmaps", "none", "--cam-layer", "model.22.cv3.2.2")
     assert rc == 0, stderr
-    assert "cv3.2.2. Layer: chosen by --cam-layer" in (out2 / "index.html").read_text()
+    assert "model.22.cv3.2.2. Layer: chosen by --cam-layer" in (out2 / "index.html").read_text()
 
 
 def test_malformed_names_metadata_is_one_line_exit_2(yolo_detector, tmp_path, capsys):
