@@ -269,9 +269,10 @@ def classifier_outputs(outputs: Mapping[str, Any], model: Any = None, output: st
         shapes = ", ".join(f"{n} {_shape_text(outputs[n])}" for n in names[:4])
         return ClassifierChoice((), f"no classifier head: no output is a class vector [N, C] ({shapes})")
     plausible = [n for n in vectors if not _name_says(n, _NOT_CLASS_WORDS)]
-    probs = [n for n in plausible if _made_by(g, n) or _sums_to_one(np.asarray(outputs[n]))]
+    onnx_name = getattr(outputs, "tensors", {})  # keys may be framework names (``predictions``)
+    probs = [n for n in plausible if _made_by(g, onnx_name.get(n, n)) or _sums_to_one(np.asarray(outputs[n]))]
     if probs:
-        how = _made_by(g, probs[0])
+        how = _made_by(g, onnx_name.get(probs[0], probs[0]))
         why = f"made by {how}" if how else "its scores sum to 1"
         return ClassifierChoice(tuple(probs), f"output {probs[0]!r} holds class probabilities ({why})")
     named = [n for n in plausible if _name_says(n, _CLASS_WORDS)]
