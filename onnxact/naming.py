@@ -99,7 +99,8 @@ def torch_module_from_node(node_name: str, repeated: set[str] | frozenset[str] =
 
 
 def _repeated_calls(graph: onnx.GraphProto) -> set[str]:
-    """``parent/name`` pairs where a legacy path has both ``name`` and ``name_N`` under one parent."""
+    """``qualified parent/name`` of modules a legacy export calls more than once: the exporter
+    writes ``relu`` and ``relu_1`` side by side under one parent (keys for torch_module_from_node)."""
     seen: set[tuple[str, str]] = set()
     for node in graph.node:
         comps = _torch_components(node.name)
@@ -110,8 +111,8 @@ def _repeated_calls(graph: onnx.GraphProto) -> set[str]:
     for parent, c in seen:
         m = _CALL_SUFFIX.match(c)
         if m and (parent, m.group(1)) in seen:
-            out.add(f"{parent}/{m.group(1)}")
-    # keys are "<qualified parent>/<name>"; re-key with qualified parents on the fly (see below)
+            qual = torch_module_from_node(f"/{parent}/X") if parent else ""
+            out.add(f"{qual or ''}/{m.group(1)}")
     return out
 
 
@@ -173,7 +174,7 @@ class _Namer:
     def __init__(self, model: onnx.ModelProto, producers: Mapping[str, onnx.NodeProto]) -> None:
         self.recorded = _recorded(model)
         self.producers = producers
-        self.repeated = _qualified_repeats(model.graph)
+        self.repeated = _repeated_calls(model.graph)
         self.inits = {t.name for t in model.graph.initializer}
         self.consts = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant" and n.output}
         self._own: dict[str, str | None] = {}
@@ -224,20 +225,6 @@ class _Namer:
             m = _PADDLE_VAR.match(t)
             name = m.group(1) if m else None
         return name
-
-
-def _qualified_repeats(graph: onnx.GraphProto) -> set[str]:
-    """``qualified parent/name`` of modules a legacy export calls more than once (``relu`` and ``relu_1``)."""
-    raw = _repeated_calls(graph)
-    if not raw:
-        return set()
-    out: set[str] = set()
-    # qualify the parent path with the same reading torch_module_from_node does (no repeats inside)
-    for key in raw:
-        parent, name = key.rsplit("/", 1)
-        qual = torch_module_from_node("/" + parent + "/X") if parent else ""
-        out.add(f"{qual or ''}/{name}")
-    return out
 
 
 @dataclass(frozen=True)
@@ -420,67 +407,17 @@ def name_model(
     """
     namer = _Namer(model, producers)
     per_tensor = _tensor_names(namer, model, tensors)
-    raw = {t: namer.own(t) for t in tensors}
     numbered = _op_order_names(model)
     order = {id(n): k for k, n in enumerate(model.graph.node)}
     chains = {t: _chain(t, op, producers, order) for t, op in captured}
-    inside: dict[str, list[onnx.NodeProto]] = {}  # module path -> the nodes of its sub-modules
-    for n in model.graph.node:
-        path = namer.scope(n) if n.op_type != "Constant" and n.name.startswith("/") or n.metadata_props else None
-        if path and "." in path:
-            parts = path.split(":")[0].split(".")
-            for k in range(1, len(parts)):
-                inside.setdefault(".".join(parts[:k]), []).append(n)
+    inside = _submodule_nodes(model.graph, namer)
     base: dict[str, tuple[str, list[str]]] = {}
     for t, _op in captured:
         chain = chains[t]
-        head = chain[0] if chain else None
-        scoped = namer.scope(head) if head is not None else None
-        if head is not None and head.op_type in _CONV_OPS and _dynamo_scope(head) is not None:
-            # dynamo puts a folded conv in its BN's scope; the conv's weights keep the conv's name
-            scoped = namer.param(head, 1) or scoped
-        rec_t = namer.recorded.get(t)
-        rec_head = namer.recorded.get(head.output[0]) if head is not None and head.output else None
-        folded_conv = (head is not None and head.op_type in _CONV_OPS and len(chain) == 1 and scoped is not None
-                       and rec_t is not None and scoped != rec_t)  # the recorded name is the folded BN's
-        if rec_t is not None and not folded_conv and (
-                rec_head is None or rec_head == rec_t or rec_head.startswith(rec_t + "/")):
-            # a converter recorded the conv and its activation as one framework layer (Conv2D(activation=...))
-            scoped = None
-            name: str | None = rec_t
-        else:
-            name = scoped
-        if name is None and head is not None and head.op_type in _CONV_OPS + _ATTACHED:
-            name = namer.param(head, 1)
-        own_t = namer.own(t)
-        if name is None:
-            name = own_t if own_t is not None else (None if is_generated(t) else t)
-        if name is None and head is not None:
-            name = numbered.get(head.output[0])
-        if name is None:
-            name = per_tensor.get(t, t)
-        # a wrapper module that owns exactly this conv and its BN / activation is the layer
-        if scoped is not None and head is not None and head.op_type in _CONV_OPS and "." in scoped:
-            parent = _parent(scoped)
-            last = namer.own(chain[-1].output[0])
-            if (parent and _inside(last, parent) and last != scoped and not _inside(last, scoped.split(":")[0])
-                    and _wraps_only(parent, chain, inside)):
-                name = parent
-        # fused: framework names of the tensors after the conv (its BN, its activation), each
-        # selectable exactly; the conv's own tensor counts when something else names it (a BN
-        # folded into it, or the conv module when a wrapper is the key)
-        fused: list[str] = []
-        for node in chain:
-            o = node.output[0] if node.output else ""
-            n = per_tensor.get(o)
-            if not n or "/" in n or n == name or n in fused:
-                continue
-            if namer.own(o) is None and (node is head or is_generated(o)):
-                continue
-            if _PADDLE_VAR.match(o) and head is not None and namer.own(o) == namer.own(head.output[0]):
-                continue  # the conv op's own Paddle variable (conv2d_55.tmp_0, + bias: .tmp_1)
-            fused.append(n)
-        base[t] = (name, fused)
+        name, scoped = _layer_name(namer, t, chain, numbered, per_tensor)
+        if scoped is not None and _is_wrapper_of(namer, scoped, chain, inside):
+            name = _parent(scoped)
+        base[t] = (name, _fused_names(namer, chain, name, per_tensor))
     # several convs under one name (a Keras SeparableConv2D: depthwise, then pointwise + BN + act):
     # the last one is the layer's output and keeps the name, earlier ones are parts ("name/depthwise")
     last_of = {name: t for t, (name, _f) in base.items()}
@@ -493,8 +430,82 @@ def name_model(
             name = f"{name}/{part if part and not is_generated(part) else (head.op_type if head else 'part')}"
         key = _unique(name, used)
         layers[t] = (key, tuple(f for f in fused if f != key))
+    raw = {t: namer.own(t) for t in tensors}
     aliases = {p: t for p, t in _container_aliases(tensors, raw, per_tensor).items() if p not in used}
     return ModelNames(per_tensor, layers, aliases)
+
+
+def _layer_name(namer: _Namer, t: str, chain: Sequence[onnx.NodeProto], numbered: Mapping[str, str],
+                per_tensor: Mapping[str, str]) -> tuple[str, str | None]:
+    """(key, the conv's own scope name or None) of the layer captured at ``t``, before wrappers."""
+    head = chain[0] if chain else None
+    scoped = namer.scope(head) if head is not None else None
+    if head is not None and head.op_type in _CONV_OPS and _dynamo_scope(head) is not None:
+        # dynamo puts a folded conv in its BN's scope; the conv's weights keep the conv's name
+        scoped = namer.param(head, 1) or scoped
+    rec_t = namer.recorded.get(t)
+    rec_head = namer.recorded.get(head.output[0]) if head is not None and head.output else None
+    # a lone conv whose recorded name differs from its scope holds a folded BN's value: the conv names it
+    folded_conv = head is not None and head.op_type in _CONV_OPS and len(chain) == 1 and scoped not in (None, rec_t)
+    if rec_t is not None and not folded_conv and (
+            rec_head is None or rec_head == rec_t or rec_head.startswith(rec_t + "/")):
+        return rec_t, None  # a converter recorded conv + activation as one layer (Conv2D(activation=...))
+    name = scoped
+    if name is None and head is not None and head.op_type in _CONV_OPS + _ATTACHED:
+        name = namer.param(head, 1)
+    if name is None:
+        own_t = namer.own(t)
+        name = own_t if own_t is not None else (None if is_generated(t) else t)
+    if name is None and head is not None:
+        name = numbered.get(head.output[0])
+    return name or per_tensor.get(t, t), scoped
+
+
+def _submodule_nodes(graph: onnx.GraphProto, namer: _Namer) -> dict[str, list[onnx.NodeProto]]:
+    """``{torch module path: the nodes made inside its sub-modules}`` (legacy paths, dynamo scopes)."""
+    inside: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        if n.op_type == "Constant" or not (n.name.startswith("/") or n.metadata_props):
+            continue
+        path = namer.scope(n)
+        if path and "." in path:
+            parts = path.split(":")[0].split(".")
+            for k in range(1, len(parts)):
+                inside.setdefault(".".join(parts[:k]), []).append(n)
+    return inside
+
+
+def _is_wrapper_of(namer: _Namer, scoped: str, chain: Sequence[onnx.NodeProto],
+                   inside: Mapping[str, list[onnx.NodeProto]]) -> bool:
+    """Does the conv's parent module compute exactly this conv and the BN / activation after it
+    (Ultralytics' ``Conv``, torchvision's ``Conv2dNormActivation``)? Then its name is the key."""
+    head = chain[0] if chain else None
+    if head is None or head.op_type not in _CONV_OPS or "." not in scoped:
+        return False
+    parent = _parent(scoped)
+    last = namer.own(chain[-1].output[0])
+    return bool(parent and _inside(last, parent) and last != scoped and not _inside(last, scoped.split(":")[0])
+                and _wraps_only(parent, chain, inside))
+
+
+def _fused_names(namer: _Namer, chain: Sequence[onnx.NodeProto], name: str,
+                 per_tensor: Mapping[str, str]) -> list[str]:
+    """Framework names of the tensors after the conv (its BN, its activation), each selectable
+    exactly; the conv's own tensor counts when something else names it (a BN folded into it, or
+    the conv module when a wrapper is the key)."""
+    head = chain[0] if chain else None
+    fused: list[str] = []
+    for node in chain:
+        o = node.output[0] if node.output else ""
+        n = per_tensor.get(o)
+        if not n or "/" in n or n == name or n in fused:
+            continue
+        if namer.own(o) is None and (node is head or is_generated(o)):
+            continue
+        if _PADDLE_VAR.match(o) and head is not None and namer.own(o) == namer.own(head.output[0]):
+            continue  # the conv op's own Paddle variable (conv2d_55.tmp_0, + bias: .tmp_1)
+        fused.append(n)
+    return fused
 
 
 def closest(name: str, choices: Sequence[str], n: int = 5) -> list[str]:
