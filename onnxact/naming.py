@@ -519,11 +519,15 @@ def closest(name: str, choices: Sequence[str], n: int = 5) -> list[str]:
 _BN_LIKE = re.compile(r"(batch_?norm|(^|[._/])bn\d*($|[._/])|_bn$|^bn)", re.IGNORECASE)
 
 
-def folded_hint(name: str, model: onnx.ModelProto) -> str | None:
-    """Why a BN-like name may be missing: the exporter folded BatchNormalization into the conv."""
+def folded_hint(name: str, model: onnx.ModelProto, names: Sequence[str] = ()) -> str | None:
+    """Why a BN-like name may be missing: the exporter folded BatchNormalization into the conv.
+
+    Said only when the graph has no BatchNormalization node and no other BN-like name (``names``:
+    the model's layer names), so a typo in a model whose BNs are all there is just a typo.
+    """
     if not _BN_LIKE.search(name):
         return None
-    if any(n.op_type == "BatchNormalization" for n in model.graph.node):
+    if any(n.op_type == "BatchNormalization" for n in model.graph.node) or any(_BN_LIKE.search(n) for n in names):
         return None
     return (f"'{name}' looks like a BatchNormalization layer, and this export has none: the exporter folded it "
             "into the conv before it (that conv's layer holds its value); re-export with keep_batchnorm=True "

@@ -179,6 +179,10 @@ def test_keras_exact_selection_never_substitutes(keras_bn_act, keras_ref):
     assert msg.startswith("no layer named 'conv2d_2'") and "'conv2d_1'" in msg and "\n" not in msg
     with pytest.raises(LayerError, match="did you mean"):
         onnxact.get_activations(keras_bn_act, x, layer_names=["conv2d_1/x"])
+    # every BN of this export has a name (each folded BN names its conv's tensor): a typo is a typo
+    with pytest.raises(LayerError) as e:
+        onnxact.get_activations(keras_bn_act, x, layer_names=["batch_normalization_9"])
+    assert "folded" not in str(e.value) and "'batch_normalization_1'" in str(e.value)
 
 
 def test_keras_outputs_keyed_by_the_framework_name(keras_bn_act, keras_ref):
