@@ -267,3 +267,27 @@ def test_paddle_layers_named_by_their_weights():
     np.testing.assert_array_equal(acts["relu_0"], full["relu_0.tmp_0"])
     det = onnxact.load(rapidocr_models()["det"])
     assert [la.name for la in det.layers][:3] == ["conv2d_0", "conv2d_394", "conv2d_395"]
+
+
+# --------------------------------------------------------------------------- the parsers, one case each
+
+
+def test_name_parsers_on_exporter_spellings():
+    from onnxact.naming import is_generated, param_layer, torch_module_from_node
+
+    assert torch_module_from_node("/model.2/m.0/cv1/conv/Conv") == "model.2.m.0.cv1.conv"
+    assert torch_module_from_node("/layer1/layer1.0/conv1/Conv") == "layer1.0.conv1"
+    assert torch_module_from_node("/model.22/cv2.0/cv2.0.0/act/Mul") == "model.22.cv2.0.0.act"
+    assert torch_module_from_node("/features/features.0/features.0.0/Conv") == "features.0.0"
+    assert torch_module_from_node("/layer1/layer1.0/relu_1/Relu", {"layer1.0/relu"}) == "layer1.0.relu:2"
+    assert torch_module_from_node("/layer1/layer1.0/relu_1/Relu") == "layer1.0.relu_1"  # no `relu` beside it
+    assert torch_module_from_node("/Conv_51") is None
+    assert param_layer("functional_1/conv2d_1_2/convolution/merged_input:0") == "conv2d_1"
+    assert param_layer("conv2_expand_weights") == "conv2_expand" and param_layer("conv2d_394.w_0") == "conv2d_394"
+    assert param_layer("layer1.0.conv1.weight") == "layer1.0.conv1"
+    assert param_layer("onnx::Conv_66") is None and param_layer("const_fold_opt__53") is None
+    for made_up in ("849", "onnx::Unsqueeze_6", "/Conv_51_output_0", "Conv__99:0", "Identity:0", "p2o.Add.19",
+                    "Conv@0", "Relu_3"):
+        assert is_generated(made_up), made_up
+    for meaningful in ("probs", "relu0", "output0", "conv_b", "hardswish_0.tmp_0", "images", "X"):
+        assert not is_generated(meaningful), meaningful
