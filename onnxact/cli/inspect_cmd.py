@@ -237,7 +237,8 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, nam
                              show=False, progress=label + "heatmaps")
         heats = {k: p.relative_to(out) for k, p in zip(h, h.paths)}
     stats = [layer_stats(k, v, one.layers.get(k)) for k, v in one.items()]
-    predictions = predict(one.outputs, class_names, k=args.top, model=model, output=args.class_output)
+    predictions = predict(one.outputs, class_names, k=args.top, model=model, output=args.class_output,
+                          batch=next((len(v) for v in one.inputs.values() if np.ndim(v)), None))
     cam_entry = None
     if args.cam != "none" and base is None:
         notes.append("no class activation map: the model has no image input to draw it over")

@@ -211,11 +211,12 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
     @app.get("/api/images/{image_id}/cam.png", responses=png, response_class=Response,
              summary="Class activation map over the image (class_index=-1: the top class)")
     def cam(image_id: str = ImageId, class_index: int = Query(-1, ge=-1, le=100_000),
-            alpha: float = Query(0.45, ge=0.0, le=1.0), cmap: Colormap = "jet") -> Any:
+            alpha: float = Query(0.45, ge=0.0, le=1.0), cmap: Colormap = "jet",
+            output: str | None = Query(None, max_length=256, description="classifier output of class_index")) -> Any:
         from ..render import overlay
 
         cap = state.capture(image_id)
-        found = _class_map(m, cap, class_index, cam_layer, class_output)
+        found = _class_map(m, cap, class_index, cam_layer, output or class_output)
         if found is None:
             raise _http(422, "this model has no spatial layer to compute a class activation map from")
         heat, extra = found
