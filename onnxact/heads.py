@@ -274,12 +274,6 @@ def classifier_outputs(outputs: Mapping[str, Any], model: Any = None, output: st
         shapes = ", ".join(f"{n} {_shape_text(outputs[n])}" for n in names[:4])
         return ClassifierChoice((), f"no classifier head: no output is a class vector [N, C] ({shapes})")
     plausible = [n for n in vectors if not _name_says(n, _NOT_CLASS_WORDS)]
-<<<<<<< HEAD
-    onnx_name = getattr(outputs, "tensors", {})  # keys may be framework names (``predictions``)
-    probs = [n for n in plausible if _made_by(g, onnx_name.get(n, n)) or _sums_to_one(np.asarray(outputs[n]))]
-    if probs:
-        how = _made_by(g, onnx_name.get(probs[0], probs[0]))
-=======
     tensors = getattr(outputs, "tensors", None) or {}  # framework key -> ONNX output name
 
     def made_by(n: str) -> str | None:
@@ -288,7 +282,6 @@ def classifier_outputs(outputs: Mapping[str, Any], model: Any = None, output: st
     probs = [n for n in plausible if made_by(n) or _sums_to_one(np.asarray(outputs[n]))]
     if probs:
         how = made_by(probs[0])
->>>>>>> main
         why = f"made by {how}" if how else "its scores sum to 1"
         return ClassifierChoice(tuple(probs), f"output {probs[0]!r} holds class probabilities ({why})")
     named = [n for n in plausible if _name_says(n, _CLASS_WORDS)]
