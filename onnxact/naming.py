@@ -445,8 +445,9 @@ def _layer_name(namer: _Namer, t: str, chain: Sequence[onnx.NodeProto], numbered
         scoped = namer.param(head, 1) or scoped
     rec_t = namer.recorded.get(t)
     rec_head = namer.recorded.get(head.output[0]) if head is not None and head.output else None
-    # a lone conv whose recorded name differs from its scope holds a folded BN's value: the conv names it
-    folded_conv = head is not None and head.op_type in _CONV_OPS and len(chain) == 1 and scoped not in (None, rec_t)
+    conv_name = (scoped or namer.param(head, 1)) if head is not None and head.op_type in _CONV_OPS else None
+    # a lone conv whose recorded name is not its own holds a folded BN's value: the conv names the layer
+    folded_conv = len(chain) == 1 and conv_name not in (None, rec_t)
     if rec_t is not None and not folded_conv and (
             rec_head is None or rec_head == rec_t or rec_head.startswith(rec_t + "/")):
         return rec_t, None  # a converter recorded conv + activation as one layer (Conv2D(activation=...))

