@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .colors import apply_colormap, colormap_lut
+from .colors import apply_colormap, colormap_lut, colour_index, lut_index
 from .picture import _LABEL_SIZE, _NUMBER_SIZE, LayerPicture, _compose, body_width, tile_bar, value_bar
 from .text import fmt, line_height, nice_ticks, stamp, text_width
 from .tiles import _normalise, channel_vector, sequence_matrix, tile_ranges
@@ -180,8 +180,9 @@ def render_sequence(key: str, arr: np.ndarray, layout: str, *, sample: int, cmap
     img, px_per_step = _resample_time(values, max(16, target - left - 2))
     iw = img.shape[1]
     ih = c_rows * rh
-    grid = img.repeat(rh, axis=0) if rh > 1 else img
-    rgb = apply_colormap(grid.astype(np.float32), cmap)
+    grid = img.astype(np.float32)
+    idx = lut_index(grid)
+    rgb = colour_index(idx.repeat(rh, axis=0) if rh > 1 else idx, cmap)
     height = 2 + ih + 4 + lh + lh + 2
     canvas = np.empty((height, left + iw + 1, 3), np.uint8)
     canvas[:] = 255

@@ -73,3 +73,57 @@ def apply_colormap(values01: np.ndarray, cmap: Any = None, nan_color=_SEPARATOR)
     if nan.any():
         rgb[nan] = nan_color
     return rgb
+
+
+#: the index :func:`lut_index` gives NaN (separators, background); :func:`colour_index` paints it
+BACKGROUND_INDEX = 256
+
+
+def lut_index(values01: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] -> uint16 colour indices 0..255, NaN -> :data:`BACKGROUND_INDEX`.
+
+    Why: a grid drawn bigger than its maps is coloured at the maps' own size, then the 2-byte
+    indices are repeated, then looked up once (:func:`colour_index`), instead of colouring
+    every upscaled float pixel."""
+    with np.errstate(invalid="ignore"):
+        f = np.rint(np.clip(np.asarray(values01, dtype=np.float32), 0.0, 1.0) * 255.0)  # NaN stays NaN
+    nan = np.isnan(f)
+    if nan.any():
+        f[nan] = BACKGROUND_INDEX
+    return f.astype(np.uint16)
+
+
+@lru_cache(maxsize=32)
+def _packed(name: str | None, nan_color: tuple[int, int, int]) -> np.ndarray:
+    lut = np.zeros((BACKGROUND_INDEX + 1, 4), np.uint8)
+    lut[:256, :3] = colormap_lut(name)
+    lut[BACKGROUND_INDEX, :3] = nan_color
+    lut[:, 3] = 255
+    return lut.view(np.uint32).ravel()
+
+
+def packed_lut(cmap: Any = None, nan_color: tuple[int, int, int] = _SEPARATOR) -> np.ndarray:
+    """The colormap as 257 packed RGBX ``uint32`` (index 256: ``nan_color``): one ``np.take``
+    colours a picture ~15x faster than indexing a ``(256, 3)`` table."""
+    if cmap is None or isinstance(cmap, str):
+        return _packed(cmap, tuple(nan_color))
+    lut = np.zeros((BACKGROUND_INDEX + 1, 4), np.uint8)
+    lut[:256, :3] = colormap_lut(cmap)
+    lut[BACKGROUND_INDEX, :3] = nan_color
+    lut[:, 3] = 255
+    return lut.view(np.uint32).ravel()
+
+
+def colour_packed(idx: np.ndarray, cmap: Any = None, nan_color: tuple[int, int, int] = _SEPARATOR) -> np.ndarray:
+    """uint16 indices from :func:`lut_index` (after any tiling / upscaling) -> packed RGBX uint32."""
+    return np.take(packed_lut(cmap, nan_color), idx)
+
+
+def rgb_view(packed: np.ndarray) -> np.ndarray:
+    """A writable uint8 ``(H, W, 3)`` view of a packed RGBX ``(H, W)`` uint32 picture."""
+    return packed.view(np.uint8).reshape(packed.shape + (4,))[..., :3]
+
+
+def colour_index(idx: np.ndarray, cmap: Any = None, nan_color: tuple[int, int, int] = _SEPARATOR) -> np.ndarray:
+    """uint16 indices from :func:`lut_index` -> uint8 RGB ``(..., 3)``."""
+    return np.ascontiguousarray(rgb_view(colour_packed(idx, cmap, nan_color)))
