@@ -204,7 +204,7 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, nam
     import numpy as np
 
     from ..activations import Activations, Outputs
-    from ..render import _prepare_dir, display_activations, display_heatmaps, load_display_image, save_png
+    from ..render import REPORT_WIDTH, _prepare_dir, display_activations, display_heatmaps, load_display_image, save_png
     from ..report import layer_stats, predict, write_report
 
     _prepare_dir(out)
@@ -245,7 +245,8 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, nam
     # encodes the PNGs of the layers before (one call per layer lost that overlap: +0.1 s here;
     # running the two calls at once gained nothing on 2 cores, the pools already fill them).
     pics = display_activations(one, cmap=args.cmap, save=True, directory=out / "grids", layers=keys,
-                               normalize=args.scale, show=False, progress=label + "grids")
+                               normalize=args.scale, show=False, progress=label + "grids",
+                               max_width=REPORT_WIDTH, channel_numbers=True)
     grids: dict[str, Path] = {k: p.relative_to(out) for k, p in zip(pics, pics.paths)}
     notes: list[str] = list(pics.skipped.values())
     if norm is not None and norm.guessed:
@@ -256,7 +257,7 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, nam
     if hkeys:
         h = display_heatmaps(one, base, save=True, directory=out / "heatmaps", layers=hkeys,
                              merge_filters=args.heatmaps == "merged", cmap=args.heatmap_cmap, alpha=args.alpha,
-                             show=False, progress=label + "heatmaps")
+                             show=False, progress=label + "heatmaps", max_width=REPORT_WIDTH)
         heats = {k: p.relative_to(out) for k, p in zip(h, h.paths)}
     stats = [layer_stats(k, v, one.layers.get(k)) for k, v in one.items()]
     predictions = predict(one.outputs, class_names, k=args.top, model=model, output=args.class_output,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from .colors import apply_colormap as apply_colormap
 from .colors import colormap_lut as colormap_lut
+from .display import REPORT_WIDTH as REPORT_WIDTH
 from .display import Pictures as Pictures
 from .display import _prepare_dir as _prepare_dir
 from .display import display_activations as display_activations
@@ -39,5 +40,5 @@ from .tiles import tile_grid as tile_grid
 __all__ = [
     "display_activations", "display_heatmaps", "render_layer", "tile_grid", "colormap_lut",
     "apply_colormap", "overlay", "load_display_image", "resize_bilinear", "guess_array_layout",
-    "safe_filename", "save_png", "Pictures", "LayerPicture",
+    "safe_filename", "save_png", "Pictures", "LayerPicture", "REPORT_WIDTH",
 ]

@@ -22,6 +22,10 @@ from .colors import colormap_lut
 from .picture import LayerPicture, render_layer
 from .tiles import NORMALIZE_MODES, check_data_format
 
+#: px: the width ``inspect`` draws pictures at, the report page's content width (report.py's
+#: ``main{max-width:1400px}`` less its padding and the section margins)
+REPORT_WIDTH = 1200
+
 
 class Pictures(dict):
     """``{key: PIL image | matplotlib Figure | ndarray}`` in layer order; ``.paths`` lists saved files.

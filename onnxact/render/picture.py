@@ -177,7 +177,7 @@ def _numbered_grid(idx: np.ndarray, cols: int, scale: int, band: int) -> np.ndar
 
 def _unflatten(values: np.ndarray, long_px: int) -> tuple[np.ndarray, str | None]:
     """Very elongated tiles (a ``4 x 5376`` box-distribution map): the long axis binned (mean) to
-    at most ``long_px``, the short one repeated to 1/8 of it, so the tile is not a hair-thin line."""
+    at most ``long_px``, the short one repeated to 1/4 of it, so the tile is not a hair-thin line."""
     n, h, w = values.shape
     wide = w >= h
     if max(h, w) < 8 * min(h, w):
@@ -188,7 +188,7 @@ def _unflatten(values: np.ndarray, long_px: int) -> tuple[np.ndarray, str | None
         starts = np.linspace(0, length, long_px + 1).astype(np.int64)[:-1]
         with np.errstate(all="ignore"):
             v = np.add.reduceat(v, starts, axis=2) / np.diff(np.append(starts, length))[None, None, :]
-    rep = max(1, -(-v.shape[2] // (8 * v.shape[1])))
+    rep = max(1, -(-v.shape[2] // (4 * v.shape[1])))
     v = v.repeat(rep, axis=1) if rep > 1 else v
     v = v if wide else v.transpose(0, 2, 1)
     how = f"{'rows' if wide else 'columns'} drawn {rep}x" + (f", {length} {'columns' if wide else 'rows'} "
@@ -223,13 +223,13 @@ def render_layer(key: str, arr: np.ndarray, info: Any = None, *, cmap: Any = Non
     tiles, how = sample_tiles(arr, layout, sample)
     lo_t, hi_t = tile_ranges(tiles)
     values, vmin, vmax = _normalise(tiles, normalize)
-    values, stretched = _unflatten(values, (body_width(max_width) or max_side) if len(values) == 1 else 256)
+    lut = colormap_lut(cmap)
+    bar = tile_bar(lut, vmin, vmax) if normalize == "tile" else value_bar(lut, vmin, vmax, ["layer scale"])
+    values, stretched = _unflatten(values, (body_width(max_width, bar) or max_side) if len(values) == 1 else 256)
     n, h, w = values.shape
     numbered = channel_numbers and n > 1
     band = line_height(_NUMBER_SIZE) if numbered else 0
     min_w = text_width(str(n - 1), _NUMBER_SIZE) + 2 if numbered else 0
-    lut = colormap_lut(cmap)
-    bar = tile_bar(lut, vmin, vmax) if normalize == "tile" else value_bar(lut, vmin, vmax, ["layer scale"])
     cols, rows, scale, step = grid_geometry(n, h, w, max_width=body_width(max_width, bar), max_height=max_height,
                                             min_tile=min_tile, max_side=max_side, band=band, min_width=min_w)
     if step > 1:
