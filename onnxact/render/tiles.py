@@ -158,7 +158,8 @@ def grid_geometry(n: int, h: int, w: int, *, max_width: int | None = None, max_h
 
     Without ``max_width``: a ~sqrt(n) x sqrt(n) grid (Keract's layout) at most ``max_side`` px,
     tiles at least ``min_tile`` px. With ``max_width`` (the width the grid may take, e.g. a page's):
-    as many columns as fit, the largest tiles (up to 160 px, 320 for a lone tile, or the map's own size) whose grid is
+    as many columns as fit, the largest tiles (up to 160 px, 320 for a lone tile, or the map's own size;
+    at most 8x the map) whose grid is
     at most ``max_height`` px (default half the width) tall; when none is, the smallest allowed.
     ``band`` px above each tile hold its channel number; ``min_width`` is the narrowest tile that
     number fits in.
@@ -181,7 +182,7 @@ def grid_geometry(n: int, h: int, w: int, *, max_width: int | None = None, max_h
     width = max(1, int(max_width))
     height = int(max_height) if max_height else max(200, width // 2)
     k_min = max(1, math.ceil(min_tile / long), math.ceil(min_width / max(1, w)) if min_width else 1)
-    k_max = max(k_min, max(160 if n > 1 else 320, long) // long)
+    k_max = max(k_min, min(max(160 if n > 1 else 320, long) // long, 8))  # tiny maps gain nothing past 8x
     candidates: list[tuple[int, int]] = [(k, 1) for k in range(k_max, k_min - 1, -1)]
     if k_min == 1:  # big maps may be subsampled, not below ~48 px, a number's width or 16 px across
         floor_px = max(48, min_width)
