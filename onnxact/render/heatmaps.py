@@ -181,9 +181,9 @@ def _positional(save: Any, directory: Any, extra: tuple[Any, ...], merge_filters
     return bool(save), directory, bool(merge_filters), cmap, alpha
 
 
-def display_heatmaps(acts: Mapping[str, Any], image: Any, save: Any = False,
+def display_heatmaps(activations: Mapping[str, Any], image: Any = None, save: Any = False,
                      directory: str | os.PathLike[str] | bool = ".", *keract_args: Any, merge_filters: bool = False,
-                     cmap: Any = "jet", alpha: float = 0.3, fix: bool = True,
+                     cmap: Any = "jet", alpha: float = 0.3, fix: bool = True, input_image: Any = None,
                      layers: Sequence[str] | str | None = None, index: int = 0,
                      max_tile: int = 80, max_side: int = 1024, data_format: str | None = None,
                      fmt: str = "image", show: bool | None = None, progress: bool | str = False,
@@ -203,7 +203,7 @@ def display_heatmaps(acts: Mapping[str, Any], image: Any, save: Any = False,
 
     Keract's signature works unchanged: ``display_heatmaps(acts, x, directory, save, fix,
     merge_filters)`` by position (a folder name in third place is read in Keract's order) or by
-    keyword; ``fix`` is accepted and the image is always read robustly (batch axis, grey, 0-255
+    keyword (``input_image=`` too); ``fix`` is accepted and the image is always read robustly (batch axis, grey, 0-255
     or any float range), which is what Keract's ``fix=True`` does; ``data_format`` as in
     :func:`.display.display_activations`. onnxact's own positional order
     ``(acts, image, save, directory, merge_filters, cmap, alpha)`` works too.
@@ -211,6 +211,11 @@ def display_heatmaps(acts: Mapping[str, Any], image: Any, save: Any = False,
     save, directory, merge_filters, cmap, alpha = _positional(save, directory, keract_args, merge_filters, cmap,
                                                               alpha)
     check_data_format(data_format)
+    acts = activations
+    if (image is None) == (input_image is None):
+        raise InputError("display_heatmaps needs the image to draw on: pass it as the second argument "
+                         "(or as input_image=, Keract's name), once")
+    image = image if input_image is None else input_image
     keys = _select(acts, layers)
     colormap_lut(cmap)
     base_full = load_display_image(image, index)
