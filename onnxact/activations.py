@@ -146,14 +146,18 @@ def save_activations(
     the format version, the model's sha256 and each layer's metadata.
     Returns the path of the npz file.
     """
+    from .safeio import atomic_file, write_text
+
     d = Path(directory)
+    npz_path = d / f"{name}.npz"
     try:
         d.mkdir(parents=True, exist_ok=True)
-        npz_path = d / f"{name}.npz"
-        arrays = {_safe_key(i): np.asarray(v) for i, v in enumerate(acts.values())}
-        np.savez(npz_path, **arrays)  # type: ignore[arg-type]
     except OSError as e:
         raise OutputError(f"cannot write activations to {d}: {e.strerror or e}; choose a writable folder") from None
+    arrays = {_safe_key(i): np.asarray(v) for i, v in enumerate(acts.values())}
+    # Written under a temporary name and renamed: a full disk or Ctrl-C leaves no truncated npz.
+    with atomic_file(npz_path) as f:
+        np.savez(f, **arrays)  # type: ignore[arg-type]
     layers = getattr(acts, "layers", {}) or {}
     entries = []
     for i, (k, v) in enumerate(acts.items()):
@@ -175,25 +179,102 @@ def save_activations(
         "npz": npz_path.name,
         "layers": entries,
     }
-    try:
-        (d / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    except OSError as e:
-        raise OutputError(f"cannot write manifest to {d}: {e.strerror or e}") from None
+    write_text(d / "manifest.json", json.dumps(manifest, indent=2))
     return npz_path
 
 
-def load_activations(path: str | os.PathLike[str]) -> Activations:
-    """Load what :func:`save_activations` wrote; ``path`` is the folder or its manifest.json."""
+#: Default bound on the bytes :func:`load_activations` may decompress (sum of the arrays read).
+#: A saved folder is untrusted input: a 1 MB npz can declare (and deflate to) many gigabytes.
+MAX_LOAD_BYTES = 4 * 2**30
+_MAX_MANIFEST_BYTES = 64 * 2**20
+
+
+def _fail(manifest_path: Path, what: str) -> InputError:
+    return InputError(f"{manifest_path} is not a valid onnxact activations manifest: {what}; "
+                      "pass a folder written by save_activations")
+
+
+def _read_manifest(manifest_path: Path) -> dict[str, Any]:
+    try:
+        with open(manifest_path, "rb") as f:
+            raw = f.read(_MAX_MANIFEST_BYTES + 1)
+    except FileNotFoundError:
+        raise InputError(f"no manifest.json at {manifest_path}; pass the folder written by save_activations") from None
+    except OSError as e:
+        raise InputError(f"cannot read {manifest_path}: {e.strerror or e}") from None
+    if len(raw) > _MAX_MANIFEST_BYTES:
+        raise _fail(manifest_path, f"it is over {_MAX_MANIFEST_BYTES >> 20} MB")
+    try:
+        manifest = json.loads(raw)
+    except (ValueError, RecursionError) as e:  # RecursionError: JSON nested thousands deep
+        raise InputError(f"cannot read {manifest_path}: {str(e)[:200] or 'nested too deep'}") from None
+    if not isinstance(manifest, dict):
+        raise _fail(manifest_path, f"it holds a JSON {type(manifest).__name__}, not an object")
+    return manifest
+
+
+def _npz_beside(manifest_path: Path, name: Any) -> Path:
+    """The npz the manifest names, which may only be a plain file in the manifest's own folder."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
+            or "\0" in name:
+        raise _fail(manifest_path, f'"npz" must be the name of a file beside it, not {str(name)[:80]!r}')
+    npz = manifest_path.with_name(name)
+    real = Path(os.path.realpath(npz))
+    if real.parent != Path(os.path.realpath(manifest_path)).parent:
+        raise _fail(manifest_path, f'"npz" {name!r} leads outside its folder')
+    if not real.is_file():  # missing, or a folder / device / FIFO that reading would hang on
+        raise InputError(f"the activations file {npz} is missing or not a file; keep it beside {manifest_path.name}")
+    return npz
+
+
+def _entries(manifest_path: Path, manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+    layers = manifest.get("layers")
+    if not isinstance(layers, list):
+        raise _fail(manifest_path, '"layers" must be a list')
+    for e in layers:
+        if not isinstance(e, dict) or not isinstance(e.get("key"), str) or not isinstance(e.get("array"), str) \
+                or not isinstance(e.get("info"), (dict, type(None))):
+            raise _fail(manifest_path, 'each layer needs a "key" and an "array" name and an "info" object or null')
+    return layers
+
+
+def _layer_info(manifest_path: Path, d: Mapping[str, Any]) -> LayerInfo:
+    try:
+        info = LayerInfo.from_json(d)
+    except (TypeError, ValueError):
+        raise _fail(manifest_path, f"layer info {str(d)[:80]} lacks fields or has wrong types") from None
+    if not all(isinstance(getattr(info, f), str) for f in ("name", "tensor", "op_type", "layout", "node")):
+        raise _fail(manifest_path, f"layer info {str(d)[:80]} has names that are not text")
+    return info
+
+
+def _array_bytes(z: zipfile.ZipFile, member: str) -> int:
+    """Bytes the array ``member`` will take once read, from its .npy header alone (nothing inflated)."""
+    with z.open(member) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n * dtype.itemsize
+
+
+def load_activations(path: str | os.PathLike[str], max_bytes: int | None = MAX_LOAD_BYTES) -> Activations:
+    """Load what :func:`save_activations` wrote; ``path`` is the folder or its manifest.json.
+
+    The folder is treated as untrusted input: a manifest that is malformed, names an npz
+    outside its own folder, or is over 64 MB is an ``InputError``, and so is a set of arrays
+    whose size once read (from the ``.npy`` headers, before anything is decompressed) is over
+    ``max_bytes`` (default :data:`MAX_LOAD_BYTES`, 4 GiB; None for no bound).
+    """
     p = Path(path)
     manifest_path = p / "manifest.json" if p.is_dir() else p
     if manifest_path.suffix == ".npz":
         manifest_path = manifest_path.with_name("manifest.json")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"no manifest.json at {manifest_path}; pass the folder written by save_activations") from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read {manifest_path}: {e}") from None
+    manifest = _read_manifest(manifest_path)
     if manifest.get("format") != "onnxact.activations":
         raise InputError(f"{manifest_path} is not an onnxact activations manifest")
     version = manifest.get("format_version")
@@ -201,13 +282,30 @@ def load_activations(path: str | os.PathLike[str]) -> Activations:
         raise InputError(
             f"{manifest_path} has format version {version}; this onnxact reads up to {FORMAT_VERSION}, upgrade onnxact"
         )
-    npz_path = manifest_path.with_name(manifest["npz"])
+    entries = _entries(manifest_path, manifest)
+    npz_path = _npz_beside(manifest_path, manifest.get("npz"))
+    names = manifest.get("class_names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise _fail(manifest_path, '"class_names" must be a list of names')
+    sha = manifest.get("model_sha256")
+    if sha is not None and not isinstance(sha, str):
+        raise _fail(manifest_path, '"model_sha256" must be text')
+    layers = {e["key"]: _layer_info(manifest_path, e["info"]) for e in entries if e.get("info")}
     try:
+        with zipfile.ZipFile(npz_path) as z:
+            members = set(z.namelist())
+            wanted = list(dict.fromkeys(e["array"] for e in entries))
+            missing = [a for a in wanted if f"{a}.npy" not in members]
+            if missing:
+                raise InputError(f"{npz_path} lacks the array {missing[0]!r} that {manifest_path.name} lists")
+            if max_bytes is not None:
+                total = sum(_array_bytes(z, f"{a}.npy") for a in wanted)
+                if total > max_bytes:
+                    raise InputError(f"{npz_path} holds {total / 2**30:.3g} GiB of arrays, over the bound of "
+                                     f"{max_bytes / 2**30:.3g} GiB; pass max_bytes= to load_activations to allow more")
         with np.load(npz_path, allow_pickle=False) as z:
-            data = {e["key"]: z[e["array"]] for e in manifest["layers"]}
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
-        raise InputError(f"cannot read {npz_path}: {e}") from None
-    layers = {e["key"]: LayerInfo.from_json(e["info"]) for e in manifest["layers"] if e.get("info")}
-    return Activations(
-        data, layers, model_sha256=manifest.get("model_sha256"), class_names=manifest.get("class_names")
-    )
+            read = {a: z[a] for a in wanted}
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as e:
+        raise InputError(f"cannot read {npz_path}: {str(e)[:200]}") from None
+    data = {e["key"]: read[e["array"]] for e in entries}
+    return Activations(data, layers, model_sha256=sha, class_names=names)

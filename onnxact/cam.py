@@ -11,13 +11,14 @@ class-agnostic (said so in the result).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from .errors import InputError, LayerError
 
@@ -74,14 +75,39 @@ class CamResult:
 
 
 # ----------------------------------------------------------------------------- graph reading
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    out = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    for n in graph.node:
-        if n.op_type == "Constant" and n.output:
-            for a in n.attribute:
-                if a.name == "value":
-                    out[n.output[0]] = numpy_helper.to_array(a.t)
-    return out
+class _Constants(Mapping[str, np.ndarray]):
+    """Initializers and Constant outputs, each read on first use from the model's own folder.
+
+    Why lazy: the head needs two small tensors; reading every initializer would pull a big
+    model's external weights into memory. Why a folder: external data is read relative to the
+    model (:func:`onnxact.model.read_tensor`), never to the working directory.
+    """
+
+    def __init__(self, graph: onnx.GraphProto, base_dir: Path | None) -> None:
+        self._protos: dict[str, onnx.TensorProto] = {t.name: t for t in graph.initializer}
+        for n in graph.node:
+            if n.op_type == "Constant" and n.output:
+                for a in n.attribute:
+                    if a.name == "value":
+                        self._protos[n.output[0]] = a.t
+        self._base = base_dir
+        self._read: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._read:
+            from .model import read_tensor
+
+            self._read[name] = read_tensor(self._protos[name], self._base)
+        return self._read[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._protos
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._protos)
+
+    def __len__(self) -> int:
+        return len(self._protos)
 
 
 def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
@@ -106,11 +132,15 @@ def _pool_layout(node: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> str 
     return {(2, 3): "NCHW", (1, 2): "NHWC"}.get(tuple(axes))
 
 
-def find_cam_head(proto: onnx.ModelProto) -> CamHead | None:
+def find_cam_head(proto: onnx.ModelProto, base_dir: str | os.PathLike[str] | None = None) -> CamHead | None:
     """Find the last GlobalAveragePool (or spatial ReduceMean) feeding a Gemm/MatMul through
-    reshape-like ops only, and read its class weights; None when the model has no such head."""
+    reshape-like ops only, and read its class weights; None when the model has no such head.
+
+    ``base_dir`` is the model's folder (``Model.external_data_dir``), where weights kept in
+    external data files are read from.
+    """
     graph = proto.graph
-    consts = _constants(graph)
+    consts = _Constants(graph, Path(base_dir) if base_dir is not None else None)
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in graph.node:
         for i in n.input:
@@ -248,7 +278,7 @@ def class_activation_map(model: Any, x: Any = None, class_index: int | None = No
     if method not in ("auto", "cam", "eigencam"):
         raise InputError(f"method must be 'auto', 'cam' or 'eigencam', not {method!r}")
     m = load(model)
-    head = find_cam_head(m.proto) if method != "eigencam" else None
+    head = find_cam_head(m.proto, m.external_data_dir) if method != "eigencam" else None
     if method == "cam" and head is None:
         raise InputError("exact CAM needs a GlobalAveragePool -> Gemm/MatMul head, which this model lacks; "
                          "use method='eigencam'")

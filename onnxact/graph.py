@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import onnx
 from onnx import TensorProto
@@ -217,15 +218,20 @@ def constant_tensors(graph: onnx.GraphProto) -> set[str]:
     return out
 
 
-def scalar_constants(graph: onnx.GraphProto) -> dict[str, float]:
-    """Single-element initializers and Constant outputs of ``graph``, as floats (for pattern matching)."""
+def scalar_constants(graph: onnx.GraphProto, base_dir: Any = None) -> dict[str, float]:
+    """Single-element initializers and Constant outputs of ``graph``, as floats (for pattern matching).
+
+    ``base_dir`` is the model's folder, where external data is read from (never the working directory).
+    """
     from onnx import numpy_helper
+
+    from .model import read_tensor
 
     out: dict[str, float] = {}
     for t in graph.initializer:
         if len(t.dims) <= 4 and all(d == 1 for d in t.dims):
             try:
-                out[t.name] = float(numpy_helper.to_array(t).reshape(-1)[0])
+                out[t.name] = float(read_tensor(t, base_dir).reshape(-1)[0])
             except (ValueError, IndexError, TypeError):
                 pass
     for node in graph.node:
@@ -260,7 +266,7 @@ def _follow_qdq(
 
 
 def find_candidates(
-    graph: onnx.GraphProto, elem_types: Mapping[str, int], all_tensors: bool = True
+    graph: onnx.GraphProto, elem_types: Mapping[str, int], all_tensors: bool = True, base_dir: Any = None
 ) -> tuple[list[Candidate], list[Candidate]]:
     """Return (all promotable float tensors, default capture set) of the top-level graph.
 
@@ -270,7 +276,7 @@ def find_candidates(
     """
     consumers = _consumers(graph)
     graph_outputs = {o.name for o in graph.output}
-    consts = scalar_constants(graph)
+    consts = scalar_constants(graph, base_dir)
     const_tensors = constant_tensors(graph)
     everything: list[Candidate] = []
     default: list[Candidate] = []

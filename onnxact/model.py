@@ -12,7 +12,8 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from .errors import InputError, LayerError, ModelError, ProviderError
 from .layout import propagate_layouts
 from .naming import closest, simple_names
 
-__all__ = ["Model", "load", "resolve_providers"]
+__all__ = ["Model", "load", "resolve_providers", "read_tensor", "external_data_path"]
 
 _ONNX_TO_NP = {
     onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.DOUBLE: "float64",
@@ -142,14 +143,96 @@ def _names_are_text(g: onnx.GraphProto) -> bool:
     return True
 
 
+def _tensors(g: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor stored in ``g``: initializers, sparse ones, node attributes, subgraphs."""
+    yield from g.initializer
+    for sp in g.sparse_initializer:
+        yield sp.values
+        yield sp.indices
+    for n in g.node:
+        for a in n.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            if a.HasField("g"):
+                yield from _tensors(a.g)
+            for sg in a.graphs:
+                yield from _tensors(sg)
+
+
 def _external_locations(proto: onnx.ModelProto) -> set[str]:
     locs: set[str] = set()
-    for t in proto.graph.initializer:
+    for t in _tensors(proto.graph):
         if t.data_location == onnx.TensorProto.EXTERNAL:
-            for e in t.external_data:
-                if e.key == "location":
-                    locs.add(e.value)
+            locs.add(next((e.value for e in t.external_data if e.key == "location"), ""))
     return locs
+
+
+def external_data_path(location: str, base: Path, model: str = "the model") -> Path:
+    """The file an external-data ``location`` names, refused unless it lies inside ``base``.
+
+    Why onnxact checks itself: a hostile model can name ``/etc/shadow``, ``../../secret`` or a
+    link out of its folder as the file holding its weights, and then reveal its bytes through
+    the activations; whether onnxruntime refuses depends on its version. Only relative paths
+    without ``..`` that resolve (links followed) inside the model's folder are read.
+    """
+    parts = re.split(r"[\\/]", location)
+    if not location or "\0" in location or os.path.isabs(location) or location.startswith(("/", "\\")) \
+            or re.match(r"^[A-Za-z]:", location):
+        why = "is empty" if not location else "is an absolute path"
+    elif ".." in parts:
+        why = "climbs out with '..'"
+    else:
+        real = Path(os.path.realpath(base / location))
+        top = Path(os.path.realpath(base))
+        if real == top or top not in real.parents:
+            why = "leads outside the model's folder through a link"
+        else:
+            return real
+    raise ModelError(f"{model}: the external data location '{location[:120]}' {why}; onnxact reads external "
+                     f"weights only from files inside the model's folder {base}")
+
+
+def read_tensor(t: onnx.TensorProto, base_dir: Path | None, model: str = "the model") -> np.ndarray:
+    """A stored tensor as an array, external data read only from ``base_dir`` (the model's folder).
+
+    The one place onnxact reads initializers: ``onnx.numpy_helper.to_array`` without a base
+    folder reads external files relative to the *working directory*, so the same model gave
+    other weights (or none) depending on where it was run from.
+    """
+    from onnx import numpy_helper
+
+    if t.data_location != onnx.TensorProto.EXTERNAL:
+        return numpy_helper.to_array(t)
+    if base_dir is None:
+        raise ModelError(f"{model} keeps the tensor '{t.name}' in an external data file; load the model by path "
+                         "so it can be found")
+    info = {e.key: e.value for e in t.external_data}
+    path = external_data_path(info.get("location", ""), base_dir, model)
+    try:
+        offset = int(info.get("offset") or 0)
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            length = int(info["length"]) if info.get("length") else size - offset
+            if offset < 0 or length < 0 or offset + length > size:
+                raise ModelError(f"{model}: the external data of '{t.name}' lies past the end of {path.name} "
+                                 "(truncated file?)")
+            f.seek(offset)
+            raw = f.read(length)
+    except OSError as e:
+        raise ModelError(f"{model}: cannot read the external data of '{t.name}' from {path.name}: "
+                         f"{e.strerror or e}") from None
+    except ValueError:
+        raise ModelError(f"{model}: the external data of '{t.name}' has an unreadable offset or length") from None
+    inline = onnx.TensorProto()
+    inline.CopyFrom(t)
+    del inline.external_data[:]
+    inline.data_location = onnx.TensorProto.DEFAULT
+    inline.raw_data = raw
+    try:
+        return numpy_helper.to_array(inline)
+    except ValueError as e:
+        raise ModelError(f"{model}: the external data of '{t.name}' does not fit its shape: {e}") from None
 
 
 class Model:
@@ -172,7 +255,7 @@ class Model:
                     "this model keeps its weights in external data files; load it by path so they can be found"
                 )
             base = path.parent
-            missing = [loc for loc in sorted(locs) if not (base / loc).is_file()]
+            missing = [loc for loc in sorted(locs) if not external_data_path(loc, base, path.name).is_file()]
             if missing:
                 raise ModelError(
                     f"external data file '{missing[0]}' of {path.name} is missing; keep it in {base} beside the model"
@@ -225,7 +308,7 @@ class Model:
             dtype = _ONNX_TO_NP.get(inp.type.tensor_type.elem_type, "unknown")
             self.inputs.append(InputInfo(inp.name, tuple(d), dtype, self.layouts.get(inp.name, "other")))
         self.output_names: list[str] = [o.name for o in proto.graph.output]
-        everything, default = graphmod.find_candidates(proto.graph, elem)
+        everything, default = graphmod.find_candidates(proto.graph, elem, base_dir=self.external_data_dir)
         order = [c.tensor for c in everything]
         names = simple_names(proto, order, self._producers)
         default_by_tensor = {c.tensor: c for c in default}

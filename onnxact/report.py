@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, OutputError
+from .safeio import write_text
 
 __all__ = ["LayerStats", "layer_stats", "top_predictions", "read_labels", "write_report"]
 
@@ -225,10 +226,9 @@ def write_report(directory: str | os.PathLike[str], stats: Sequence[LayerStats],
     page = d / filename
     try:
         d.mkdir(parents=True, exist_ok=True)
-        page.write_text("\n".join(out), encoding="utf-8")
     except OSError as err:
         raise OutputError(f"cannot write {page}: {err.strerror or err}; choose a writable folder") from None
-    return page
+    return write_text(page, "\n".join(out))  # atomic, never through a link
 
 
 def nan_safe(v: float) -> float | None:

@@ -577,14 +577,9 @@ class DeadFilterReport:
 
 
 def _write(path: Any, text: str) -> None:
-    from pathlib import Path
+    from .safeio import write_text
 
-    from .errors import OutputError
-
-    try:
-        Path(path).write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    write_text(path, text)  # atomic, never through a link; OutputError when it cannot
 
 
 def find_dead_filters(

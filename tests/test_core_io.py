@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -13,9 +14,11 @@ from tests import tiny
 
 
 def test_round_trip(tmp_path):
-    m = onnxact.load(tiny.conv_net())
     x = np.random.default_rng(0).random((2, 3, 16, 16), dtype=np.float32)
-    m2 = onnxact.load(tiny.conv_net(batch="N"))
+    proto = tiny.conv_net(batch="N")
+    m2 = onnxact.load(proto)
+    # the manifest records the sha256 of the model's serialized bytes: one exact value
+    assert m2.sha256 == hashlib.sha256(proto.SerializeToString()).hexdigest()
     acts = onnxact.get_activations(m2, x)
     acts.save(tmp_path / "out")
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
@@ -25,7 +28,7 @@ def test_round_trip(tmp_path):
     for k in acts:
         np.testing.assert_array_equal(back[k], acts[k])
         assert back.layers[k] == acts.layers[k]
-    assert m.sha256 != ""
+    assert back.model_sha256 == m2.sha256
 
 
 def test_plain_dict_and_newer_version(tmp_path):

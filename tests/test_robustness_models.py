@@ -56,6 +56,18 @@ def reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray], tensor: str)
     return sess.run([tensor], feeds)[0]
 
 
+def run_promoted(model: onnx.ModelProto, feeds: dict[str, np.ndarray], tensors: list[str]) -> dict[str, np.ndarray]:
+    """An independent onnxruntime run (default optimizations) with ``tensors`` promoted beside the
+    model's own outputs: the same graph onnxruntime optimizes for a capture of those tensors."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    m.graph.output.extend(onnx.ValueInfoProto(name=t) for t in tensors)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+
+
 @pytest.fixture(autouse=True)
 def no_temp_files_left(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """onnxact's temporary files go to a private folder here, which must be empty afterwards."""
@@ -320,23 +332,42 @@ def test_float16_upcast_for_statistics_and_pictures() -> None:
 
 
 def test_int8_qdq_model() -> None:
+    """What onnxact promises on an int8 QDQ model, on any CPU.
+
+    Which int8 kernels onnxruntime fuses the Q/DQ pairs into depends on the graph (a promoted
+    tensor is never fused) and on the CPU (VNNI or not; the AVX2 u8s8 path can saturate sums),
+    so the captured values are compared with an independent run that promotes the same tensors
+    at the same optimization level (bit-equal on every machine), never with an unoptimized run.
+    """
     proto = build("qdq_int8")
     assert any(n.op_type == "QuantizeLinear" for n in proto.graph.node)
     m = onnxact.load(proto)
     acts = onnxact.get_activations(m, IMG)
     assert list(acts) == ["conv1", "pool1", "conv2", "gap"]
+    tensors = [acts.layers[k].tensor for k in acts]
+    same = run_promoted(proto, {"x": IMG}, tensors)
+    plain = run_promoted(proto, {"x": IMG}, [])
     scales = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
-    for k, arr in acts.items():
+
+    def step(tensor: str) -> float:
+        dq = next(n for n in proto.graph.node if n.output[0] == tensor)
+        return float(scales[dq.input[1]])
+
+    f32 = onnxact.get_activations(build("conv_opset13"), IMG)
+    for (k, arr), ref32 in zip(acts.items(), f32.values()):
         assert arr.dtype == np.float32
         tensor = acts.layers[k].tensor
         assert tensor.endswith("DequantizeLinear_Output"), tensor  # the dequantized activation
-        np.testing.assert_allclose(arr, reference(proto, {"x": IMG}, tensor), rtol=1e-5, atol=1e-6)
-        dq = next(n for n in proto.graph.node if n.output[0] == tensor)
-        steps = arr / scales[dq.input[1]]
+        np.testing.assert_array_equal(arr, same[tensor])
+        steps = arr / step(tensor)
         np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)  # on the int8 grid
+        # int8 rounding accumulates layer by layer: 1.6 / 7 / 6.3 steps measured on an Intel VNNI CPU
+        assert np.abs(arr - ref32).max() <= 16 * step(tensor), k
     assert acts["conv1"].min() >= 0  # the quantizer's Relu (folded into the range) is applied
-    f32 = onnxact.get_activations(build("conv_opset13"), IMG)
-    np.testing.assert_allclose(acts["conv1"], f32["relu1"], atol=0.1)
+    # the model's own output: as in the same-tensors run, and within a few output steps of the plain
+    # run (which may fuse the convs into int8 kernels that the capture leaves unfused)
+    np.testing.assert_array_equal(acts.outputs["logits"], same["logits"])
+    assert np.abs(acts.outputs["logits"] - plain["logits"]).max() <= 4 * step("logits")
 
 
 def test_model_without_conv() -> None:

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import io
 import itertools
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +24,8 @@ from schemathesis.checks import not_a_server_error  # noqa: E402
 from onnxact.viewer.app import create_app  # noqa: E402
 
 
-def _gallery(tmp_path_factory):
-    d = tmp_path_factory.mktemp("st") / "images"
+def _gallery(root: Path) -> Path:
+    d = root / "images"
     d.mkdir()
     buf = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(buf, "PNG")
@@ -30,24 +33,23 @@ def _gallery(tmp_path_factory):
     return d
 
 
+# The schema is loaded eagerly from an app made at import: schemathesis' lazy `from_fixture`
+# schema reaches into pytest's private `Function._nodeid`, which pytest 9.2 removed.
+_ROOT = Path(tempfile.mkdtemp(prefix="onnxact-st-"))
+APP = create_app(tiny.conv_net(channels=(3, 4), size=16), _gallery(_ROOT), max_upload=100_000)
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_app():
+    yield
+    APP.state.viewer.close()
+    shutil.rmtree(_ROOT, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    a = create_app(tiny.conv_net(channels=(3, 4), size=16), _gallery(tmp_path_factory), max_upload=100_000)
-    yield a
-    a.state.viewer.close()
-
-
-schema = schemathesis.pytest.from_fixture("api_schema")
-
-
-@pytest.fixture(scope="module")
-def api_schema(app):
-    return schemathesis.openapi.from_asgi("/openapi.json", app)
-
-
-@pytest.fixture(scope="module")
-def real_id(app):
-    return app.state.viewer.scan()[0].id
+def real_id():
+    return APP.state.viewer.scan()[0].id
 
 
 _turn = itertools.count()

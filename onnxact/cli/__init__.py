@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Sequence
 
 from ..errors import OnnxactError
+from ..signals import EXIT_SIGTERM, Terminated, sigterm_as_interrupt
 
 __all__ = ["main", "build_parser"]
 
@@ -71,12 +72,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
             return 2
-        return int(args.func(args) or 0)
+        with sigterm_as_interrupt():  # `kill`, `timeout`, CI: clean up as on Ctrl-C
+            return int(args.func(args) or 0)
     except OnnxactError as e:
         if show_tb:
             traceback.print_exc()
         print(f"onnxact: error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("onnxact: stopped (SIGTERM)", file=sys.stderr)
+        return EXIT_SIGTERM
     except KeyboardInterrupt:
         print("onnxact: interrupted", file=sys.stderr)
         return 130

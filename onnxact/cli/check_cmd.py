@@ -62,6 +62,18 @@ def _annotate(report, failing, model: str) -> None:
         print(f"::warning file={model},title=onnxact check::{len(report.failed)} unreadable images skipped")
 
 
+def _refuse_outputs_over_inputs(args: argparse.Namespace) -> None:
+    """Before the scan: no report file may be the model, an image scanned, or another report."""
+    from ..images import expand_sources
+    from ..safeio import check_outputs
+
+    outputs = {"--json": args.json, "--junit": args.junit, "--write-baseline": args.write_baseline}
+    # The images are listed only when an output file already exists: a new file can't be one.
+    exists = any(p is not None and os.path.lexists(p) for p in outputs.values())
+    images = [getattr(i, "label", i) for i in expand_sources(args.images)] if exists else []
+    check_outputs(outputs, {"model": [args.model], "image": images})
+
+
 def run(args: argparse.Namespace) -> int:
     from ..stats import KINDS, find_dead_filters, load_allow_list
 
@@ -75,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--workers must be at least 1, not {args.workers}")
     if args.engine == "local" and (args.address or args.workers):
         raise InputError("--address and --workers need --engine ray")
+    _refuse_outputs_over_inputs(args)
     allow = load_allow_list(args.allow) if args.allow else set()
     kw = {"normalize": args.normalize} if args.normalize else {}
     report = find_dead_filters(

@@ -127,6 +127,12 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"-o {out} is a folder; give a file name like {out / 'model.onnx'}")
     if not out.parent.exists():
         raise InputError(f"the folder for -o does not exist: {out.parent}")
+    from ..safeio import check_outputs
+
+    factory_file = args.src.rpartition(":")[0] if ":" in args.src else ""
+    check_outputs({"-o": out}, {"source model": [p for p in (args.src, factory_file) if p and Path(p).exists()],
+                                "class names file": [args.class_names] if args.class_names and Path(args.class_names).is_file()
+                                else []})
     meta = {"class_names": _class_names(args.class_names)}
     if args.normalize:
         meta["preprocess"] = {"normalize": args.normalize}

@@ -28,6 +28,9 @@ def add_parser(sub: Any, name: str, help: str) -> None:
     p.add_argument("model", nargs="?", metavar="MODEL", help="ONNX model file (default: the bundled demo CNN)")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="input image file(s) (default: the demo image)")
     p.add_argument("-o", "--output", default="onnxact-report", metavar="DIR", help="output folder (default: %(default)s)")
+    p.add_argument("--force", action="store_true",
+                   help="write into an existing non-empty DIR that onnxact did not make (an earlier onnxact "
+                        "report is replaced without it)")
     g = p.add_argument_group("pictures")
     g.add_argument("--cmap", default=None, help="colormap of the grids (default: viridis)")
     g.add_argument("--scale", choices=("tile", "layer"), default="tile",
@@ -168,18 +171,21 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
 def run(args: argparse.Namespace) -> int:
     import onnxact
 
-    from ..render import _prepare_dir, safe_filename
+    from ..render import safe_filename
     from ..report import STAT_HEADERS, read_labels
+    from ..safeio import output_folder
 
     if not 0.0 <= args.alpha <= 1.0:
         raise InputError(f"--alpha must be between 0 and 1, not {args.alpha}")
     if args.top < 1:
         raise InputError("--top must be at least 1")
     model_path, images = _resolve_inputs(args)
-    new_folder = not Path(args.output).exists()
-    out = _prepare_dir(args.output)  # before the capture: an unwritable folder fails fast
-    t0 = time.perf_counter()
-    try:
+    inputs = {"model": [model_path], "image": images, "labels file": [Path(args.labels)] if args.labels else []}
+    # Everything is written into a staging folder that replaces DIR only when the run succeeds:
+    # a failure, Ctrl-C or SIGTERM leaves DIR as it was (onnxact.safeio.output_folder).
+    with output_folder(args.output, force=args.force, inputs=inputs) as folder:
+        stage = folder.staging
+        t0 = time.perf_counter()
         model = onnxact.load(model_path, providers=getattr(args, "provider", None),
                              threads=getattr(args, "threads", None))
         labels = read_labels(args.labels) if args.labels else None
@@ -187,19 +193,16 @@ def run(args: argparse.Namespace) -> int:
                                        **preprocess_kwargs(args))
         if len(acts) == 0:
             raise InputError("no layer was captured: the layer/op-type filter matched nothing")
-    except BaseException:
-        if new_folder and not any(out.iterdir()):  # don't leave an empty folder behind a failed run
-            out.rmdir()
-        raise
-    t_capture = time.perf_counter() - t0
-    class_names = labels or acts.class_names
-    n = len(images)
-    pages = []
-    for s, image in enumerate(images):
-        sub = out if n == 1 else out / f"{s}_{safe_filename(image.stem)}"
-        pages.append((image, *_write_one(args, model, acts, s, image, sub, class_names, n)))
-    if n > 1:
-        _index_of_reports(out, pages)
+        t_capture = time.perf_counter() - t0
+        class_names = labels or acts.class_names
+        n = len(images)
+        pages = []
+        for s, image in enumerate(images):
+            sub = stage if n == 1 else stage / f"{s}_{safe_filename(image.stem)}"
+            pages.append((image, *_write_one(args, model, acts, s, image, sub, class_names, n)))
+        if n > 1:
+            _index_of_reports(stage, pages)
+    out = folder.path
     t_total = time.perf_counter() - t0
     stats = pages[0][2]
     print(_table([s.row() for s in stats], STAT_HEADERS))
@@ -216,13 +219,14 @@ def run(args: argparse.Namespace) -> int:
 def _index_of_reports(out: Path, pages: list[tuple[Any, ...]]) -> Path:
     import html
 
+    from ..safeio import write_text
+
     items = []
     for image, page, _, preds in pages:
         rel = page.relative_to(out).as_posix()
         best = f" — {html.escape(str(preds[0][1] or preds[0][0]))} {100 * preds[0][2]:.1f}%" if preds else ""
         items.append(f"<li><a href='{html.escape(rel)}'>{html.escape(image.name)}</a>{best}</li>")
     page = out / "index.html"
-    page.write_text("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>onnxact reports</title>"
-                    "</head><body><h1>onnxact reports</h1><ul>" + "".join(items) + "</ul></body></html>",
-                    encoding="utf-8")
+    write_text(page, "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>onnxact reports</title>"
+               "</head><body><h1>onnxact reports</h1><ul>" + "".join(items) + "</ul></body></html>")
     return page

@@ -184,21 +184,26 @@ def display_activations(acts: Mapping[str, Any], cmap: Any = None, save: bool = 
     pics = Pictures()
     writer = PngWriter() if out_dir is not None else None
     used_names: set[str] = set()
-    for key in _progress(keys, progress, "grids"):
-        arr = np.asarray(acts[key])
-        samples = _samples(arr, index)
-        for s in samples:
-            pic = render_layer(key, arr, infos.get(key), cmap=cmap, normalize=normalize, sample=s,
-                               data_format=data_format)
-            name = key if len(samples) == 1 else f"{key}[{s}]"
-            pics[name] = _convert(pic.image, fmt, pic.title)
-            pics.details[name] = pic
-            if out_dir is not None:
-                stem = f"{positions[key]:03d}_{safe_filename(key)}" + (f"_{s}" if len(samples) > 1 else "")
-                while stem in used_names:
-                    stem += "_"
-                used_names.add(stem)
-                writer.submit(pic.image, out_dir / f"{stem}.png")
+    try:
+        for key in _progress(keys, progress, "grids"):
+            arr = np.asarray(acts[key])
+            samples = _samples(arr, index)
+            for s in samples:
+                pic = render_layer(key, arr, infos.get(key), cmap=cmap, normalize=normalize, sample=s,
+                                   data_format=data_format)
+                name = key if len(samples) == 1 else f"{key}[{s}]"
+                pics[name] = _convert(pic.image, fmt, pic.title)
+                pics.details[name] = pic
+                if out_dir is not None:
+                    stem = f"{positions[key]:03d}_{safe_filename(key)}" + (f"_{s}" if len(samples) > 1 else "")
+                    while stem in used_names:
+                        stem += "_"
+                    used_names.add(stem)
+                    writer.submit(pic.image, out_dir / f"{stem}.png")
+    except BaseException:
+        if writer is not None:
+            writer.close()  # no write may land after the caller cleans up (Ctrl-C, SIGTERM)
+        raise
     if writer is not None:
         pics.paths.extend(writer.paths())
     return _finish(pics, show)
@@ -237,6 +242,7 @@ class PngWriter:
             self.close()
 
     def close(self) -> None:
+        """Cancel queued writes and wait for those in flight (each is atomic: whole or absent)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __del__(self) -> None:  # a drawing error mid-way: don't leave idle threads behind
@@ -244,12 +250,13 @@ class PngWriter:
 
 
 def save_png(img: Any, path: Path) -> Path:
-    """Write ``img`` (a PIL image or uint8 array) as PNG with the fast encoder (render/png.py);
-    an unwritable path is an ``OutputError``."""
+    """Write ``img`` (a PIL image or uint8 array) as PNG with the fast encoder (render/png.py).
+
+    The file is written under a temporary name and renamed (onnxact.safeio), so an interrupted
+    run never leaves a half-written picture; an unwritable path or a symbolic link at ``path``
+    is an ``OutputError``."""
+    from ..safeio import write_bytes
     from .png import png_bytes
 
-    try:
-        Path(path).write_bytes(png_bytes(img))
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}; choose a writable folder") from None
+    write_bytes(path, png_bytes(img))  # atomic, never through a link (an OutputError otherwise)
     return path

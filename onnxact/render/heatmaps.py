@@ -181,14 +181,19 @@ def display_heatmaps(acts: Mapping[str, Any], image: Any, save: bool = False,
     # Layers are drawn on two threads: numpy's resize/blend and the PNG encoder release the GIL.
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
-        drawn = _progress(pool.map(draw, keys), progress, "heatmaps", total=len(keys))
-        for key, d in zip(keys, drawn):  # in layer order, as each is drawn
-            if d is None:
-                continue
-            pics[key] = _convert(d[0], fmt, d[1])
-            if writer is not None:
-                writer.submit(d[0], out_dir / f"{positions[key]:03d}_{safe_filename(key)}_heatmap.png")
+    try:
+        with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+            drawn = _progress(pool.map(draw, keys), progress, "heatmaps", total=len(keys))
+            for key, d in zip(keys, drawn):  # in layer order, as each is drawn
+                if d is None:
+                    continue
+                pics[key] = _convert(d[0], fmt, d[1])
+                if writer is not None:
+                    writer.submit(d[0], out_dir / f"{positions[key]:03d}_{safe_filename(key)}_heatmap.png")
+    except BaseException:
+        if writer is not None:
+            writer.close()  # no write may land after the caller cleans up (Ctrl-C, SIGTERM)
+        raise
     if writer is not None:
         pics.paths.extend(writer.paths())
     if not pics:

@@ -44,7 +44,7 @@ def _cam_method(m: Model) -> str:
     from ..cam import find_cam_head
 
     try:
-        return "cam" if find_cam_head(m.proto) is not None else "eigencam"
+        return "cam" if find_cam_head(m.proto, m.external_data_dir) is not None else "eigencam"
     except Exception:  # noqa: BLE001 - a head we cannot read just means no exact CAM
         return "eigencam"
 
