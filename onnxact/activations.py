@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import InputError, OutputError
 
-__all__ = ["LayerInfo", "InputInfo", "Activations", "save_activations", "load_activations"]
+__all__ = ["LayerInfo", "InputInfo", "Activations", "Outputs", "save_activations", "load_activations"]
 
 #: Version of the ``.npz`` + ``manifest.json`` format written by :func:`save_activations`.
 FORMAT_VERSION = 1
@@ -52,6 +52,9 @@ class LayerInfo:
     holds the layer's output, ``op_type`` the op that defines the layer (``Conv``, ``MaxPool``),
     ``activation`` the activation op folded into it (``Relu``) or None, ``layout`` one of the
     strings in :mod:`onnxact.layout`, ``shape`` the statically known shape (None where unknown).
+    ``fused`` names the framework layers folded into this one, in graph order: a conv read after
+    its BatchNormalization and activation is keyed by the conv (``conv2d_3``) and lists
+    ``("batch_normalization_3", "activation_3")`` here; each of those names selects its own tensor.
     """
 
     name: str
@@ -62,6 +65,7 @@ class LayerInfo:
     activation: str | None = None
     index: int = 0
     node: str = ""
+    fused: tuple[str, ...] = ()
 
     @property
     def channel_axis(self) -> int | None:
@@ -73,6 +77,7 @@ class LayerInfo:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["shape"] = list(self.shape) if self.shape is not None else None
+        d["fused"] = list(self.fused)
         return d
 
     @classmethod
@@ -81,7 +86,36 @@ class LayerInfo:
         kw = {k: v for k, v in d.items() if k in known}
         if kw.get("shape") is not None:
             kw["shape"] = tuple(kw["shape"])
+        if "fused" in kw:
+            kw["fused"] = tuple(str(f) for f in kw["fused"] or ())
         return cls(**kw)
+
+
+class Outputs(dict):
+    """The model's own outputs, keyed by the framework's names (``predictions``) where known.
+
+    The ONNX output names still reach the same arrays (``outputs["Identity:0"]``, ``in``,
+    ``.get``), and ``.tensors`` maps each key to its ONNX output name, so code written against
+    ONNX names keeps working.
+    """
+
+    tensors: dict[str, str]
+
+    def __init__(self, data: Mapping[str, np.ndarray] | None = None, tensors: Mapping[str, str] | None = None) -> None:
+        super().__init__(data or {})
+        self.tensors = dict(tensors or {k: k for k in self})
+        self._alias = {v: k for k, v in self.tensors.items() if not dict.__contains__(self, v)}
+
+    def __missing__(self, key: str) -> np.ndarray:
+        if key in self._alias:
+            return dict.__getitem__(self, self._alias[key])
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or key in self._alias
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return self[key] if key in self else default
 
 
 class Activations(dict):
@@ -90,6 +124,10 @@ class Activations(dict):
     Behaves exactly like a dict (so code written for Keract keeps working); the extra
     attributes are optional for every consumer.
     """
+
+    #: the image preprocessing used (``onnxact.normalization.Normalization.to_json()``), when known;
+    #: saved in manifest.json so a report says whether its pixels' scaling was guessed
+    preprocessing: dict[str, Any] | None = None
 
     layers: dict[str, LayerInfo]
     outputs: dict[str, np.ndarray]
@@ -109,7 +147,7 @@ class Activations(dict):
     ) -> None:
         super().__init__(data or {})
         self.layers = dict(layers or {})
-        self.outputs = dict(outputs or {})
+        self.outputs = outputs if isinstance(outputs, Outputs) else dict(outputs or {})
         self.model_sha256 = model_sha256
         self.class_names = list(class_names) if class_names else None
         self.inputs = dict(inputs or {})
@@ -177,6 +215,7 @@ def save_activations(
         "model_sha256": getattr(acts, "model_sha256", None),
         "class_names": getattr(acts, "class_names", None),
         "npz": npz_path.name,
+        "preprocessing": getattr(acts, "preprocessing", None),
         "layers": entries,
     }
     write_text(d / "manifest.json", json.dumps(manifest, indent=2))

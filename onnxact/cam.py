@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .errors import InputError, LayerError
+from .errors import InputError
+from .heads import cam_targets, classifier_outputs, find_layer_tensor, head_summary, linear_head_end
 
 __all__ = ["CamHead", "CamResult", "find_cam_head", "cam_from_features", "eigencam", "class_activation_map"]
 
@@ -37,6 +38,7 @@ class CamHead:
     feature_layout: str  # NCHW or NHWC
     pool_node: str
     fc_node: str
+    output: str | None = None  # the graph output the linear layer's classes reach
 
 
 @dataclass
@@ -50,6 +52,9 @@ class CamResult:
     class_name: str | None = None
     score: float | None = None
     scores: np.ndarray | None = field(default=None, repr=False)
+    reason: str = ""  # why this layer ("the last spatial map feeding the classifier head", ...)
+    why: str = ""  # why this method (EigenCAM: "the head has a hidden layer ...")
+    output: str | None = None  # the classifier output the class index refers to
 
     def normalized(self) -> np.ndarray:
         """The map scaled to [0, 1]; a constant map is all zeros (never NaN)."""
@@ -67,11 +72,17 @@ class CamResult:
     def title(self) -> str:
         what = "CAM" if self.method == "cam" else "EigenCAM (class-agnostic)"
         cls = ""
-        if self.class_index is not None:
+        if self.class_index is not None and self.method == "cam":
             cls = f" | class {self.class_index}" + (f" {self.class_name}" if self.class_name else "")
             if self.score is not None:
                 cls += f" (score {self.score:.3g})"
         return f"{what} | {self.layer}{cls}"
+
+    @property
+    def caption(self) -> str:
+        """The title plus why this layer and why this method, for the report and the viewer."""
+        out = self.title + (f". Layer: {self.reason}" if self.reason else "")
+        return out + (f". {self.why[0].upper()}{self.why[1:]}" if self.why else "") + "."
 
 
 # ----------------------------------------------------------------------------- graph reading
@@ -134,7 +145,8 @@ def _pool_layout(node: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> str 
 
 def find_cam_head(proto: onnx.ModelProto, base_dir: str | os.PathLike[str] | None = None) -> CamHead | None:
     """Find the last GlobalAveragePool (or spatial ReduceMean) feeding a Gemm/MatMul through
-    reshape-like ops only, and read its class weights; None when the model has no such head.
+    reshape-like ops only, whose result reaches a graph output through softmax / reshape-like
+    ops only, and read its class weights; None when the model has no such head.
 
     ``base_dir`` is the model's folder (``Model.external_data_dir``), where weights kept in
     external data files are read from.
@@ -153,7 +165,7 @@ def find_cam_head(proto: onnx.ModelProto, base_dir: str | os.PathLike[str] | Non
         cur = pool.output[0]
         node = None
         for _ in range(8):
-            nxt = consumers.get(cur, [])
+            nxt = [c for c in consumers.get(cur, []) if c.op_type not in ("Shape", "Size")]  # reshape plumbing
             if len(nxt) != 1:
                 break
             node = nxt[0]
@@ -169,6 +181,7 @@ def find_cam_head(proto: onnx.ModelProto, base_dir: str | os.PathLike[str] | Non
         if b.ndim != 2:
             continue
         bias = None
+        end = node.output[0]
         if node.op_type == "Gemm":
             if _attr(node, "transA", 0):
                 continue
@@ -183,7 +196,14 @@ def find_cam_head(proto: onnx.ModelProto, base_dir: str | os.PathLike[str] | Non
                 other = [i for i in after[0].input if i != node.output[0]]
                 if other and other[0] in consts:
                     bias = consts[other[0]].astype(np.float64).reshape(-1)
-        found = CamHead(pool.input[0], w, bias, layout, pool.name or pool.output[0], node.name or node.output[0])
+                    end = after[0].output[0]
+        # Only a linear layer whose result *is* the class output has class weights: behind a
+        # hidden layer (GAP -> Dense 128 -> ReLU -> Dense 4) its rows are hidden units.
+        output = linear_head_end(graph, end, consumers)
+        if output is None:
+            continue
+        found = CamHead(pool.input[0], w, bias, layout, pool.name or pool.output[0], node.name or node.output[0],
+                        output)
     return found
 
 
@@ -231,97 +251,125 @@ def _chw(arr: np.ndarray, layout: str, sample: int) -> np.ndarray:
     return np.moveaxis(s, -1, 0) if layout == "NHWC" else s
 
 
-def _class_scores(outputs: Mapping[str, np.ndarray], k: int | None, sample: int) -> np.ndarray | None:
-    cands = [np.asarray(v) for v in outputs.values() if np.ndim(v) == 2 and np.shape(v)[1] > 1]
-    if k is not None:
-        exact = [v for v in cands if v.shape[1] == k]
-        cands = exact or cands
-    if not cands:
+def _graph_output(m: Any, key: str | None, outputs: Mapping[str, Any]) -> str | None:
+    """The graph output name behind an ``outputs`` key (keys may be framework names, same order)."""
+    if key is None or key in m.output_names:
+        return key
+    keys = list(outputs)
+    if len(keys) == len(m.output_names) and key in keys:
+        return m.output_names[keys.index(key)]
+    return None
+
+
+def _row(v: Any, sample: int) -> np.ndarray | None:
+    a = np.asarray(v)
+    if a.ndim == 0 or not -a.shape[0] <= sample < a.shape[0]:
         return None
-    v = cands[0]
-    return v[sample] if sample < v.shape[0] else None
+    return a[sample].reshape(-1).astype(np.float64)
 
 
-def _spatial_key(acts: Mapping[str, Any], layer: str | None) -> str:
-    infos = getattr(acts, "layers", None) or {}
-    if layer is not None:
-        if layer not in acts:
-            raise LayerError(f"unknown layer {layer!r} for EigenCAM; captured layers: {', '.join(list(acts)[:8])}")
-        return layer
-    best = None
-    for k, v in acts.items():
-        info = infos.get(k)
-        lay = getattr(info, "layout", None) or ("NCHW" if np.ndim(v) == 4 else None)
-        if lay in ("NCHW", "NHWC") and np.ndim(v) == 4:
-            hw = v.shape[2:] if lay == "NCHW" else v.shape[1:3]
-            if min(hw) > 1 or best is None:
-                best = k
-    if best is None:
-        raise InputError("no 4-D (NCHW/NHWC) layer among the activations to compute EigenCAM from")
-    return best
+def _fetch(m: Any, acts: Any, feeds: Mapping[str, np.ndarray], tensor: str) -> tuple[np.ndarray, str, str]:
+    """(array, layout, layer name) of ``tensor``: from the capture, else one more run on ``feeds``."""
+    from .run import run_model
+
+    for k, info in (getattr(acts, "layers", None) or {}).items():
+        if getattr(info, "tensor", None) == tensor and k in acts:
+            return np.asarray(acts[k]), info.layout, info.name
+    if not feeds:
+        raise InputError("the activations do not hold the CAM's feature map and no input x was given; "
+                         "pass x or acts from get_activations (which keep the inputs)")
+    values, _ = run_model(m, feeds, [tensor])
+    name = next((li.name for li in m.all_layers if li.tensor == tensor), tensor)
+    return np.asarray(values[tensor]), m.layouts.get(tensor, "NCHW"), name
 
 
 def class_activation_map(model: Any, x: Any = None, class_index: int | None = None, *,
-                         acts: Mapping[str, Any] | None = None, method: str = "auto", layer: str | None = None,
-                         sample: int = 0, **preprocess_kw: Any) -> CamResult:
+                         acts: Mapping[str, Any] | None = None, method: str = "auto", cam_layer: str | None = None,
+                         output: str | None = None, sample: int = 0, layer: str | None = None,
+                         **preprocess_kw: Any) -> CamResult:
     """The class activation map of ``sample`` for ``class_index`` (default: the predicted class).
 
-    ``method="auto"`` uses exact CAM when the model's head is GAP -> Gemm/MatMul and EigenCAM on
-    the last spatial layer otherwise (``"cam"`` / ``"eigencam"`` force one). Pass ``acts`` from
-    :func:`onnxact.get_activations` to reuse a capture (its ``.outputs`` give the prediction);
-    otherwise ``x`` (array, image path, ...) is run through the model.
+    ``method="auto"`` uses exact CAM when the model's head is a global average pool followed by
+    one linear layer to the class output, and EigenCAM otherwise (``"cam"`` / ``"eigencam"``
+    force one). The map is the one :func:`onnxact.heads.cam_targets` picks (the last spatial
+    map feeding the head; never a detector's reshaped decode output) unless ``cam_layer`` names
+    a layer exactly (``layer`` is the older name of that argument). ``output`` names the
+    classifier output the class index refers to (default: :func:`onnxact.heads.classifier_outputs`).
+    Pass ``acts`` from :func:`onnxact.get_activations` to reuse a capture (its ``.outputs`` give
+    the prediction); otherwise ``x`` (array, image path, ...) is run through the model.
+    The result says which layer was used and why (``reason``), and why this method (``why``).
     """
-    from .capture import get_activations
     from .model import load
     from .run import prepare_feeds, run_model
 
     if method not in ("auto", "cam", "eigencam"):
         raise InputError(f"method must be 'auto', 'cam' or 'eigencam', not {method!r}")
+    cam_layer = cam_layer if cam_layer is not None else layer
     m = load(model)
-    head = find_cam_head(m.proto, m.external_data_dir) if method != "eigencam" else None
-    if method == "cam" and head is None:
-        raise InputError("exact CAM needs a GlobalAveragePool -> Gemm/MatMul head, which this model lacks; "
-                         "use method='eigencam'")
     if acts is None and x is None:
         raise InputError("pass an input x (image path or array) or acts from get_activations")
+    feeds: Mapping[str, np.ndarray] = dict(getattr(acts, "inputs", None) or {}) if acts is not None else {}
+    if not feeds and x is not None:
+        feeds = prepare_feeds(m, x, **preprocess_kw)
+    outputs: Mapping[str, Any] = (getattr(acts, "outputs", None) or {}) if acts is not None else {}
+    if not outputs and feeds:
+        _, outputs = run_model(m, feeds, [])
+    batch = next((int(np.shape(v)[0]) for v in (feeds or {}).values() if np.ndim(v)), None)
+    choice = classifier_outputs(outputs, m, output, batch=batch)
+    cls_key = choice.outputs[0] if choice else None
+    cls_graph = _graph_output(m, cls_key, outputs)
+    head = find_cam_head(m.proto, m.external_data_dir) if method != "eigencam" else None
+    if head is not None and (cls_graph is None or head.output != cls_graph):
+        head = None  # its linear layer does not make the classifier output shown
+    user_map = find_layer_tensor(m, acts, cam_layer) if cam_layer is not None else None
+    if head is not None and user_map is not None and user_map != head.feature_tensor:
+        if method == "cam":
+            raise InputError(f"exact CAM uses the map the global pool averages ({head.feature_tensor}); "
+                             "drop --cam-layer / cam_layer, or ask for EigenCAM (--cam eigencam)")
+        head = None
+    if method == "cam" and head is None:
+        raise InputError("exact CAM needs a global average pool followed by one linear layer to the class "
+                         f"output, and {head_summary(m, cls_graph)}; use EigenCAM (method='eigencam')")
     names = getattr(m, "class_names", None) or (getattr(acts, "class_names", None) if acts is not None else None)
-    if head is not None:
-        feats = None
-        outputs: Mapping[str, np.ndarray] = getattr(acts, "outputs", None) or {}
-        if acts is not None:
-            for k, info in (getattr(acts, "layers", None) or {}).items():
-                if getattr(info, "tensor", None) == head.feature_tensor and k in acts:
-                    lay = info.layout if info.layout in ("NCHW", "NHWC") else head.feature_layout
-                    feats = _chw(acts[k], lay, sample)
-        if feats is None:
-            feeds = prepare_feeds(m, x, **preprocess_kw) if x is not None else dict(getattr(acts, "inputs", {}) or {})
-            if not feeds:
-                raise InputError("the activations do not hold the CAM feature map and no input x was given")
-            values, outputs = run_model(m, feeds, [head.feature_tensor])
-            feats = _chw(values[head.feature_tensor], head.feature_layout, sample)
+    scores = _row(outputs[cls_key], sample) if cls_key is not None else None
+    targets = cam_targets(m, acts, [cls_graph] if cls_graph else [], cam_layer,
+                          pooled=head.feature_tensor if head is not None else None)
+    feats = None
+    for target in targets[:4]:
+        arr, lay, layer_name = _fetch(m, acts, feeds, target.tensor)
+        if head is not None and target.tensor == head.feature_tensor:
+            feats = _chw(arr, lay if lay in ("NCHW", "NHWC") else head.feature_layout, sample)
+            break
+        if arr.ndim == 4 and lay in ("NCHW", "NHWC"):
+            f = _chw(arr, lay, sample)
+            if min(f.shape[1:]) > 1:
+                feats = f
+                break
+        if cam_layer is not None:
+            raise InputError(f"layer {cam_layer!r} has shape {'x'.join(map(str, arr.shape))}; a class activation "
+                             "map needs a spatial map (N, C, H, W) with H and W over 1")
+    if feats is None:
+        raise InputError("no spatial feature map (N, C, H, W with H and W over 1) feeds the model's head, "
+                         "so there is no class activation map; name one with --cam-layer / cam_layer")
+    if head is not None and target.tensor == head.feature_tensor:
         k_classes = head.weights.shape[0]
-        scores = _class_scores(outputs, k_classes, sample)
+        if scores is not None and scores.shape[0] != k_classes:
+            scores = None
         if class_index is None:
-            if scores is not None and scores.shape[0] == k_classes:
+            if scores is not None:
                 class_index = int(np.argmax(scores))
             else:  # the logits from the features themselves (exact for a GAP head)
                 logits = head.weights @ feats.reshape(feats.shape[0], -1).mean(axis=1)
                 class_index = int(np.argmax(logits + (head.bias if head.bias is not None else 0)))
         cmap = cam_from_features(feats, head.weights, class_index)
-        layer_name = next((li.name for li in m.all_layers if li.tensor == head.feature_tensor), head.feature_tensor)
-        method_used = "cam"
+        method_used, why = "cam", ""
     else:
-        if acts is None or (layer is not None and layer not in acts):
-            acts = get_activations(m, x, **preprocess_kw)
-        key = _spatial_key(acts, layer)
-        info = (getattr(acts, "layers", None) or {}).get(key)
-        lay = getattr(info, "layout", "NCHW")
-        cmap = eigencam(_chw(acts[key], lay if lay in ("NCHW", "NHWC") else "NCHW", sample))
-        scores = _class_scores(getattr(acts, "outputs", None) or {}, None, sample)
+        cmap = eigencam(feats)
         if class_index is None and scores is not None:
             class_index = int(np.argmax(scores))
-        layer_name, method_used = key, "eigencam"
+        method_used, why = "eigencam", head_summary(m, cls_graph) if method != "eigencam" else "EigenCAM was asked for"
     score = float(scores[class_index]) if scores is not None and class_index is not None \
-        and class_index < len(scores) else None
-    cname = names[class_index] if names and class_index is not None and class_index < len(names) else None
-    return CamResult(cmap, method_used, layer_name, class_index, cname, score, scores)
+        and 0 <= class_index < len(scores) else None
+    cname = names[class_index] if names and class_index is not None and 0 <= class_index < len(names) else None
+    return CamResult(cmap, method_used, layer_name, class_index, cname, score, scores, target.reason, why, cls_key)
+

@@ -7,17 +7,18 @@ source layout) are applied once, so later stages only ever see one plain mapping
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from .activations import Activations, LayerInfo
+from .activations import Activations, LayerInfo, Outputs
 from .errors import InputError
 from .model import Model, load
 from .run import prepare_feeds, run_model
 
-__all__ = ["get_activations", "OUTPUT_FORMATS"]
+__all__ = ["get_activations", "model_outputs", "OUTPUT_FORMATS"]
 
 OUTPUT_FORMATS = ("simple", "full", "numbered")
 _TO_LAST = {"NCHW": ((0, 2, 3, 1), "NHWC"), "NCW": ((0, 2, 1), "NWC"), "NCDHW": ((0, 2, 3, 4, 1), "NDHWC")}
@@ -79,10 +80,15 @@ def get_activations(
         if to_last and layer.layout in _TO_LAST:
             perm, new_layout = _TO_LAST[layer.layout]
             arr = np.ascontiguousarray(arr.transpose(perm)) if type(arr) is np.ndarray else arr.transpose(perm)
-            info = LayerInfo(layer.name, layer.tensor, layer.op_type, new_layout, None, layer.activation,
-                             layer.index, layer.node)
+            info = dataclasses.replace(layer, layout=new_layout, shape=None)
         else:
             info = m.shaped(layer, arr.shape)
         data[key] = arr
         infos[key] = info
-    return Activations(data, infos, outputs=own, model_sha256=m.sha256, class_names=m.class_names, inputs=feeds)
+    return Activations(data, infos, outputs=model_outputs(m, own), model_sha256=m.sha256, class_names=m.class_names, inputs=feeds)
+
+
+def model_outputs(model: Model, own: Mapping[str, np.ndarray]) -> Outputs:
+    """The model's own outputs (``{ONNX name: array}``) keyed by framework names (``Model.output_keys``)."""
+    keys = getattr(model, "output_keys", {})
+    return Outputs({keys.get(k, k): v for k, v in own.items()}, {keys.get(k, k): k for k in own})

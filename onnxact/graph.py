@@ -97,6 +97,11 @@ def _follow_activation(
     """
     if tensor in graph_outputs:
         return tensor, None, None
+    dyn = _follow_integer(tensor, consumers, graph_outputs)
+    if dyn is not None:  # ConvInteger -> Cast -> Mul(scale): the layer continues from the float result
+        t, act, name = _follow_activation(dyn.output[0], consumers, graph_outputs, consts, const_tensors,
+                                          _affine_steps)
+        return (t, act, name) if act is not None else (dyn.output[0], dyn, None)
     dq = _follow_qdq(tensor, consumers, graph_outputs)
     if dq is not None:
         return dq[0], dq[1], None
@@ -265,12 +270,46 @@ def _follow_qdq(
     return None
 
 
+_INTEGER_OPS = ("ConvInteger", "MatMulInteger")
+_FLOAT_CASTS = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
+
+
+def _follow_integer(
+    tensor: str, consumers: Mapping[str, list[onnx.NodeProto]], graph_outputs: set[str]
+) -> onnx.NodeProto | None:
+    """Dynamic int8 models (``quantize_dynamic``): ``ConvInteger -> Cast(float) -> Mul(scale)``.
+
+    The int32 accumulator means nothing to a user until it is cast and multiplied by the input
+    scale times the weight scale (a tensor computed at run time from ``DynamicQuantizeLinear``,
+    so not a constant); the float product is the conv's output in the units of the float model.
+    Returns the node giving that float value (the Mul, or the Cast when no scale follows).
+    Only called on the integer op's own output, so an ordinary ``Cast -> Mul`` is never taken.
+    """
+    users = consumers.get(tensor, [])
+    if len(users) != 1 or users[0].op_type != "Cast" or users[0].input[0] != tensor:
+        return None
+    cast = users[0]
+    to = next((a.i for a in cast.attribute if a.name == "to"), None)
+    if to not in _FLOAT_CASTS or not cast.output or not cast.output[0]:
+        return None
+    if cast.output[0] in graph_outputs:
+        return cast
+    after = consumers.get(cast.output[0], [])
+    if len(after) == 1 and after[0].op_type == "Mul" and list(after[0].input).count(cast.output[0]) == 1:
+        return after[0]
+    return cast
+
+
 def find_candidates(
-    graph: onnx.GraphProto, elem_types: Mapping[str, int], all_tensors: bool = True, base_dir: Any = None
+    graph: onnx.GraphProto, elem_types: Mapping[str, int], all_tensors: bool = True, base_dir: Any = None,
+    ranks: Mapping[str, int] | None = None,
 ) -> tuple[list[Candidate], list[Candidate]]:
     """Return (all promotable float tensors, default capture set) of the top-level graph.
 
-    The default set is every conv and pool output, read after the activation that follows it.
+    The default set is every conv and pool output, read after the activation that follows it;
+    a dynamically quantized ``ConvInteger`` is read at its float result (cast, scaled, biased,
+    activated), and so is a ``MatMulInteger`` whose float result is a rank-4 map (``ranks``,
+    from shape inference; without it such MatMuls are not layers).
     Constants, non-float and shape tensors and anything inside If/Loop/Scan bodies are never
     candidates (see :func:`skipped_subgraph_layers` to report the latter).
     """
@@ -287,8 +326,11 @@ def find_candidates(
         for out in node.output:
             if out and elem_types.get(out) in FLOAT_TYPES:
                 everything.append(Candidate(out, node.op_type, node.name, None, k))
-        if node.op_type in CONV_OPS + POOL_OPS and node.output and node.output[0]:
+        is_mm = node.op_type == "MatMulInteger"
+        if (node.op_type in CONV_OPS + POOL_OPS or is_mm) and node.output and node.output[0]:
             t, act, act_name = _follow_activation(node.output[0], consumers, graph_outputs, consts, const_tensors)
+            if is_mm and (act is None or (ranks or {}).get(t) != 4):
+                continue  # a quantized MatMul is a layer only when its float result is a spatial map
             if elem_types.get(t, TensorProto.FLOAT) not in FLOAT_TYPES and node.op_type not in ("ConvInteger", "QLinearConv"):
                 continue
             pos = node_index[id(act)] if act is not None else k

@@ -25,9 +25,9 @@ from . import graph as graphmod
 from .activations import InputInfo, LayerInfo
 from .errors import InputError, LayerError, ModelError, ProviderError
 from .layout import propagate_layouts
-from .naming import closest, simple_names
+from .naming import closest, folded_hint, name_model, output_keys
 
-__all__ = ["Model", "load", "resolve_providers", "read_tensor", "external_data_path"]
+__all__ = ["Model", "load", "resolve_providers", "read_tensor", "external_data_path", "parse_names_metadata"]
 
 _ONNX_TO_NP = {
     onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.DOUBLE: "float64",
@@ -246,7 +246,7 @@ class Model:
         self.sha256: str = sha
         self.providers: list[str] = resolve_providers(providers)
         self._sessions: dict[tuple[str, ...], tuple[Any, list[str]]] = {}  # key -> (session, output names)
-        self._shaped: dict[tuple[str, tuple[int, ...]], LayerInfo] = {}
+        self._shaped: dict[tuple[str, str, tuple[int, ...]], LayerInfo] = {}
         self.external_data_dir: Path | None = None
         locs = _external_locations(proto)
         if locs:
@@ -308,9 +308,12 @@ class Model:
             dtype = _ONNX_TO_NP.get(inp.type.tensor_type.elem_type, "unknown")
             self.inputs.append(InputInfo(inp.name, tuple(d), dtype, self.layouts.get(inp.name, "other")))
         self.output_names: list[str] = [o.name for o in proto.graph.output]
-        everything, default = graphmod.find_candidates(proto.graph, elem, base_dir=self.external_data_dir)
+        everything, default = graphmod.find_candidates(proto.graph, elem, base_dir=self.external_data_dir, ranks=ranks)
         order = [c.tensor for c in everything]
-        names = simple_names(proto, order, self._producers)
+        named = name_model(proto, order, [(c.tensor, c.op_type) for c in default], self._producers)
+        names = named.tensors
+        #: the model's own outputs keyed by the framework's names where known (``predictions``)
+        self.output_keys: dict[str, str] = output_keys(proto, self._producers, names)
         default_by_tensor = {c.tensor: c for c in default}
 
         def info(c: graphmod.Candidate, i: int) -> LayerInfo:
@@ -328,8 +331,9 @@ class Model:
             base = by_tensor.get(c.tensor)
             if base is None:  # a ConvInteger/QLinearConv integer output: not a float candidate
                 continue
+            key, fused = named.layers.get(c.tensor, (base.name, ()))
             self.layers.append(
-                LayerInfo(base.name, base.tensor, c.op_type, base.layout, base.shape, c.activation, i, c.node)
+                LayerInfo(key, base.tensor, c.op_type, base.layout, base.shape, c.activation, i, c.node, fused)
             )
         self.skipped_subgraph_layers: list[str] = graphmod.skipped_subgraph_layers(proto.graph)
 
@@ -345,9 +349,27 @@ class Model:
 
     @property
     def class_names(self) -> list[str] | None:
-        """Class names from the converters' metadata (``onnxact.class_names``), if any."""
+        """Class names from the converters' metadata (``onnxact.class_names``), else from
+        Ultralytics' ``names`` (``"{0: 'person', 1: 'car'}"``); None when there are none or the
+        ``names`` string is malformed (``class_names_error`` then says why)."""
         v = self._meta_json("onnxact.class_names")
-        return [str(x) for x in v] if isinstance(v, list) else None
+        if isinstance(v, list):
+            return [str(x) for x in v]
+        try:
+            return parse_names_metadata(self.metadata["names"]) if "names" in self.metadata else None
+        except ModelError:
+            return None
+
+    @property
+    def class_names_error(self) -> str | None:
+        """One line on why the ``names`` metadata cannot be read, or None when it can (or is absent)."""
+        if isinstance(self._meta_json("onnxact.class_names"), list) or "names" not in self.metadata:
+            return None
+        try:
+            parse_names_metadata(self.metadata["names"])
+        except ModelError as e:
+            return f"{self.name}: {e}"
+        return None
 
     @property
     def framework(self) -> str | None:
@@ -373,27 +395,47 @@ class Model:
 
     # -- layer selection ------------------------------------------------------------------------
     def layer(self, key: str | int) -> LayerInfo:
-        """Forgiving lookup: index, exact name, exact ONNX tensor, or a unique substring."""
-        pool = self.all_layers
-        if isinstance(key, int):
+        """The layer called exactly ``key``: an index into ``layers``, a layer name or an ONNX tensor name.
+
+        Names are matched exactly, never by substring: a default layer's key (a conv read after its
+        fused BN / activation), then any tensor's framework name (``all_layers``: the BN or
+        activation names a layer lists in ``fused``, a ReLU module ``layer1.0.relu``), then the
+        ONNX tensor name. A miss raises ``LayerError`` naming the closest names, and says when
+        the exporter folded the layer away.
+        """
+        if isinstance(key, int) and not isinstance(key, bool):
             try:
                 return self.layers[key]
             except IndexError:
                 raise LayerError(f"layer index {key} is out of range: the model has {len(self.layers)} layers") from None
-        for layer in self.layers + pool:
-            if layer.name == key or layer.tensor == key:
-                return layer
-        subs = [layer for layer in pool if key in layer.name]
-        if len(subs) == 1:
-            return subs[0]
-        names = [layer.name for layer in pool]
-        if len(subs) > 1:
-            raise LayerError(f"layer '{key}' is ambiguous: it matches {', '.join(s.name for s in subs[:6])}")
-        hint = closest(key, names)
-        raise LayerError(
-            f"no layer named '{key}'" + (f"; did you mean {', '.join(repr(h) for h in hint)}?" if hint else
-                                          "; see Model.layers for the names")
-        )
+        if not isinstance(key, str):
+            raise LayerError(f"a layer is named by a string or an index, not {type(key).__name__}")
+        found = self._by_name().get(key)
+        if found is not None:
+            return found
+        hint = folded_hint(key, self.proto)
+        near = closest(key, list(self._by_name(names_only=True)))
+        msg = f"no layer named '{key}' in {self.name}"
+        if hint:
+            msg += f"; {hint}"
+        if near:
+            msg += f"; did you mean {', '.join(repr(h) for h in near)}?"
+        elif not hint:
+            msg += "; see Model.layers (or Model.all_layers) for the names"
+        raise LayerError(msg)
+
+    def _by_name(self, names_only: bool = False) -> dict[str, LayerInfo]:
+        """Exact-name index: layer keys, then tensors' framework names, then ONNX tensor names."""
+        idx = getattr(self, "_name_index", None)
+        if idx is None:
+            idx = {}
+            for layer in self.layers + self.all_layers:
+                idx.setdefault(layer.name, layer)
+            self._names_only = list(idx)
+            for layer in self.all_layers:
+                idx.setdefault(layer.tensor, layer)
+            self._name_index = idx
+        return {n: idx[n] for n in self._names_only} if names_only else idx
 
     def select(
         self,
@@ -494,7 +536,7 @@ class Model:
         Why cached: a model with symbolic dims would otherwise get a fresh record per layer
         per call, ~2 us each, which adds up on small models with many layers.
         """
-        key = (layer.tensor, shape)
+        key = (layer.name, layer.tensor, shape)  # one tensor may be two records (a layer and its ReLU's name)
         info = self._shaped.get(key)
         if info is None:
             if len(self._shaped) > 4096:
@@ -503,6 +545,39 @@ class Model:
                 isinstance(d, int) for d in layer.shape)
             info = self._shaped[key] = layer if static else dataclasses.replace(layer, shape=shape)
         return info
+
+
+_MAX_NAMES_TEXT = 1 << 20  # a names string of a million characters is no class list; refuse before parsing
+
+
+def parse_names_metadata(text: str) -> list[str]:
+    """Class names from Ultralytics' ``names`` metadata: a Python dict literal ``{0: 'person', ...}``
+    (or a list literal), read with ``ast.literal_eval``, never ``eval`` (the model file may be
+    hostile). Keys must be the indices 0..n-1; raises ``ModelError`` (one line) otherwise."""
+    import ast
+
+    fix = "; fix the model's 'names' metadata or pass the names with --labels FILE"
+    if len(text) > _MAX_NAMES_TEXT:
+        raise ModelError(f"metadata 'names' is {len(text)} characters long, too long for a class list{fix}")
+    try:
+        v = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        raise ModelError(f"metadata 'names' is not a Python dict literal like {{0: 'person', 1: 'car'}} "
+                         f"(it starts {text[:40]!r}){fix}") from None
+    if isinstance(v, (list, tuple)):
+        return [str(x) for x in v]
+    if not isinstance(v, dict) or not v:
+        raise ModelError(f"metadata 'names' must map class indices to names, like {{0: 'person'}}, "
+                         f"not a {type(v).__name__}{fix}")
+    try:
+        keys = sorted(int(k) for k in v)
+    except (TypeError, ValueError):
+        raise ModelError(f"metadata 'names' has keys that are not class indices (0, 1, ...){fix}") from None
+    if keys != list(range(len(keys))):
+        raise ModelError(f"metadata 'names' must number the classes 0..{len(keys) - 1} with no gap; "
+                         f"it has {keys[:4]}...{fix}")
+    by_index = {int(k): str(name) for k, name in v.items()}
+    return [by_index[i] for i in range(len(keys))]
 
 
 def load(src: Any, providers: str | Sequence[str] | None = None, threads: int | None = None) -> Model:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .normalization import choose_normalization
 
 __all__ = ["preprocess_image", "load_image", "NORMALISATIONS", "MAX_PIXELS"]
 
@@ -155,9 +156,11 @@ def preprocess_image(
     The model (``Model``, path, bytes or ModelProto) gives the input's layout, channel count,
     size and dtype; any of them can be overridden. ``size`` is (height, width) and is needed only
     when the model's spatial dims are dynamic (otherwise the image keeps its own size).
-    ``normalize``: ``"0-1"`` (default, x/255 as in the seed), ``"none"``, ``"-1-1"``,
+    ``normalize``: ``"0-1"`` (x/255 as in the seed), ``"none"``, ``"-1-1"``,
     ``"imagenet"``, ``"caffe"`` (BGR minus the Caffe means); or pass ``mean``/``std``, which are
-    applied to the 0-1 scaled values per channel. Returns an array of shape (N, ...).
+    applied to the 0-1 scaled values per channel. Default: the model's metadata, else raw pixels
+    when the graph normalises its own input, else ``"0-1"`` (a guess:
+    ``onnxact.normalization.choose_normalization`` says which). Returns an array of shape (N, ...).
     """
     if isinstance(image, (list, tuple)):
         if not image:
@@ -209,7 +212,9 @@ def preprocess_image(
     x = np.asarray(img, dtype=np.float32)
     if x.ndim == 2:
         x = x[:, :, None]
-    x = _normalise(x, normalize or defaults.get("normalize", "0-1"), mean, std).astype(np.float32)
+    # user > metadata > the graph's own normalisation > guessed 0-1 (see normalization.py)
+    norm = choose_normalization(m if model is not None else None, normalize, mean, std, inp.name if inp else None)
+    x = _normalise(x, "0-1" if norm.preset == "mean/std" else norm.preset, mean, std).astype(np.float32)
     if lay == "NCHW":
         x = x.transpose(2, 0, 1)
     out_dtype = dtype or (inp.dtype if inp is not None and inp.dtype in ("float32", "float16", "float64", "uint8") else "float32")

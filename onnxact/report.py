@@ -22,7 +22,7 @@ import numpy as np
 from .errors import InputError, OutputError
 from .safeio import write_text
 
-__all__ = ["LayerStats", "layer_stats", "top_predictions", "read_labels", "write_report"]
+__all__ = ["LayerStats", "layer_stats", "Predictions", "predict", "top_predictions", "read_labels", "write_report"]
 
 
 @dataclass
@@ -102,25 +102,58 @@ def _softmax(v: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def top_predictions(outputs: Mapping[str, Any], class_names: Sequence[str] | None = None, k: int = 5,
-                    sample: int = 0) -> list[tuple[int, str | None, float]]:
-    """Top-k ``(class index, class name or None, probability)`` from the model's own outputs.
+@dataclass
+class Predictions:
+    """Top-k predictions of each classifier output (``groups``: ``(output name, [(class index,
+    class name or None, probability), ...])``), or none with ``reason`` saying why (a detector or
+    segmentation head has no class vector: "no classifier head: ...")."""
 
-    The first 2-D output with more than one column is taken as the class scores; scores that
-    are not already probabilities (outside [0, 1] or not summing to 1) get a softmax.
+    groups: list[tuple[str, list[tuple[int, str | None, float]]]]
+    reason: str
+
+    def __bool__(self) -> bool:
+        return any(top for _, top in self.groups)
+
+    @property
+    def top(self) -> list[tuple[int, str | None, float]]:
+        """The first classifier output's top-k (what a one-output classifier shows)."""
+        return self.groups[0][1] if self.groups else []
+
+
+def predict(outputs: Mapping[str, Any], class_names: Sequence[str] | None = None, k: int = 5, sample: int = 0,
+            model: Any = None, output: str | None = None) -> Predictions:
+    """Top-k classes of each output that :func:`onnxact.heads.classifier_outputs` calls a
+    classifier (``output`` names one; ``model`` lets the graph say which op made each output).
+
+    Scores that are not probabilities already (made by Softmax / Sigmoid, or in [0, 1] summing to
+    1) get a softmax. Class names apply to an output with as many classes as names (or to the
+    only classifier output).
     """
-    cands = [np.asarray(v, dtype=np.float64) for v in outputs.values() if np.ndim(v) == 2 and np.shape(v)[1] > 1]
-    if class_names:
-        exact = [v for v in cands if v.shape[1] == len(class_names)]
-        cands = exact or cands
-    if not cands or sample >= cands[0].shape[0]:
-        return []
-    s = cands[0][sample]
-    if not (s.min() >= 0 and s.max() <= 1 and abs(s.sum() - 1) < 1e-3):
-        s = _softmax(s)
-    order = np.argsort(-s)[:k]
+    from .heads import classifier_outputs, probability_op
+
+    choice = classifier_outputs(outputs, model, output)
     names = list(class_names) if class_names else []
-    return [(int(i), names[i] if i < len(names) else None, float(s[i])) for i in order]
+    groups: list[tuple[str, list[tuple[int, str | None, float]]]] = []
+    for name in choice.outputs:
+        v = np.asarray(outputs[name], dtype=np.float64)
+        if not -v.shape[0] <= sample < v.shape[0]:
+            continue
+        s = v[sample].reshape(-1)
+        made_by = probability_op(model, name) if model is not None else None
+        if made_by != "Sigmoid" and not (s.min() >= 0 and s.max() <= 1 and abs(s.sum() - 1) < 1e-3):
+            s = _softmax(s)
+        own = names if names and (len(names) == s.size or len(choice.outputs) == 1) else []
+        order = np.argsort(-s)[:k]
+        groups.append((name, [(int(i), own[i] if i < len(own) else None, float(s[i])) for i in order]))
+    return Predictions(groups, choice.reason)
+
+
+def top_predictions(outputs: Mapping[str, Any], class_names: Sequence[str] | None = None, k: int = 5,
+                    sample: int = 0, model: Any = None, output: str | None = None
+                    ) -> list[tuple[int, str | None, float]]:
+    """Top-k ``(class index, class name or None, probability)`` of the model's classifier output
+    (the first one :func:`predict` finds); empty when the model has no classifier head."""
+    return predict(outputs, class_names, k, sample, model, output).top
 
 
 _CSS = """
@@ -164,12 +197,13 @@ def write_report(directory: str | os.PathLike[str], stats: Sequence[LayerStats],
                  subtitle: str = "", grids: Mapping[str, Path | str] | None = None,
                  heatmaps: Mapping[str, Path | str] | None = None, inputs: Sequence[Path | str] = (),
                  cam: tuple[Path | str, str] | None = None,
-                 predictions: Sequence[tuple[int, str | None, float]] = (), notes: Sequence[str] = (),
+                 predictions: Sequence[tuple[int, str | None, float]] | Predictions = (), notes: Sequence[str] = (),
                  embed: bool = False, filename: str = "index.html") -> Path:
     """Write ``index.html`` into ``directory``: summary table, predictions, CAM, a section per layer.
 
-    Image paths are relative to ``directory`` (or absolute); they are linked relatively, or
-    embedded as base64 when ``embed`` is true.
+    ``predictions``: a :class:`Predictions` (one table per classifier output, or its "no
+    classifier head" reason) or a plain top-k list. Image paths are relative to ``directory``
+    (or absolute); they are linked relatively, or embedded as base64 when ``embed`` is true.
     """
     d = Path(directory)
     grids = grids or {}
@@ -184,12 +218,7 @@ def write_report(directory: str | os.PathLike[str], stats: Sequence[LayerStats],
     if inputs:
         top.append("<section><h2>Input</h2><div class='row'>"
                    + "".join(_img(p, d, embed, "input image") for p in inputs) + "</div></section>")
-    if predictions:
-        rows = "".join(
-            f"<tr><td>{i}</td><td>{e(name or '')}</td><td><span class='bar' style='width:{max(1, round(120 * p))}px'>"
-            f"</span>{100 * p:.1f}%</td></tr>" for i, name, p in predictions)
-        top.append(f"<section><h2>Top {len(predictions)} predictions</h2><table><tr><th>class</th><th>name</th>"
-                   f"<th>probability</th></tr>{rows}</table></section>")
+    top += _prediction_sections(predictions)
     if cam is not None:
         top.append(f"<section><h2>Class activation map</h2><p class='muted'>{e(cam[1])}</p>"
                    f"{_img(cam[0], d, embed, 'class activation map')}</section>")
@@ -229,6 +258,27 @@ def write_report(directory: str | os.PathLike[str], stats: Sequence[LayerStats],
     except OSError as err:
         raise OutputError(f"cannot write {page}: {err.strerror or err}; choose a writable folder") from None
     return write_text(page, "\n".join(out))  # atomic, never through a link
+
+
+def _prediction_sections(predictions: Sequence[tuple[int, str | None, float]] | Predictions) -> list[str]:
+    """One table per classifier output (titled by the output's name when there are several),
+    or a "no classifier head" line: a detector never shows invented classes."""
+    e = html.escape
+    if isinstance(predictions, Predictions):
+        groups = [(out, list(top)) for out, top in predictions.groups if top]
+        if not groups:
+            return [f"<section><h2>Predictions</h2><p class='muted'>{e(predictions.reason)}</p></section>"]
+    else:
+        groups = [("", list(predictions))] if predictions else []
+    out = []
+    for name, top in groups:
+        rows = "".join(
+            f"<tr><td>{i}</td><td>{e(cname or '')}</td><td><span class='bar' style='width:{max(1, round(120 * p))}px'>"
+            f"</span>{100 * p:.1f}%</td></tr>" for i, cname, p in top)
+        label = f" of output {e(name)}" if len(groups) > 1 else ""
+        out.append(f"<section><h2>Top {len(top)} predictions{label}</h2><table><tr><th>class</th><th>name</th>"
+                   f"<th>probability</th></tr>{rows}</table></section>")
+    return out
 
 
 def nan_safe(v: float) -> float | None:

@@ -33,7 +33,7 @@ import numpy as np
 from .activations import LayerInfo
 from .errors import InputError, ModelError
 from .model import Model, load
-from .stats_graph import StatOutputs, add_channel_stats
+from .stats_graph import StatOutputs, add_channel_stats, split_unknown_rank
 
 __all__ = [
     "LayerStats", "ChannelStats", "StatsRunner", "DeadFilterReport", "Finding", "find_dead_filters", "scan",
@@ -197,7 +197,8 @@ class StatsRunner:
                  count_above: bool = False, chunk: int | None = None, threads: int | None = None) -> None:
         self.model = model
         self.threads = threads  # onnxruntime intra-op threads; None: onnxruntime's default (all cores)
-        self.layers = post_activation_layers(model, list(model.layers if layers is None else layers))
+        self.layers, self.notes = split_unknown_rank(
+            post_activation_layers(model, list(model.layers if layers is None else layers)))
         if not self.layers:
             raise ModelError(
                 f"{model.name} has no capturable conv/pool layers to check; pass layer_names= or op_types= to pick tensors"
@@ -457,6 +458,10 @@ class DeadFilterReport:
         self.model_name = model_name
         self.findings: dict[str, list[Finding]] = {k: [] for k in KINDS}
         self.per_layer: list[dict[str, Any]] = []
+        #: why layers asked for were left out (e.g. unknown rank); shown by ``check`` and in the JSON
+        self.notes: list[str] = []
+        #: the image preprocessing the scan used (``normalization.Normalization.to_json()``), if known
+        self.preprocessing: dict[str, Any] | None = None
         for name, st in stats.layers.items():
             info = stats.infos[name]
             max_abs = st.max_abs
@@ -523,6 +528,7 @@ class DeadFilterReport:
             "failed_images": [{"path": p, "reason": r} for p, r in self.failed],
             "eps": self.eps, "tau": self.tau, "layers": self.per_layer,
             **{k: [f.to_json() for f in self.findings[k]] for k in KINDS},
+            "notes": list(self.notes), "preprocessing": self.preprocessing,
         }
 
     def to_json(self, path: Any = None, indent: int | None = 2) -> str:
@@ -582,6 +588,19 @@ def _write(path: Any, text: str) -> None:
     write_text(path, text)  # atomic, never through a link; OutputError when it cannot
 
 
+def _reads_images(sources: Any) -> bool:
+    """Are any of the scan's sources image files (preprocessed), not ready arrays (.npy/.npz, ndarrays)?"""
+    import os
+    from pathlib import Path
+
+    from .images import ARRAY_SUFFIXES
+
+    if isinstance(sources, (str, os.PathLike, np.ndarray)):
+        sources = [sources]
+    return any(not isinstance(s, np.ndarray) and Path(os.fspath(s)).suffix.lower() not in ARRAY_SUFFIXES
+               for s in sources)
+
+
 def find_dead_filters(
     model: Any,
     images: Any,
@@ -611,8 +630,10 @@ def find_dead_filters(
     """
     m = load(model, providers=providers, threads=threads)
     layers = m.select(layer_names, op_types) if (layer_names or op_types) else list(m.layers)
+    layers, notes = split_unknown_rank(layers)
     if not layers:
-        raise ModelError(f"{m.name} has no capturable conv/pool layers to check; pass layer_names= or op_types=")
+        why = f" ({notes[0]})" if notes else ""
+        raise ModelError(f"{m.name} has no capturable conv/pool layers to check{why}; pass layer_names= or op_types=")
     thr = eps if threshold is None else threshold
     if engine == "local":
         stats = scan(m, images, layers=layers, threshold=thr, batch_size=batch_size, strict=strict,
@@ -629,4 +650,11 @@ def find_dead_filters(
                          count_above=threshold is not None, address=address, workers=workers, show_progress=show_progress, **preprocess_kw)
     else:
         raise InputError(f"unknown engine '{engine}'; use 'local' or 'ray'")
-    return DeadFilterReport(stats, eps=eps, tau=tau, model_name=m.name)
+    report = DeadFilterReport(stats, eps=eps, tau=tau, model_name=m.name)
+    report.notes = notes
+    if any(len(i.shape) == 4 for i in m.inputs) and _reads_images(images):
+        from .normalization import choose_normalization
+
+        chosen = {k: preprocess_kw[k] for k in ("normalize", "mean", "std") if preprocess_kw.get(k) is not None}
+        report.preprocessing = choose_normalization(m, **chosen).to_json()
+    return report

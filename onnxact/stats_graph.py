@@ -57,7 +57,8 @@ from .activations import LayerInfo
 from .errors import ModelError
 from .layout import channel_axis
 
-__all__ = ["StatOutputs", "add_channel_stats", "STAT_KINDS", "reduce_axes", "max_pool_source"]
+__all__ = ["StatOutputs", "add_channel_stats", "STAT_KINDS", "reduce_axes", "max_pool_source", "layer_rank",
+           "split_unknown_rank"]
 
 STAT_KINDS = ("min", "max", "sum", "sumsq", "above", "size")
 _PREFIX = "onnxact_stats"
@@ -94,6 +95,30 @@ def _opset(model: onnx.ModelProto) -> int:
         if o.domain in ("", "ai.onnx"):
             return int(o.version)
     return 13
+
+
+def layer_rank(layer: LayerInfo) -> int | None:
+    """The rank of a layer's tensor from its shape or layout; None when shape inference found none."""
+    return (len(layer.shape) if layer.shape else None) or _LAYOUT_RANK.get(layer.layout)
+
+
+def split_unknown_rank(layers: Sequence[LayerInfo]) -> tuple[list[LayerInfo], list[str]]:
+    """(layers whose channels can be told apart, one note per layer skipped for an unknown rank).
+
+    Why skip and not fail: ``--op-types Mul`` on a quantized model also picks the scale products
+    (``x_scale * w_scale``), whose rank shape inference cannot always tell; one such tensor must
+    not stop a scan of every other layer, but the user is told it was left out.
+    """
+    kept: list[LayerInfo] = []
+    notes: list[str] = []
+    for layer in layers:
+        r = layer_rank(layer)
+        if r is None or r < 2:
+            what = "unknown rank (shape inference found none)" if r is None else f"rank {r}, no channels"
+            notes.append(f"layer '{layer.name}' skipped: {what}; its channels can't be told apart")
+        else:
+            kept.append(layer)
+    return kept, notes
 
 
 def reduce_axes(layer: LayerInfo, rank: int | None = None) -> tuple[int, list[int]]:

@@ -66,13 +66,21 @@ def test_default_capture_keys_are_module_names(net, converted):
     _exporter, keep, model = converted
     acts = onnxact.get_activations(model, x.numpy())
     assert acts, "nothing captured"
+    modules = {n for n, _ in module.named_modules() if n}
     for k, v in acts.items():
-        assert k in ref, f"{k!r} is not a module name ({sorted(ref)})"
-        _close(v, ref[k], k)
+        assert k in modules, f"{k!r} is not a module name ({sorted(modules)})"
+        # a conv read after its BN / ReLU is keyed by the conv; its value is the last fused module's
+        fused = acts.layers[k].fused
+        _close(v, ref[fused[-1] if fused else k], k)
     assert "pool" in acts
+    assert acts.layers["layer1.0.conv1"].fused[-1] == "layer1.0.relu"
     # folded or kept, the stem's Conv -> (BN) -> ReLU block is read after its ReLU (a kept BN is
-    # stepped over so onnxruntime can still fuse Conv+BN+ReLU); the raw conv stays capturable by name
-    assert "stem.2" in acts and "stem.0" not in acts
+    # stepped over so onnxruntime can still fuse Conv+BN+ReLU); the Sequential that wraps exactly
+    # those three is its key (same value as its forward hook); the raw conv stays capturable by name
+    assert "stem" in acts and "stem.0" not in acts and "stem.2" not in acts
+    _close(acts["stem"], ref["stem"], "stem")
+    assert acts.layers["stem"].fused[-1] == "stem.2"
+    _close(onnxact.get_activations(model, x.numpy(), layer_names=["stem.2"])["stem.2"], ref["stem.2"], "stem.2")
     if keep:
         assert "stem.0" in onnxact.get_activations(model, x.numpy(), layer_names=["stem.0"])
 

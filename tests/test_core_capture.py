@@ -24,7 +24,8 @@ def test_default_set_is_conv_and_pool_after_activation():
         ("relu1", "Conv", "Relu"), ("pool1", "MaxPool", None), ("gap", "GlobalAveragePool", None),
     ]
     # legacy-exporter style node names give module names
-    assert [lay.name for lay in m.layers] == ["block0.relu", "block0.pool", "block1.relu", "block1.pool", "gap"]
+    assert [lay.name for lay in m.layers] == ["block0.conv", "block0.pool", "block1.conv", "block1.pool", "gap"]
+    assert m.layers[0].fused == ("block0.relu",)  # the ReLU module read with its conv, selectable by name
 
 
 def test_capture_matches_independent_runs_and_original_outputs():

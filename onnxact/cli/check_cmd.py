@@ -12,7 +12,8 @@ import os
 import sys
 
 from ..errors import InputError
-from .common import add_provider_option
+from ..normalization import Normalization
+from .common import add_normalize_options, add_provider_option, normalize_kwargs
 
 DESCRIPTION = """Scan a dataset for dead, dormant and constant filters and fail the build when any are found.
 
@@ -42,8 +43,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images per onnxruntime run (default 32)")
     p.add_argument("--layers", nargs="+", metavar="LAYER", help="check only these layers (names or ONNX tensors)")
     p.add_argument("--op-types", nargs="+", metavar="OP", help="check only layers of these op types")
-    p.add_argument("--normalize", choices=["0-1", "none", "-1-1", "imagenet", "caffe"],
-                   help="image normalisation (default: the model's metadata, else 0-1)")
+    add_normalize_options(p)
     add_provider_option(p)
     p.add_argument("--engine", choices=["local", "ray"], default="local", help="local (default) or a Ray cluster")
     p.add_argument("--address", help="Ray cluster address, e.g. ray://HOST:10001 or auto (with --engine ray; "
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--address and --workers need --engine ray")
     _refuse_outputs_over_inputs(args)
     allow = load_allow_list(args.allow) if args.allow else set()
-    kw = {"normalize": args.normalize} if args.normalize else {}
+    kw = normalize_kwargs(args)
     report = find_dead_filters(
         args.model, args.images, eps=args.eps, tau=args.tau, layer_names=args.layers, op_types=args.op_types,
         batch_size=args.batch_size, strict=args.strict, engine=args.engine, address=args.address,
@@ -100,6 +100,13 @@ def run(args: argparse.Namespace) -> int:
     if args.junit:
         report.to_junit(args.junit, fail_on=fail_on, allow=allow)
     print(report.table())
+    for note in report.notes:
+        print(f"onnxact: note: {note}", file=sys.stderr)
+    if report.preprocessing and report.preprocessing.get("guessed"):
+        norm = Normalization.from_json(report.preprocessing)
+        print(norm.warning(report.model_name), file=sys.stderr)
+        print(f"note: these counts depend on the guessed preprocessing ({norm.describe()}); "
+              "confirm it with --normalize or --mean/--std")
     if report.failed:
         first = report.failed[0]
         print(f"onnxact: warning: {len(report.failed)} unreadable images skipped (first: {first[1]})", file=sys.stderr)

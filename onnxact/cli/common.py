@@ -7,7 +7,8 @@ from typing import Any
 
 from ..preprocess import NORMALISATIONS
 
-__all__ = ["add_capture_options", "add_preprocess_options", "capture_kwargs", "preprocess_kwargs", "add_provider_option"]
+__all__ = ["add_capture_options", "add_preprocess_options", "capture_kwargs", "preprocess_kwargs", "add_provider_option",
+           "add_normalize_options", "normalize_kwargs", "normalization_of", "warn_if_guessed"]
 
 
 def add_capture_options(p: argparse.ArgumentParser) -> None:
@@ -30,23 +31,30 @@ def add_provider_option(p: Any) -> None:
                    help="onnxruntime intra-op threads (default: one per core; 1 can be faster on tiny models)")
 
 
+def add_normalize_options(g: Any) -> None:
+    """--normalize, --mean, --std (the pixel normalisation; see onnxact/normalization.py)."""
+    g.add_argument("--normalize", choices=NORMALISATIONS, default=None,
+                   help="pixel scaling (default: the model's metadata, else raw pixels when the graph "
+                        "normalises its input, else 0-1 with a warning)")
+    g.add_argument("--mean", type=float, nargs="+", default=None, help="per-channel mean on 0-1 scaled pixels")
+    g.add_argument("--std", type=float, nargs="+", default=None, help="per-channel std on 0-1 scaled pixels")
+
+
+def normalize_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The --normalize/--mean/--std given, as keyword arguments of preprocess_image."""
+    return {k: getattr(args, k) for k in ("normalize", "mean", "std") if getattr(args, k, None) is not None}
+
+
 def add_preprocess_options(p: argparse.ArgumentParser) -> None:
     """--normalize, --mean, --std, --size, --layout."""
     g = p.add_argument_group("preprocessing")
-    g.add_argument("--normalize", choices=NORMALISATIONS, default=None,
-                   help="pixel scaling (default: the model's metadata, else 0-1)")
-    g.add_argument("--mean", type=float, nargs="+", default=None, help="per-channel mean on 0-1 scaled pixels")
-    g.add_argument("--std", type=float, nargs="+", default=None, help="per-channel std on 0-1 scaled pixels")
+    add_normalize_options(g)
     g.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="resize images to H W (needed only for models with dynamic spatial size)")
 
 
 def preprocess_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k in ("normalize", "mean", "std"):
-        v = getattr(args, k, None)
-        if v is not None:
-            out[k] = v
+    out: dict[str, Any] = normalize_kwargs(args)
     if getattr(args, "size", None):
         out["size"] = tuple(args.size)
     return out
@@ -64,3 +72,20 @@ def capture_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "max_memory", None):
         out["max_memory"] = args.max_memory
     return out
+
+
+def normalization_of(model: Any, args: argparse.Namespace) -> Any:
+    """The ``Normalization`` this command's images get (see onnxact/normalization.py)."""
+    from ..normalization import choose_normalization
+
+    return choose_normalization(model, **normalize_kwargs(args))
+
+
+def warn_if_guessed(model: Any, norm: Any) -> None:
+    """Print the one warning line when the preprocessing was guessed (call it once the command worked:
+    a failed run prints its one error line only)."""
+    import sys
+
+    line = norm.warning(getattr(model, "name", "the model")) if norm is not None else None
+    if line and any(len(i.shape) == 4 for i in getattr(model, "inputs", [])):
+        print(line, file=sys.stderr, flush=True)

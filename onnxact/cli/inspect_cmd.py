@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .common import add_capture_options, add_preprocess_options, capture_kwargs, preprocess_kwargs
+from .common import (
+    add_capture_options,
+    add_preprocess_options,
+    capture_kwargs,
+    normalization_of,
+    preprocess_kwargs,
+    warn_if_guessed,
+)
+from .head_options import add_head_options, check_head_options
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -42,6 +50,7 @@ def add_parser(sub: Any, name: str, help: str) -> None:
     g.add_argument("--cam", choices=("auto", "cam", "eigencam", "none"), default="auto",
                    help="class activation map: exact CAM for GAP heads, EigenCAM otherwise (auto)")
     g.add_argument("--class", dest="class_index", type=int, default=None, help="class for the CAM (default: predicted)")
+    add_head_options(g)
     g.add_argument("--labels", default=None, metavar="FILE", help="class names, one per line (or a JSON list)")
     g.add_argument("--top", type=int, default=5, help="predictions listed (default: %(default)s)")
     g.add_argument("--embed", action="store_true", help="embed the images in index.html (one self-contained file)")
@@ -95,20 +104,26 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 
 
 def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, image: Path, out: Path,
-               class_names: list[str] | None, n_samples: int) -> tuple[Path, list[Any], list[Any]]:
+               class_names: list[str] | None, n_samples: int,
+               norm: Any = None) -> tuple[Path, list[Any], list[Any]]:
     """All pictures and the report of one sample into ``out``; returns (index.html, stats, predictions)."""
     import numpy as np
 
     from ..activations import Activations, save_activations
     from ..render import _prepare_dir, display_activations, display_heatmaps, load_display_image, save_png
-    from ..report import layer_stats, top_predictions, write_report
+    from ..report import layer_stats, predict, write_report
 
     _prepare_dir(out)
     # One sample's activations (the report, the npz and the stats all describe this image).
-    one = Activations({k: np.asarray(v)[sample:sample + 1] for k, v in acts.items()}, acts.layers,
-                      outputs={k: np.asarray(v)[sample:sample + 1] for k, v in acts.outputs.items()},
+    def pick(v: Any) -> Any:  # 0-d / 1-d tensors (quantization scales) have no batch axis: kept whole
+        a = np.asarray(v)
+        return a[sample:sample + 1] if a.ndim >= 2 else a
+
+    one = Activations({k: pick(v) for k, v in acts.items()}, acts.layers,
+                      outputs={k: pick(v) for k, v in acts.outputs.items()},
                       model_sha256=acts.model_sha256, class_names=class_names,
-                      inputs={k: np.asarray(v)[sample:sample + 1] for k, v in acts.inputs.items()})
+                      inputs={k: pick(v) for k, v in acts.inputs.items()})
+    one.preprocessing = norm.to_json() if norm is not None else None
     save_activations(one, out)
     from PIL import Image
 
@@ -135,6 +150,10 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
     pics = display_activations(one, cmap=args.cmap, save=True, directory=out / "grids", layers=keys,
                                normalize=args.scale, show=False, progress=label + "grids")
     grids: dict[str, Path] = {k: p.relative_to(out) for k, p in zip(pics, pics.paths)}
+    notes: list[str] = list(pics.skipped.values())
+    if norm is not None and norm.guessed:
+        notes.insert(0, f"preprocessing {norm.describe()}: the model states none and its graph does not normalise "
+                        "its input; activations depend on it: pass --normalize or --mean/--std to choose")
     heats: dict[str, Path] = {}
     hkeys = [k for k in keys if spatial(k)] if args.heatmaps != "none" else []
     if hkeys:
@@ -143,16 +162,16 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
                              show=False, progress=label + "heatmaps")
         heats = {k: p.relative_to(out) for k, p in zip(h, h.paths)}
     stats = [layer_stats(k, v, one.layers.get(k)) for k, v in one.items()]
-    preds = top_predictions(one.outputs, class_names, k=args.top)
+    predictions = predict(one.outputs, class_names, k=args.top, model=model, output=args.class_output)
     cam_entry = None
-    notes: list[str] = []
     if args.cam != "none":
         from ..cam import class_activation_map
 
         try:
-            res = class_activation_map(model, acts=one, method=args.cam, class_index=args.class_index)
+            res = class_activation_map(model, acts=one, method=args.cam, class_index=args.class_index,
+                                       cam_layer=args.cam_layer, output=args.class_output)
         except InputError as e:
-            if args.cam != "auto":
+            if args.cam != "auto" or args.cam_layer:
                 raise
             notes.append(f"no class activation map: {e}")
         else:
@@ -160,12 +179,13 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
                     and res.class_index < len(class_names):
                 res.class_name = class_names[res.class_index]
             save_png(res.overlay(base, alpha=0.4), out / "cam.png")
-            cam_entry = (Path("cam.png"), res.title)
+            cam_entry = (Path("cam.png"), res.caption)
     page = write_report(out, stats, title=f"onnxact: {Path(str(getattr(model, 'path', '') or 'model')).name}",
-                        subtitle=f"input {image.name} | {len(stats)} layers", grids=grids, heatmaps=heats,
-                        inputs=[Path("input.png")], cam=cam_entry, predictions=preds, notes=notes,
+                        subtitle=f"input {image.name} | {len(stats)} layers"
+                        + (f" | preprocessing: {norm.describe()}" if norm is not None else ""), grids=grids, heatmaps=heats,
+                        inputs=[Path("input.png")], cam=cam_entry, predictions=predictions, notes=notes,
                         embed=args.embed)
-    return page, stats, preds
+    return page, stats, predictions
 
 
 def run(args: argparse.Namespace) -> int:
@@ -189,17 +209,19 @@ def run(args: argparse.Namespace) -> int:
         model = onnxact.load(model_path, providers=getattr(args, "provider", None),
                              threads=getattr(args, "threads", None))
         labels = read_labels(args.labels) if args.labels else None
+        norm = normalization_of(model, args) if any(i.suffix.lower() != ".npy" for i in images) else None
         acts = onnxact.get_activations(model, [str(i) for i in images], **capture_kwargs(args),
                                        **preprocess_kwargs(args))
         if len(acts) == 0:
             raise InputError("no layer was captured: the layer/op-type filter matched nothing")
+        check_head_options(args, model, acts)
         t_capture = time.perf_counter() - t0
         class_names = labels or acts.class_names
         n = len(images)
         pages = []
         for s, image in enumerate(images):
             sub = stage if n == 1 else stage / f"{s}_{safe_filename(image.stem)}"
-            pages.append((image, *_write_one(args, model, acts, s, image, sub, class_names, n)))
+            pages.append((image, *_write_one(args, model, acts, s, image, sub, class_names, n, norm)))
         if n > 1:
             _index_of_reports(stage, pages)
     out = folder.path
@@ -207,12 +229,15 @@ def run(args: argparse.Namespace) -> int:
     stats = pages[0][2]
     print(_table([s.row() for s in stats], STAT_HEADERS))
     for image, _, _, preds in pages:
-        if preds:
-            top = ", ".join(f"{name or i} {100 * p:.1f}%" for i, name, p in preds)
-            print(f"{image.name}: {top}")
+        for output, top in preds.groups:
+            label = f" [{output}]" if len(preds.groups) > 1 else ""
+            print(f"{image.name}{label}: " + ", ".join(f"{name or i} {100 * p:.1f}%" for i, name, p in top))
+        if not preds:
+            print(f"{image.name}: {preds.reason}")
     print(f"{len(stats)} layers captured in {t_capture:.2f}s, everything written in {t_total:.2f}s")
     print(f"report: {out / 'index.html'}")
     sys.stdout.flush()
+    warn_if_guessed(model, norm)
     return 0
 
 
@@ -222,8 +247,9 @@ def _index_of_reports(out: Path, pages: list[tuple[Any, ...]]) -> Path:
     from ..safeio import write_text
 
     items = []
-    for image, page, _, preds in pages:
+    for image, page, _, predictions in pages:
         rel = page.relative_to(out).as_posix()
+        preds = predictions.top
         best = f" — {html.escape(str(preds[0][1] or preds[0][0]))} {100 * preds[0][2]:.1f}%" if preds else ""
         items.append(f"<li><a href='{html.escape(rel)}'>{html.escape(image.name)}</a>{best}</li>")
     page = out / "index.html"

@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 
 from ..errors import InputError, missing_dependency
+from .common import add_normalize_options, normalization_of, normalize_kwargs, warn_if_guessed
+from .head_options import add_head_options, check_head_options
 
 _LOCAL = ("127.0.0.1", "localhost", "::1")
 
@@ -30,6 +32,8 @@ def add_parser(sub, name: str, help: str) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--labels", metavar="FILE", help="class names: one per line, or a JSON list (default: the model's)")
     p.add_argument("--open", action="store_true", help="open the page in a web browser")
+    add_normalize_options(p)
+    add_head_options(p)
     p.set_defaults(func=run)
 
 
@@ -60,16 +64,20 @@ def run(args: argparse.Namespace) -> int:
     if args.images_dir is not None and not Path(args.images_dir).is_dir():
         raise InputError(f"images folder not found: {args.images_dir}; pass a folder of images")
     model = load(args.model)
+    norm = normalization_of(model, args)
+    check_head_options(args, model)
     host = args.host
     local = host in _LOCAL
     port = _free_port(host, args.port)
     allowed = ["127.0.0.1", "localhost", "::1"] if local else None
-    app = create_app(model, args.images_dir, args.labels, allowed_hosts=allowed)
+    app = create_app(model, args.images_dir, args.labels, allowed_hosts=allowed, preprocess=normalize_kwargs(args),
+                     cam_layer=args.cam_layer, class_output=args.class_output)
     if not local:
         print(f"onnxact: warning: serving on {host}, not 127.0.0.1: anyone who can reach this address can "
               "browse IMAGES_DIR and run the model; use --host 127.0.0.1 unless you mean it", file=sys.stderr)
     shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "::") else host)
     url = f"http://{shown}:{port}/"
+    warn_if_guessed(model, norm)
     print(f"onnxact viewer for {model.name} at {url}  (Ctrl+C to stop)", flush=True)
     if args.open:
         import webbrowser

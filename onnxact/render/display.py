@@ -32,11 +32,14 @@ class Pictures(dict):
 
     paths: list[Path]
     details: dict[str, LayerPicture]
+    #: {key: why it was not drawn} for layers that are no map (0-d and 1-d arrays: scales, scalars)
+    skipped: dict[str, str]
 
     def __init__(self) -> None:
         super().__init__()
         self.paths = []
         self.details = {}
+        self.skipped = {}
         self._shown = False
 
     def _repr_html_(self) -> str:
@@ -187,6 +190,9 @@ def display_activations(acts: Mapping[str, Any], cmap: Any = None, save: bool = 
     try:
         for key in _progress(keys, progress, "grids"):
             arr = np.asarray(acts[key])
+            if arr.ndim <= 1:  # no batch and channel axes: a scalar (a quantization scale...), not a map
+                pics.skipped[key] = f"{key}: a {arr.ndim}-d array of shape {list(arr.shape)}, not a map; not drawn"
+                continue
             samples = _samples(arr, index)
             for s in samples:
                 pic = render_layer(key, arr, infos.get(key), cmap=cmap, normalize=normalize, sample=s,
@@ -246,7 +252,9 @@ class PngWriter:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __del__(self) -> None:  # a drawing error mid-way: don't leave idle threads behind
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        pool = getattr(self, "_pool", None)  # absent when Ctrl-C / SIGTERM came inside __init__
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def save_png(img: Any, path: Path) -> Path:

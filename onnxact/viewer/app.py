@@ -26,7 +26,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ..errors import InputError
 from ..model import load
-from .payloads import _cache_headers, _cam_method, _class_map, _png, _softmax_if_needed, _unit
+from .payloads import _cache_headers, _cam_method, _class_map, _png, _predictions, _unit
 from .schema import (
     Colormap,
     Error,
@@ -36,7 +36,6 @@ from .schema import (
     LayerStats,
     ModelSummary,
     Normalize,
-    Prediction,
     Predictions,
 )
 from .security import _ID_PATTERN, MAX_UPLOAD_BYTES, BodyLimit, _http, install_guards
@@ -49,13 +48,17 @@ _STATIC = Path(__file__).parent / "static"
 
 def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, labels: Any = None, *,
                allowed_hosts: list[str] | None = None, cache_entries: int = 16, cache_bytes: int = 1 << 30,
-               max_upload: int = MAX_UPLOAD_BYTES, scan_dead: bool = True) -> Any:
+               max_upload: int = MAX_UPLOAD_BYTES, scan_dead: bool = True,
+               preprocess: dict[str, Any] | None = None, cam_layer: str | None = None,
+               class_output: str | None = None) -> Any:
     """The FastAPI app for ``model`` (path, bytes, proto or Model), gallery ``images_dir`` and ``labels``.
 
     ``labels``: a list of class names or a file (one name a line, or a JSON list); default the
     model's own class names. ``allowed_hosts`` turns on Host-header checking (DNS rebinding).
     ``scan_dead``: count dead filters over the gallery (``onnxact.stats``) in a background thread;
-    until it is done (or without it) the counts cover the images viewed so far.
+    until it is done (or without it) the counts cover the images viewed so far. ``preprocess``:
+    ``normalize=`` / ``mean=`` / ``std=`` for every image (default: see onnxact.normalization).
+    ``cam_layer`` / ``class_output``: the CAM's layer and the classifier output, as in ``inspect``.
     """
     m = load(model)
     root: Path | None = None
@@ -63,7 +66,8 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
         root = Path(images_dir).expanduser()
         if not root.is_dir():
             raise InputError(f"images folder not found: {root}; pass a folder of images")
-    state = ViewerState(m, root, _read_labels(labels) or m.class_names, cache_entries, cache_bytes, max_upload)
+    state = ViewerState(m, root, _read_labels(labels) or m.class_names, cache_entries, cache_bytes, max_upload,
+                        preprocess=preprocess)
 
     errors: dict[int | str, dict[str, Any]] = {
         code: {"model": Error} for code in (400, 404, 413, 415, 422)
@@ -146,25 +150,10 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
 
     # -- per image ----------------------------------------------------------------------------
     @app.get("/api/images/{image_id}/predictions", response_model=Predictions,
-             summary="Top-k classes of the model's first output (captures the image's activations)")
+             summary="Top-k classes of the model's classifier output(s); none for detectors (captures the image)")
     def predictions(image_id: str = ImageId, k: int = Query(5, ge=1, le=100)) -> Any:
         cap = state.capture(image_id)
-        outs = cap.acts.outputs
-        name = next(iter(outs), None)
-        if name is None:
-            return Predictions(image=image_id, output=None, probabilities=False, top=[])
-        v = np.asarray(outs[name])
-        if v.ndim == 0 or v.size == 0 or v.size != v.shape[0] * (v.size // max(v.shape[0], 1)):
-            return Predictions(image=image_id, output=name, probabilities=False, top=[])
-        scores = v.reshape(v.shape[0], -1)[0] if v.ndim > 1 else v.ravel()
-        if scores.size > 100_000:
-            return Predictions(image=image_id, output=name, probabilities=False, top=[])
-        probs, already = _softmax_if_needed(scores)
-        order = np.argsort(-probs)[:k]
-        labels = state.labels or []
-        top = [Prediction(index=int(i), label=labels[i] if i < len(labels) else f"class {int(i)}",
-                          score=float(probs[i])) for i in order]
-        return Predictions(image=image_id, output=name, probabilities=already, top=top)
+        return Predictions(image=image_id, **_predictions(m, cap.acts, state.labels, k, class_output))
 
     @app.get("/api/images/{image_id}/layers/{layer}/stats", response_model=LayerStats,
              summary="Statistics of one layer's activation for this image")
@@ -226,7 +215,7 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
         from ..render import overlay
 
         cap = state.capture(image_id)
-        found = _class_map(m, cap, class_index)
+        found = _class_map(m, cap, class_index, cam_layer, class_output)
         if found is None:
             raise _http(422, "this model has no spatial layer to compute a class activation map from")
         heat, extra = found

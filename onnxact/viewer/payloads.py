@@ -4,6 +4,7 @@ Its own stage because these are plain functions of arrays (no request, no state)
 the tile, heatmap, CAM and prediction endpoints and testable without a server.
 """
 
+from typing import Any
 
 import numpy as np
 
@@ -26,21 +27,14 @@ def _unit(a: np.ndarray, lo: float | None = None, hi: float | None = None) -> np
     return np.clip((a - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def _softmax_if_needed(v: np.ndarray) -> tuple[np.ndarray, bool]:
-    v = np.nan_to_num(v.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    if v.size and v.min() >= 0 and abs(v.sum() - 1.0) < 1e-3:
-        return v, True
-    e = np.exp(v - v.max(initial=0.0))
-    return e / e.sum(), False
-
-
 def _cache_headers() -> dict[str, str]:
     # Image ids change when a file changes (mtime/size are in the id) and the model is fixed.
     return {"Cache-Control": "private, max-age=3600"}
 
 
 def _cam_method(m: Model) -> str:
-    """"cam" (exact, class-specific) when the model has a GAP -> FC head, else "eigencam"."""
+    """"cam" (exact, class-specific) when the model's head is a global average pool followed by one
+    linear layer to an output, else "eigencam"."""
     from ..cam import find_cam_head
 
     try:
@@ -49,27 +43,59 @@ def _cam_method(m: Model) -> str:
         return "eigencam"
 
 
-def _class_map(m: Model, cap: Capture, class_index: int) -> tuple[np.ndarray, dict[str, str]] | None:
-    """A 2-D class activation map + headers describing it, from onnxact.cam (exact CAM, else EigenCAM)."""
+def _predictions(m: Model, acts: Any, labels: list[str] | None, k: int, output: str | None = None) -> dict[str, Any]:
+    """The predictions endpoint's fields, from the same choice as the report's
+    (:func:`onnxact.report.predict`): only classifier outputs get a top-k; a detector or a
+    segmenter gets none and a ``note`` saying so. Several classifier outputs (an MTCNN stage's
+    ``prob1`` beside its box regression is one) come first one, then ``others``, each by name."""
+    from ..report import predict
+    from .schema import OutputPredictions, Prediction
+
+    numeric = {n: v for n, v in (getattr(acts, "outputs", None) or {}).items()
+               if isinstance(v, np.ndarray) and np.issubdtype(v.dtype, np.number)}
+    try:
+        found = predict(numeric, labels, k=k, model=m, output=output if output in numeric else None)
+    except OnnxactError as e:
+        return {"output": None, "probabilities": False, "top": [], "note": str(e)}
+    groups = []
+    for name, top in found.groups:
+        v = np.asarray(numeric[name], dtype=np.float64)[0].reshape(-1)
+        already = bool(v.size and v.min() >= 0 and v.max() <= 1 and abs(v.sum() - 1.0) < 1e-3)
+        groups.append(OutputPredictions(output=name, probabilities=already, top=[
+            Prediction(index=i, label=cname if cname is not None else f"class {i}", score=p) for i, cname, p in top]))
+    if not groups:
+        return {"output": None, "probabilities": False, "top": [], "note": found.reason}
+    first = groups[0]
+    return {"output": first.output, "probabilities": first.probabilities, "top": first.top, "note": None,
+            "others": groups[1:]}
+
+
+def _class_map(m: Model, cap: Capture, class_index: int, cam_layer: str | None = None,
+               output: str | None = None) -> tuple[np.ndarray, dict[str, str]] | None:
+    """A 2-D class activation map + headers describing it (method, the layer's name, why), from
+    onnxact.cam: the same layer and method as the report's."""
     from ..cam import class_activation_map
 
     key = -2 - class_index  # cache slot inside Capture.tiles that never clashes with layer indices
     hit = cap.tiles.get(key)
-    if hit is not None:
-        return hit[0], {"X-Cam-Method": "cached"}
+    if hit is not None and key in cap.cam_headers:
+        return hit[0], cap.cam_headers[key]
     try:
-        res = class_activation_map(m, None, None if class_index < 0 else class_index, acts=cap.acts)
+        res = class_activation_map(m, None, None if class_index < 0 else class_index, acts=cap.acts,
+                                   cam_layer=cam_layer, output=output)
     except OnnxactError:
         return None
     heat = np.asarray(res.map, dtype=np.float32)
     if heat.ndim != 2 or not np.isfinite(heat).all():
         return None
-    headers = {"X-Cam-Method": str(res.method), "X-Cam-Layer": _ascii(res.layer)}
+    headers = {"X-Cam-Method": str(res.method), "X-Cam-Layer": _ascii(res.layer),
+               "X-Cam-Caption": _ascii(res.caption, 600)}
     if res.class_index is not None:
         headers["X-Cam-Class"] = str(res.class_index)
     cap.tiles[key] = (heat, 0.0, 0.0)
+    cap.cam_headers[key] = headers
     return heat, headers
 
 
-def _ascii(s: str) -> str:
-    return s.encode("ascii", "replace").decode()[:200]
+def _ascii(s: str, limit: int = 200) -> str:
+    return s.encode("ascii", "replace").decode()[:limit]

@@ -51,11 +51,18 @@ class Prediction(BaseModel):
     label: str
     score: float
 
+class OutputPredictions(BaseModel):
+    output: str
+    probabilities: bool
+    top: list[Prediction]
+
 class Predictions(BaseModel):
     image: str
     output: str | None
     probabilities: bool
     top: list[Prediction]
+    note: str | None = None  # why there is no top list (e.g. the first output is not a numeric tensor)
+    others: list[OutputPredictions] = []  # further classifier outputs, each by name
 
 class LayerStats(BaseModel):
     image: str

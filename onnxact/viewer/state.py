@@ -51,8 +51,10 @@ class ViewerState:
     """Everything the app holds: the model, the image index, uploads and the capture cache."""
 
     def __init__(self, model: Model, images_dir: Path | None, labels: list[str] | None,
-                 cache_entries: int = 16, cache_bytes: int = 1 << 30, max_upload: int = MAX_UPLOAD_BYTES) -> None:
+                 cache_entries: int = 16, cache_bytes: int = 1 << 30, max_upload: int = MAX_UPLOAD_BYTES,
+                 preprocess: dict[str, Any] | None = None) -> None:
         self.model = model
+        self.preprocess = dict(preprocess or {})  # normalize= / mean= / std= chosen by the user
         self.root = images_dir.resolve() if images_dir is not None else None
         self.labels = labels
         self.max_upload = max_upload
@@ -77,7 +79,7 @@ class ViewerState:
             paths = [str(e.path) for e in self.scan()[:limit]]
             if not paths:
                 return
-            kw: dict[str, Any] = {"size": self.size} if self.size else {}
+            kw: dict[str, Any] = {**self.preprocess, **({"size": self.size} if self.size else {})}
             report = find_dead_filters(self.model, paths, show_progress=False, **kw)
             counts: dict[str, int] = {}
             for name, _ in report.dead:
@@ -197,7 +199,7 @@ class ViewerState:
         from ..capture import get_activations
         from ..preprocess import load_image, preprocess_image
 
-        kw: dict[str, Any] = {"size": self.size} if self.size else {}
+        kw: dict[str, Any] = {**self.preprocess, **({"size": self.size} if self.size else {})}
         x = preprocess_image(entry.path, self.model, **kw)
         acts = get_activations(self.model, x, output_format="numbered")
         img = load_image(entry.path).convert("RGB")

@@ -136,8 +136,11 @@ async function selectImage(id) {
 function renderPredictions(p) {
   const ol = $("#predictions");
   ol.replaceChildren();
-  if (!p.top.length) { ol.append(el("li", { class: "dim small", text: "the model's output is not a class vector" })); return; }
-  for (const t of p.top) {
+  if (!p.top.length) { ol.append(el("li", { class: "dim small", text: p.note || "no classifier head" })); return; }
+  const groups = [{ output: p.output, top: p.top }, ...(p.others || [])];
+  for (const g of groups) {
+  if (groups.length > 1) ol.append(el("li", { class: "dim small", text: g.output }));
+  for (const t of g.top) {
     const pct = (t.score * 100);
     const li = el("li", { class: "pred", title: `class ${t.index}: click for its CAM`,
       onclick: () => { S.camClass = t.index; setView("cam"); } },
@@ -145,6 +148,7 @@ function renderPredictions(p) {
       el("div", { class: "bar" }, el("span")));
     li.querySelector(".bar span").style.width = `${Math.max(pct, 0.5)}%`;
     ol.append(li);
+  }
   }
   if (!p.probabilities) ol.append(el("li", { class: "dim small", text: "softmax of the raw scores" }));
 }
@@ -262,9 +266,10 @@ async function renderSingle(L, token) {
       const cls = h.get("X-Cam-Class");
       const method = h.get("X-Cam-Method") || S.model.cam_method;
       const label = cls !== null && S.model.class_names && S.model.class_names[+cls] ? S.model.class_names[+cls] : (cls !== null ? `class ${cls}` : "");
+      const why = h.get("X-Cam-Caption");
       cap.textContent = method === "eigencam"
-        ? `EigenCAM on ${h.get("X-Cam-Layer") || "the last spatial layer"} (class-agnostic: this model has no GAP→FC head)`
-        : `Class activation map${label ? " for " + label : ""} (${method}); click a prediction to switch class`;
+        ? (why || `EigenCAM on ${h.get("X-Cam-Layer") || "the last spatial layer"} (class-agnostic)`)
+        : `Class activation map${label ? " for " + label : ""} on ${h.get("X-Cam-Layer") || "the pooled map"}; click a prediction to switch class`;
     }
     status(S.view === "cam" ? "Class activation map (whole model, not per layer)" : `Heatmap · ${L.name}`);
   } catch (e) {
