@@ -123,18 +123,21 @@ def test_zoo_inspect(zoo, zoo_photos, tmp_path, capfd):
         page = (out / "index.html").read_text(encoding="utf-8")
         note = re.search(r"no class activation map[^<]*", page)
         problems.append(f"no CAM drawn ({note.group(0) if note else 'no note'})")
-    shown = [ln for ln in std.out.splitlines() if ln.startswith(f"{photo.name}: ")]
+    line = re.compile(re.escape(photo.name) + r"(?: \[[^\]]+\])?: (.+ \d+\.\d%)$")
+    shown = [mt.group(1) for mt in map(line.match, std.out.splitlines()) if mt]  # the top-k lines
     page = (out / "index.html").read_text(encoding="utf-8")
+    tables = re.findall(r"<h2>Top \d+ predictions", page)
     if m.classes:
-        if len(shown) != 1 or "predictions</h2>" not in page:
-            problems.append("a classifier without predictions")
+        if len(shown) != 1 or len(tables) != 1:
+            problems.append(f"a classifier needs one top-k table, got {len(shown)} lines {shown[:2]}, "
+                            f"{len(tables)} tables")
         else:
-            entries = shown[0].split(": ", 1)[1].split(", ")
+            entries = shown[0].split(", ")
             total = sum(float(e.rsplit(" ", 1)[1].rstrip("%")) for e in entries)
             if len(entries) != min(5, m.classes) or abs(total - 100) > 0.5:
                 problems.append(f"predictions not from the [N, {m.classes}] class output: {shown[0]!r}")
-    elif shown or "predictions</h2>" in page:
-        problems.append(f"predictions shown for a {m.kind}: {shown[:1]}")
+    elif shown or tables:
+        problems.append(f"predictions shown for a {m.kind}: {shown[:2]}")
     assert not problems, _report(m, problems)
 
 
@@ -180,8 +183,10 @@ def test_zoo_get_activations(zoo, zoo_photos):
     except Exception as e:  # noqa: BLE001 - reported with the other problems
         problems.append(f"class_activation_map raised {type(e).__name__}: {e}")
     else:
-        feat = np.asarray(acts[res.layer])
-        layout = acts.layers[res.layer].layout
+        problems += _names_problems([res.layer])
+        cam_acts = acts if res.layer in acts else onnxact.get_activations(model, photo, layer_names=[res.layer])
+        feat = np.asarray(cam_acts[res.layer])
+        layout = cam_acts.layers[res.layer].layout
         c, h, w = feat.shape[1:] if layout == "NCHW" else (feat.shape[3], *feat.shape[1:3])
         if feat.ndim != 4 or h < 2 or w < 2 or c < 8:
             problems.append(f"CAM on {res.layer!r} {list(feat.shape)} {layout}: not a spatial feature map")
