@@ -174,10 +174,45 @@ def _safe_key(i: int) -> str:
     return f"a{i:05d}"
 
 
+#: zlib level of the arrays that are deflated, and the sampled size ratio below which one is.
+NPZ_LEVEL = 1
+NPZ_DEFLATE_BELOW = 0.85
+_NPZ_SAMPLE = 1 << 18
+
+
+def _write_npz(file: Any, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write ``arrays`` as an ``.npz`` (``np.load`` reads it) into an open binary file, compressed where it pays.
+
+    Why not ``np.savez_compressed``: float32 feature maps compress poorly unless a ReLU zeroed
+    much of them, and zlib's default level is slow. Measured on a loaded 2-CPU machine: the demo's
+    2.4 MB of maps (54% zeros) -> 1.07 MB in 0.17 s at level 6, 1.10 MB in 0.10 s at level 1;
+    rapidocr det on a 640x640 photo, 102 MB (8% zeros, HardSwish maps) -> 83.6 MB in 13.7 s at
+    level 6, 84.2 MB in 8.4 s at level 1. So each array is deflated at level 1 only when a 256 KB
+    sample of it shrinks below 85% (a ReLU map, a constant one), and stored as it is otherwise
+    (det: 93.2 MB in 2.5 s; demo: 1.10 MB in 0.16 s); a zip holds stored and deflated members alike.
+    ``onnxact inspect --no-arrays`` writes none at all.
+    """
+    import zlib
+
+    with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=NPZ_LEVEL,
+                         allowZip64=True) as z:
+        for key, value in arrays.items():
+            a = np.asanyarray(value)
+            sample = np.ascontiguousarray(a).reshape(-1)[: _NPZ_SAMPLE // max(a.itemsize, 1)].tobytes()
+            deflate = len(sample) >= 64 and len(zlib.compress(sample, NPZ_LEVEL)) < NPZ_DEFLATE_BELOW * len(sample)
+            member: Any = f"{key}.npy"
+            if not deflate:
+                member = zipfile.ZipInfo(member, date_time=(1980, 1, 1, 0, 0, 0))
+                member.compress_type = zipfile.ZIP_STORED
+                member.external_attr = 0o644 << 16
+            with z.open(member, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, a, allow_pickle=False)
+
+
 def save_activations(
     acts: Mapping[str, np.ndarray], directory: str | os.PathLike[str], name: str = "activations"
 ) -> Path:
-    """Save activations as ``{name}.npz`` plus a versioned ``manifest.json``.
+    """Save activations as ``{name}.npz`` (deflated where that pays) plus a versioned ``manifest.json``.
 
     Array keys in the npz are positional (``a00000``...), because layer names may contain
     characters that are not valid npz member names; the manifest maps them back and records
@@ -195,7 +230,7 @@ def save_activations(
     arrays = {_safe_key(i): np.asarray(v) for i, v in enumerate(acts.values())}
     # Written under a temporary name and renamed: a full disk or Ctrl-C leaves no truncated npz.
     with atomic_file(npz_path) as f:
-        np.savez(f, **arrays)  # type: ignore[arg-type]
+        _write_npz(f, arrays)
     layers = getattr(acts, "layers", {}) or {}
     entries = []
     for i, (k, v) in enumerate(acts.items()):

@@ -16,7 +16,7 @@ import numpy as np
 from .activations import Activations, LayerInfo, Outputs
 from .errors import InputError
 from .model import Model, load
-from .run import prepare_feeds, run_model
+from .run import _is_image_ref, prepare_feeds, run_model
 
 __all__ = ["get_activations", "model_outputs", "OUTPUT_FORMATS"]
 
@@ -85,7 +85,14 @@ def get_activations(
             info = m.shaped(layer, arr.shape)
         data[key] = arr
         infos[key] = info
-    return Activations(data, infos, outputs=model_outputs(m, own), model_sha256=m.sha256, class_names=m.class_names, inputs=feeds)
+    acts = Activations(data, infos, outputs=model_outputs(m, own), model_sha256=m.sha256, class_names=m.class_names,
+                       inputs=feeds)
+    if _is_image_ref(x):  # pixels were scaled here: say how, and whether that was a guess (normalization.py)
+        from .normalization import choose_normalization
+
+        chosen = {k: preprocess_kw[k] for k in ("normalize", "mean", "std") if preprocess_kw.get(k) is not None}
+        acts.preprocessing = choose_normalization(m, **chosen).to_json()
+    return acts
 
 
 def model_outputs(model: Model, own: Mapping[str, np.ndarray]) -> Outputs:

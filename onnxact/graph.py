@@ -270,10 +270,6 @@ def _follow_qdq(
     return None
 
 
-_INTEGER_OPS = ("ConvInteger", "MatMulInteger")
-_FLOAT_CASTS = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
-
-
 def _follow_integer(
     tensor: str, consumers: Mapping[str, list[onnx.NodeProto]], graph_outputs: set[str]
 ) -> onnx.NodeProto | None:
@@ -290,7 +286,7 @@ def _follow_integer(
         return None
     cast = users[0]
     to = next((a.i for a in cast.attribute if a.name == "to"), None)
-    if to not in _FLOAT_CASTS or not cast.output or not cast.output[0]:
+    if to not in FLOAT_TYPES or not cast.output or not cast.output[0]:
         return None
     if cast.output[0] in graph_outputs:
         return cast

@@ -174,13 +174,16 @@ def iter_batches(
     threads: int | None = None,
     **preprocess_kw: Any,
 ) -> Iterator[Batch]:
-    """Yield ``Batch``es of at most ``batch_size`` samples fitted to ``model``'s (single) input.
+    """Yield ``Batch``es of at most ``batch_size`` samples fitted to one input of ``model``.
+
+    That input is ``input_name`` (in ``preprocess_kw``, as for ``preprocess_image``), else the
+    model's first.
 
     Image files are decoded on ``threads`` threads, one batch ahead. Unreadable images are
     returned in ``Batch.failed`` (or raise ``InputError`` with ``strict``). Images of different
     sizes (a model with dynamic spatial dims) end the batch early instead of failing.
     """
-    from .run import prepare_feeds
+    from .feeds import check_array, input_info
 
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
@@ -205,16 +208,17 @@ def iter_batches(
         a = ref.load()
         if a.ndim == 0:
             raise InputError(f"{ref.label} holds a scalar, not inputs")
-        rank = len(getattr(model, "inputs", [None])[0].shape or ()) if getattr(model, "inputs", None) else 0
+        name = preprocess_kw.get("input_name") or model.inputs[0].name
+        rank = len(input_info(model, name).shape or ())
         if rank and a.ndim == rank - 1:
             a = a[None]  # one sample without its batch axis
         for start in range(0, a.shape[0], batch_size):
             part = np.asarray(a[start:start + batch_size])
             try:
-                feeds = prepare_feeds(model, part)
+                x = check_array(model, name, part)
             except InputError as e:
                 raise InputError(f"{ref.label}{'[' + ref.key + ']' if ref.key else ''}: {e}") from None
-            yield Batch(next(iter(feeds.values())), [ref.label] * part.shape[0])
+            yield Batch(x, [ref.label] * part.shape[0])
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         def submit(chunk: list[Item]) -> Any:

@@ -6,7 +6,8 @@ classifier's top class changes, so onnxact may guess but must never hide that it
 The decision, in order:
 
 1. ``user``     ``normalize=`` / ``mean=`` / ``std=`` (``--normalize``, ``--mean/--std``);
-2. ``metadata`` the model's ``onnxact.preprocess`` metadata (written by onnxact's converters);
+2. ``metadata`` the model's ``onnxact.preprocess`` metadata (written by onnxact's converters), or
+                Ultralytics metadata (``author``, ``stride``/``imgsz``/``names``: YOLO takes pixels / 255);
 3. ``graph``    the graph normalises its own input: a chain of ``Sub``/``Div``/``Mul``/``Add`` by
                 constants right after the input (past a ``Transpose``/``Cast``/``Identity``), as
                 torch modules that normalise in ``forward`` and Keras ``Rescaling`` layers export,
@@ -25,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 __all__ = ["Normalization", "GraphAffine", "SOURCES", "choose_normalization", "graph_normalization"]
 
@@ -137,6 +137,10 @@ def choose_normalization(
     meta = getattr(model, "preprocess_defaults", {}) or {}
     if isinstance(meta.get("normalize"), str) and meta["normalize"] in _PRESETS:
         return Normalization(meta["normalize"], "metadata", detail="onnxact.preprocess")
+    props = getattr(model, "metadata", {}) or {}
+    if "ultralytics" in str(props.get("author", "")).lower() or {"stride", "imgsz", "names"} <= set(props):
+        # Ultralytics exports (YOLO) always take RGB pixels / 255 (their predictor's ``im /= 255``)
+        return Normalization("0-1", "metadata", detail="an Ultralytics export: RGB pixels / 255")
     inp = _image_input(model, input_name)
     if inp is not None and getattr(inp, "dtype", None) == "uint8":
         return Normalization("none", "graph", detail="the input is uint8: raw pixels")
@@ -167,12 +171,13 @@ def graph_normalization(model: Any, input_name: str | None = None) -> GraphAffin
         inits = {t.name for t in g.initializer}
         names = [i.name for i in g.input if i.name not in inits]
         input_name = names[0] if names else None
-    found = _find_affine(g, input_name) if input_name else None
+    base = getattr(model, "external_data_dir", None)  # external constants: beside the model, not the cwd
+    found = _find_affine(g, input_name, base) if input_name else None
     cache[input_name] = found
     return found
 
 
-def _find_affine(g: onnx.GraphProto, start: str) -> GraphAffine | None:
+def _find_affine(g: onnx.GraphProto, start: str, base_dir: Any = None) -> GraphAffine | None:
     consumers: dict[str, list[onnx.NodeProto]] = {}
     producers: dict[str, onnx.NodeProto] = {}
     for node in g.node:
@@ -200,7 +205,7 @@ def _find_affine(g: onnx.GraphProto, start: str) -> GraphAffine | None:
         if node.op_type not in _AFFINE_OPS or len(node.input) != 2 or list(node.input).count(t) != 1:
             break
         other = node.input[1] if node.input[0] == t else node.input[0]
-        c = _constant(other, inits, producers, graph_inputs)
+        c = _constant(other, inits, producers, graph_inputs, base_dir=base_dir)
         if c is None or c.size == 0 or c.size > 4 or not np.all(np.isfinite(c)):
             break
         c = c.astype(np.float64).reshape(-1)
@@ -234,26 +239,33 @@ def _expected_range(scale: np.ndarray, shift: np.ndarray) -> str | None:
 
     Raw pixels scaled by 1/255, ImageNet mean/std on 0-255 input (span ~4.4 around 0) or
     Caffe mean subtraction (span 255 around 0) read as ``0-255``; ``x * 2 - 1`` or ImageNet
-    mean/std written for 0-1 values (span 510 or ~4.4 * 255 on raw pixels) read as ``0-1``.
+    mean/std written for 0-1 values (span 510 or ~4.4 * 255 on raw pixels) read as ``0-1``, and
+    so does ``x - 0.5`` (on raw pixels its output would sit far off centre: 0..255 - 0.5).
     """
     for expects, top in (("0-255", 255.0), ("0-1", 1.0)):
         lo, hi = shift, scale * top + shift
         span = np.abs(hi - lo)
         centre = np.abs(lo + hi) / 2
-        if np.all((span >= 0.5) & (span <= 300)) and np.all(centre <= 0.8 * span + 1.0):
+        if np.all((span >= 0.5) & (span <= 300)) and np.all(centre <= 0.3 * span + 1.0):
             return expects
     return None
 
 
 def _constant(name: str, inits: dict[str, onnx.TensorProto], producers: dict[str, onnx.NodeProto],
-              graph_inputs: set[str], depth: int = 0) -> np.ndarray | None:
+              graph_inputs: set[str], depth: int = 0, base_dir: Any = None) -> np.ndarray | None:
     """The value of a constant tensor: an initializer, a Constant node, or plumbing (Reshape...) of one."""
+    from .errors import OnnxactError
+    from .model import read_tensor
+
     if name in graph_inputs or depth > 6:
         return None
     if name in inits:
+        t = inits[name]
+        if t.data_location == onnx.TensorProto.EXTERNAL and int(np.prod(t.dims, dtype=np.int64)) > 4:
+            return None  # a normalisation constant is a few floats: never read a big external tensor for it
         try:
-            return numpy_helper.to_array(inits[name])
-        except (ValueError, TypeError):
+            return read_tensor(inits[name], base_dir)
+        except (ValueError, TypeError, OnnxactError):  # unreadable: not a normalisation constant
             return None
     node = producers.get(name)
     if node is None:
@@ -261,16 +273,16 @@ def _constant(name: str, inits: dict[str, onnx.TensorProto], producers: dict[str
     if node.op_type == "Constant":
         for a in node.attribute:
             if a.name == "value":
-                return numpy_helper.to_array(a.t)
+                return read_tensor(a.t, base_dir)
             if a.name == "value_float":
                 return np.asarray(a.f, np.float32)
             if a.name == "value_floats":
                 return np.asarray(list(a.floats), np.float32)
         return None
     if node.op_type in _CONST_PLUMBING and node.input:
-        return _constant(node.input[0], inits, producers, graph_inputs, depth + 1)
+        return _constant(node.input[0], inits, producers, graph_inputs, depth + 1, base_dir)
     if node.op_type in ("Sqrt", "Reciprocal", "Neg") and node.input:
-        v = _constant(node.input[0], inits, producers, graph_inputs, depth + 1)
+        v = _constant(node.input[0], inits, producers, graph_inputs, depth + 1, base_dir)
         if v is None:
             return None
         with np.errstate(all="ignore"):

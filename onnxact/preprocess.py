@@ -18,7 +18,7 @@ import numpy as np
 from .errors import InputError
 from .normalization import choose_normalization
 
-__all__ = ["preprocess_image", "load_image", "NORMALISATIONS", "MAX_PIXELS"]
+__all__ = ["preprocess_image", "load_image", "upright", "NORMALISATIONS", "MAX_PIXELS"]
 
 NORMALISATIONS = ("0-1", "none", "-1-1", "imagenet", "caffe")
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -61,6 +61,7 @@ def load_image(image: Any) -> Any:
                     f"{label} claims {w}x{h} pixels, over the {MAX_PIXELS:,}-pixel limit; resize it first"
                 )
             img.load()
+            img = upright(img)
         except InputError:
             raise
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
@@ -88,6 +89,22 @@ def load_image(image: Any) -> Any:
     elif mode not in ("RGB", "L", "RGBA"):
         img = img.convert("RGBA" if ("A" in mode or "transparency" in img.info) else "RGB")
     return img
+
+
+def upright(img: Any) -> Any:
+    """The image turned as its EXIF orientation says (a portrait phone photo stays portrait).
+
+    Checked first, so that the common case (no tag, or orientation 1) costs no copy.
+    """
+    try:
+        turned = img.getexif().get(0x0112, 1) not in (1, None)
+    except (OSError, ValueError, SyntaxError):  # a malformed EXIF block: show the pixels as stored
+        return img
+    if not turned:
+        return img
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(img)
 
 
 def _to_rgb_or_grey(img: Any, channels: int) -> Any:

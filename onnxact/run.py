@@ -19,7 +19,6 @@ from .model import Model
 
 __all__ = ["prepare_feeds", "run_model", "run_session", "ort_value_to_numpy"]
 
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
 def _is_image_ref(x: Any) -> bool:
@@ -30,70 +29,58 @@ def _is_image_ref(x: Any) -> bool:
     return hasattr(x, "mode") and hasattr(x, "convert")  # PIL image
 
 
-def _check_array(model: Model, name: str, arr: Any) -> np.ndarray:
-    info = next(i for i in model.inputs if i.name == name)
-    try:
-        a = np.asarray(arr)
-    except Exception:  # noqa: BLE001
-        raise InputError(f"input '{name}' is not array-like") from None
-    if a.dtype == object:
-        raise InputError(f"input '{name}' is not a numeric array")
-    want = len(info.shape)
-    if want and a.ndim == want - 1:
-        a = a[None]  # a single sample without its batch axis
-    if want and a.ndim != want:
-        raise InputError(
-            f"input '{name}' has rank {a.ndim} (shape {list(a.shape)}) but the model expects rank {want} "
-            f"(shape {list(info.shape)})"
-        )
-    for axis, (got, exp) in enumerate(zip(a.shape, info.shape)):
-        if axis > 0 and isinstance(exp, int) and exp > 0 and got != exp:
-            raise InputError(
-                f"input '{name}' has shape {list(a.shape)} but the model expects {list(info.shape)} "
-                f"(axis {axis} must be {exp}); resize the input or use preprocess_image"
-            )
-    target = info.dtype if info.dtype not in ("unknown", "bfloat16", "str") else "float32"
-    if a.dtype != np.dtype(target):
-        if np.issubdtype(np.dtype(target), np.integer) and np.issubdtype(a.dtype, np.floating):
-            raise InputError(f"input '{name}' expects {target} values, got {a.dtype}")
-        a = a.astype(target)
-    return np.ascontiguousarray(a)
-
-
 def prepare_feeds(model: Model, x: Any, **preprocess_kw: Any) -> dict[str, np.ndarray]:
-    """Turn an ndarray, ``{input name: array}``, image path(s) or PIL image into onnxruntime feeds."""
+    """Turn an ndarray, ``{input name: array}``, image path(s) or PIL image into onnxruntime feeds.
+
+    Each array is checked against its input (``onnxact.feeds.check_array``: rank, fixed dims,
+    dtype) and inputs given with one sample are repeated to the batch of the others (a
+    ``sample_rate`` or ``im_info`` given once for 8 images). A model without inputs takes
+    ``None`` or ``{}``. Missing inputs are an error here; ``onnxact.feeds.fill_missing`` fills
+    the fixed-shape ones with zeros first when that is wanted.
+    """
+    from .feeds import MissingInputError, broadcast_batch, check_array, input_info
+
+    names = [i.name for i in model.inputs]
+    if not names:
+        if x is None or (isinstance(x, Mapping) and not x):
+            return {}
+        raise InputError(f"{model.name} has no inputs (all its values are constants); pass x=None")
     if x is None:
         raise InputError("no input given; pass an image path, an array or {input name: array}")
-    names = [i.name for i in model.inputs]
     if isinstance(x, Mapping):
-        unknown = [k for k in x if k not in names]
-        if unknown:
-            raise InputError(f"the model has no input '{unknown[0]}'; its inputs are: {', '.join(names)}")
-        missing = [n for n in names if n not in x]
+        for k in x:
+            input_info(model, k)  # an unknown name: the error lists the model's inputs
+        missing = [i for i in model.inputs if i.name not in x]
         if missing:
-            raise InputError(f"input '{missing[0]}' is missing; the model needs: {', '.join(names)}")
-        return {k: (_image_feed(model, v, k, preprocess_kw) if _is_image_ref(v) else _check_array(model, k, v))
-                for k, v in x.items()}
+            raise MissingInputError(
+                f"input '{missing[0].name}' is missing; the model needs: {', '.join(names)}; pass {{name: array}} "
+                "for each (onnxact.feeds.fill_missing fills fixed-shape ones with zeros)", missing)
+        feeds = {k: (_image_feed(model, v, k, preprocess_kw) if _is_image_ref(v) else check_array(model, k, v))
+                 for k, v in x.items()}
+        return broadcast_batch(model, feeds)
     if len(names) != 1:
         raise InputError(f"the model has {len(names)} inputs ({', '.join(names)}); pass a dict {{name: array}}")
     if _is_image_ref(x):
         return {names[0]: _image_feed(model, x, names[0], preprocess_kw)}
-    return {names[0]: _check_array(model, names[0], x)}
+    return {names[0]: check_array(model, names[0], x)}
 
 
 def _image_feed(model: Model, x: Any, name: str, kw: Mapping[str, Any]) -> np.ndarray:
+    from .feeds import check_array
     from .preprocess import preprocess_image
 
     if isinstance(x, (str, os.PathLike)) and Path(x).suffix.lower() in (".npy",):
         try:
-            return _check_array(model, name, np.load(x, allow_pickle=False))
+            return check_array(model, name, np.load(x, allow_pickle=False))
         except (OSError, ValueError) as e:
             raise InputError(f"cannot read array file {x}: {e}") from None
-    return _check_array(model, name, preprocess_image(x, model, input_name=name, **kw))
+    return check_array(model, name, preprocess_image(x, model, input_name=name, **kw))
 
 
 def _fixed_batch(model: Model) -> int | None:
-    sizes = {i.shape[0] for i in model.inputs if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0}
+    from .feeds import is_batched
+
+    sizes = {i.shape[0] for i in model.inputs if is_batched(i) and isinstance(i.shape[0], int) and i.shape[0] > 0}
     return sizes.pop() if len(sizes) == 1 else None
 
 
@@ -180,14 +167,17 @@ def run_model(
     key = tuple(tensors)
     sess = model.session(key)
     out_names = model.session_outputs(key)
-    n = next(iter(feeds.values())).shape[0] if feeds else 1
+    from .feeds import batch_size_of, is_batched
+
+    n = batch_size_of(model, feeds)
+    batched = {i.name for i in model.inputs if is_batched(i)}  # only these are cut into batches
     fixed = _fixed_batch(model)
     step = batch_size or (fixed if fixed and fixed < n else n)
     if fixed and step != fixed and n != fixed:
         step = fixed
     results: list[list[np.ndarray]] = []
     for start in range(0, n, max(step, 1)):
-        part = {k: v[start:start + step] for k, v in feeds.items()} if step < n else dict(feeds)
+        part = {k: v[start:start + step] if k in batched else v for k, v in feeds.items()} if step < n else dict(feeds)
         try:
             results.append(run_session(sess, out_names, part))
         except Exception as e:  # noqa: BLE001 - onnxruntime's errors: wrong input values or a model bug

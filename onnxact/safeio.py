@@ -165,8 +165,8 @@ def check_outputs(outputs: Mapping[str, str | os.PathLike[str] | None],
 # -------------------------------------------------------------------------------- the report folder
 def _read_manifest(folder: Path) -> list[str] | None:
     """The files an earlier onnxact report in ``folder`` lists, or None when it is not one."""
-    try:
-        with open(folder / REPORT_MANIFEST, "rb") as f:
+    try:  # a link planted as the manifest is not one (O_NOFOLLOW)
+        with os.fdopen(os.open(folder / REPORT_MANIFEST, os.O_RDONLY | _NOFOLLOW | _CLOEXEC), "rb") as f:
             data = json.loads(f.read(1 << 22) or b"null")
     except (OSError, ValueError, RecursionError):
         return None

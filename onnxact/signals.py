@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["Terminated", "sigterm_as_interrupt", "EXIT_SIGTERM"]
+__all__ = ["Terminated", "sigterm_as_interrupt", "sigterm_received", "EXIT_SIGTERM"]
 
 #: Exit status of a process stopped by SIGTERM (128 + 15), also used when it cleaned up first.
 EXIT_SIGTERM = 128 + 15
@@ -26,8 +26,23 @@ class Terminated(KeyboardInterrupt):
     """Raised in the main thread when the process receives SIGTERM."""
 
 
+_received = False
+
+
 def _raise(signum: int, frame: Any) -> None:
+    global _received
+    _received = True
     raise Terminated(f"received signal {signum}")
+
+
+def sigterm_received() -> bool:
+    """True once SIGTERM arrived inside :func:`sigterm_as_interrupt`.
+
+    Why: an interrupt raised while a C extension initialises comes out as ``ImportError:
+    initialization failed`` (and may be wrapped again), so the CLI asks this instead of
+    trusting the exception's type when it decides between "stopped" and "internal error".
+    """
+    return _received
 
 
 @contextlib.contextmanager

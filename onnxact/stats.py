@@ -194,7 +194,10 @@ class StatsRunner:
     CHUNK_BYTES = 8 << 20
 
     def __init__(self, model: Model, layers: Sequence[LayerInfo] | None = None, threshold: float = 0.0,
-                 count_above: bool = False, chunk: int | None = None, threads: int | None = None) -> None:
+                 count_above: bool = False, chunk: int | None = None, threads: int | None = None,
+                 inputs: Mapping[str, np.ndarray] | None = None) -> None:
+        from .feeds import MissingInputError, check_array, describe_input, scan_input
+
         self.model = model
         self.threads = threads  # onnxruntime intra-op threads; None: onnxruntime's default (all cores)
         self.layers, self.notes = split_unknown_rank(
@@ -203,14 +206,20 @@ class StatsRunner:
             raise ModelError(
                 f"{model.name} has no capturable conv/pool layers to check; pass layer_names= or op_types= to pick tensors"
             )
-        if len(model.inputs) != 1:
-            raise InputError(f"{model.name} has {len(model.inputs)} inputs; the dataset scan supports one image input")
+        # The dataset feeds one input; ``inputs`` holds the same values for every image for the others.
+        self.extra = {k: check_array(model, k, v) for k, v in (inputs or {}).items()}
+        data = scan_input(model, list(self.extra))
+        missing = [i for i in model.inputs if i.name != data.name and i.name not in self.extra]
+        if missing:
+            raise MissingInputError(
+                f"the images feed '{data.name}'; give the other inputs ({', '.join(map(describe_input, missing))}) "
+                "with inputs={name: array} (onnxact.feeds.fill_missing makes zeros for fixed shapes)", missing)
         self.threshold = float(threshold)
         nonneg = [_nonnegative(model, layer.tensor) for layer in self.layers]
         self._use(*add_channel_stats(model.proto, self.layers, self.threshold, model._elem, count_above=count_above,
                                      nonnegative=nonneg, sum_squares=count_above, pack=True))
-        self.input_name = model.inputs[0].name
-        b = model.inputs[0].shape[0] if model.inputs[0].shape else None
+        self.input_name = data.name
+        b = data.shape[0] if data.shape else None
         self.fixed_batch = b if isinstance(b, int) and b > 0 else None
         if chunk is None:  # whole batches where not even two images' maps would stay in cache
             biggest = max((_map_bytes(layer) for layer in self.layers), default=0)
@@ -227,10 +236,17 @@ class StatsRunner:
 
     def _run_session(self, x: np.ndarray) -> dict[str, np.ndarray]:
         try:
-            return dict(zip(self._fetch, self.session.run(self._fetch, {self.input_name: x})))
+            return dict(zip(self._fetch, self.session.run(self._fetch, self._feeds(x))))
         except Exception as e:  # noqa: BLE001 - onnxruntime's errors: input values that don't fit
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise InputError(f"onnxruntime failed to run {self.model.name} on the images: {msg[:300]}") from None
+
+    def _feeds(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        if not self.extra:
+            return {self.input_name: x}
+        from .feeds import broadcast_batch
+
+        return broadcast_batch(self.model, {self.input_name: x, **self.extra}, batch=int(x.shape[0]))
 
     def run(self, x: np.ndarray) -> ChannelStats:
         if self.fixed_batch and x.shape[0] != self.fixed_batch:
@@ -387,16 +403,21 @@ def scan(
     strict: bool = False,
     show_progress: bool = True,
     count_above: bool = False,
+    inputs: Mapping[str, np.ndarray] | None = None,
     **preprocess_kw: Any,
 ) -> ChannelStats:
-    """Scan ``images`` (see :mod:`onnxact.images`) with the local engine and return their statistics."""
+    """Scan ``images`` (see :mod:`onnxact.images`) with the local engine and return their statistics.
+
+    ``inputs``: values for the model's other inputs, the same for every image.
+    """
     from .images import count_samples, expand_sources, iter_batches
     from .progress import progress
 
     items = expand_sources(images)
-    runner = StatsRunner(model, layers, threshold, count_above)
+    runner = StatsRunner(model, layers, threshold, count_above, inputs=inputs)
     total = count_samples(items)
-    batches = iter_batches(model, items, batch_size=batch_size, strict=strict, **preprocess_kw)
+    batches = iter_batches(model, items, batch_size=batch_size, strict=strict, input_name=runner.input_name,
+                           **preprocess_kw)
     if show_progress:
         batches = progress(batches, total=math.ceil(total / batch_size), desc="scanning")
     result: ChannelStats | None = None
@@ -618,6 +639,7 @@ def find_dead_filters(
     providers: Any = None,
     threads: int | None = None,
     show_progress: bool = True,
+    inputs: Mapping[str, Any] | None = None,
     **preprocess_kw: Any,
 ) -> DeadFilterReport:
     """Scan a dataset for dead / dormant / constant filters; returns a ``DeadFilterReport``.
@@ -627,6 +649,8 @@ def find_dead_filters(
     a channel is dead; ``tau``: the dormant ratio; ``threshold``: when given, the statistics also
     count positions above it per channel (``LayerStats.fraction_above``; three extra passes). ``engine="ray"`` runs the scan on a Ray
     cluster (``address``, ``workers``); results are identical to the local engine's.
+    ``inputs``: ``{name: array}`` for a model's other inputs (a sample rate, ``im_info``), the same
+    for every image (one sample is repeated to each batch); the images feed the remaining input.
     """
     m = load(model, providers=providers, threads=threads)
     layers = m.select(layer_names, op_types) if (layer_names or op_types) else list(m.layers)
@@ -637,8 +661,10 @@ def find_dead_filters(
     thr = eps if threshold is None else threshold
     if engine == "local":
         stats = scan(m, images, layers=layers, threshold=thr, batch_size=batch_size, strict=strict,
-                     show_progress=show_progress, count_above=threshold is not None, **preprocess_kw)
+                     show_progress=show_progress, count_above=threshold is not None, inputs=inputs, **preprocess_kw)
     elif engine == "ray":
+        if inputs:
+            raise InputError("fixed values for other inputs (inputs= / --input) work with the local engine only")
         try:
             from .ray_engine import scan_ray
         except ImportError as e:

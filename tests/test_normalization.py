@@ -81,6 +81,10 @@ def keras_rescaling(tmp_path_factory):
 def test_guessed_when_nothing_states_it(models):
     m = onnxact.load(models[""])
     n = choose_normalization(m)
+    img = str(photo("coffee.png"))
+    assert onnxact.get_activations(m, img).preprocessing == n.to_json()  # the Python API records it too
+    assert onnxact.get_activations(m, img, normalize="imagenet").preprocessing["source"] == "user"
+    assert onnxact.get_activations(m, onnxact.preprocess_image(img, m)).preprocessing is None  # ready arrays
     assert (n.preset, n.source, n.guessed) == ("0-1", "guessed", True)
     line = n.warning(m.name)
     assert line.startswith(WARNING) and "--normalize" in line and "--mean/--std" in line and "0-1" in line
@@ -143,7 +147,7 @@ def test_keras_rescaling_layer_gets_raw_pixels_and_matches_keras(keras_rescaling
     assert x.shape == (1, 40, 40, 3) and x.max() > 200 and x.min() >= 0
     acts = onnxact.get_activations(m, x, output_format="full")
     conv = next(layer for layer in m.layers if layer.op_type == "Conv")
-    ref = keras.Model(model.inputs, model.get_layer("conv").output)(x).numpy()  # Keras on the same pixels
+    ref = keras.Model(model.inputs, model.get_layer("conv").output)({"image": x}).numpy()  # Keras, same pixels
     np.testing.assert_allclose(acts[conv.tensor].transpose(0, 2, 3, 1), ref, rtol=1e-4, atol=1e-5)
 
 
@@ -234,3 +238,58 @@ def test_no_warning_for_metadata_or_graph(models, tmp_path, capsys):
         assert main(["check", str(model), img]) in (0, 1)
         cap = capsys.readouterr()
         assert WARNING not in cap.err and "guessed" not in cap.out
+
+
+def test_ultralytics_metadata_states_pixels_over_255(yolo_detector, torch_no_metadata, capsys):
+    n = choose_normalization(onnxact.load(yolo_detector))
+    assert (n.preset, n.source, n.warning()) == ("0-1", "metadata", None) and "Ultralytics" in n.detail
+    plain = choose_normalization(onnxact.load(torch_no_metadata))  # a torch export without metadata: a guess
+    assert plain.guessed and plain.warning() is not None
+
+
+def _affine_model(ops: list[tuple[str, list[float]]], uint8: bool = False) -> onnx.ModelProto:
+    """input -> [Cast] -> Transpose -> the given ops by constants -> Conv (a graph as exporters write it)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits, t = [], [], "x"
+    if uint8:
+        nodes.append(helper.make_node("Cast", [t], ["xf"], to=TensorProto.FLOAT))
+        t = "xf"
+    nodes.append(helper.make_node("Transpose", [t], ["xt"], perm=[0, 3, 1, 2]))
+    t = "xt"
+    for i, (op, value) in enumerate(ops):
+        c = np.asarray(value, np.float32).reshape(1, -1, 1, 1)
+        inits.append(numpy_helper.from_array(c, f"c{i}"))
+        nodes.append(helper.make_node(op, [t, f"c{i}"], [f"t{i}"]))
+        t = f"t{i}"
+    inits.append(numpy_helper.from_array(np.ones((2, 3, 3, 3), np.float32), "w"))
+    nodes.append(helper.make_node("Conv", [t, "w"], ["y"]))
+    g = helper.make_graph(nodes, "affine", [helper.make_tensor_value_info(
+        "x", TensorProto.UINT8 if uint8 else TensorProto.FLOAT, [1, 8, 8, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("ops, expects", [
+    ([("Div", [255.0])], "0-255"),  # x / 255
+    ([("Sub", [123.68, 116.78, 103.94])], "0-255"),  # Caffe mean subtraction on raw pixels
+    ([("Mul", [1 / 127.5]), ("Add", [-1.0])], "0-255"),  # -1..1 from raw pixels
+    ([("Sub", [0.5])], "0-1"),  # x - 0.5 is written for 0-1 values
+    ([("Sub", MEAN), ("Div", STD)], "0-1"),  # ImageNet mean/std on 0-1 values
+    ([("Mul", [2.0]), ("Sub", [1.0])], "0-1"),
+    ([("Mul", [1.0])], None),  # an identity is no normalisation
+    ([("Mul", [1e4])], None),  # nothing a network takes: not recognised (a guess, with the warning)
+])
+def test_which_input_range_the_graph_expects(ops, expects):
+    found = graph_normalization(_affine_model(ops))
+    assert (found.expects if found is not None else None) == expects
+
+
+def test_uint8_input_takes_raw_pixels(tmp_path):
+    path = tmp_path / "u8.onnx"
+    onnx.save(_affine_model([("Div", [255.0])], uint8=True), str(path))
+    m = onnxact.load(path)
+    n = choose_normalization(m)
+    assert (n.preset, n.source) == ("none", "graph")
+    x = onnxact.preprocess_image(str(photo("coffee.png")), m)
+    assert x.dtype == np.uint8 and x.max() > 200

@@ -177,7 +177,8 @@ def test_check_op_types_mul_skips_unknown_rank_with_a_note(quantized, tmp_path, 
     rc = main(["check", str(quantized), str(photo("astronaut.png")), "--op-types", "Mul", "--json", str(js)])
     cap = capsys.readouterr()
     assert rc in (0, 1), cap.err
-    assert cap.err.count("onnxact: note: layer") == len(notes) and "unknown rank" in cap.err
+    assert cap.err.count("onnxact: note: layer") == min(len(notes), 3) and "unknown rank" in cap.err
+    assert len(notes) <= 3 or f"{len(notes) - 3} more layers skipped" in cap.err
     import json
 
     report = json.loads(js.read_text())

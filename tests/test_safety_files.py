@@ -180,7 +180,8 @@ def test_a_full_disk_leaves_no_truncated_file(demo, tmp_path):
     small = {"a": np.arange(12, dtype=np.float32).reshape(1, 3, 2, 2)}
     onnxact.save_activations(small, keep)
     before = {p.name: _sha(p) for p in keep.iterdir()}
-    r = _limited(f"import numpy as np, onnxact\nonnxact.save_activations({{'a': np.ones((1, 64, 64, 64))}}, r'{keep}')",
+    # random values: the npz deflates what compresses, and a map of ones would fit in a few kB
+    r = _limited(f"import numpy as np, onnxact\nonnxact.save_activations({{'a': np.random.default_rng(0).random((1, 64, 64, 64))}}, r'{keep}')",
                  200_000, tmp_path)
     assert r.returncode == 1 and "OutputError" in r.stderr and "File too large" in r.stderr
     assert {p.name: _sha(p) for p in keep.iterdir()} == before
@@ -281,6 +282,32 @@ def test_cam_reads_external_weights_beside_the_model_from_any_folder(resnet_exte
     assert main(["inspect", str(path), str(image), "-o", str(tmp_path / "o"), "--cam", "cam"]) == 0, \
         capsys.readouterr().err
     assert (tmp_path / "o" / "cam.png").is_file()
+
+
+def test_normalisation_constants_in_external_data_are_read_beside_the_model(tmp_path, monkeypatch, capsys):
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxact.normalization import graph_normalization
+
+    w = np.random.default_rng(0).normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Div", ["x", "k"], ["xs"]), helper.make_node("Conv", ["xs", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["y"])], "div255",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [numpy_helper.from_array(np.array(255.0, np.float32), "k"), numpy_helper.from_array(w, "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    (tmp_path / "m").mkdir()
+    onnx.save(m, str(tmp_path / "m" / "n.onnx"), save_as_external_data=True, location="W.bin", size_threshold=0)
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "cwd" / "W.bin").write_bytes(np.full(200, 2.0, np.float32).tobytes())  # a decoy: "x / 2"
+    monkeypatch.chdir(tmp_path / "cwd")
+    found = graph_normalization(onnxact.load(tmp_path / "m" / "n.onnx"))
+    assert found is not None and found.expects == "0-255" and found.scale == pytest.approx((1 / 255,))
+    _, image = onnxact.demo_paths()
+    assert main(["inspect", str(tmp_path / "m" / "n.onnx"), str(image), "-o", str(tmp_path / "o")]) == 0, \
+        capsys.readouterr().err
 
 
 def _relocate(path: Path, dest: Path, location: str) -> Path:

@@ -14,9 +14,10 @@ import importlib
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from ..errors import OnnxactError
-from ..signals import EXIT_SIGTERM, Terminated, sigterm_as_interrupt
+from ..signals import EXIT_SIGTERM, Terminated, sigterm_as_interrupt, sigterm_received
 
 __all__ = ["main", "build_parser"]
 
@@ -30,6 +31,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 class _Parser(argparse.ArgumentParser):
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        # Subcommands read positionals on both sides of options (`inspect MODEL --input x=1 IMAGE`):
+        # plain argparse stops filling `IMAGE...` at the first option and rejects what follows.
+        if " " not in self.prog or getattr(self, "_intermixing", False):
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True  # parse_known_intermixed_args calls back into parse_known_args
+        try:
+            return super().parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
     def error(self, message: str) -> None:  # usage errors: one line, exit 2
         self.exit(2, f"onnxact: error: {message} (see 'onnxact {self.prog.split()[-1]} --help')\n"
                      if " " in self.prog else f"onnxact: error: {message} (see 'onnxact --help')\n")
@@ -75,19 +87,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         with sigterm_as_interrupt():  # `kill`, `timeout`, CI: clean up as on Ctrl-C
             return int(args.func(args) or 0)
     except OnnxactError as e:
+        if sigterm_received():  # SIGTERM turned into another error on its way up (a C import)
+            return _stopped()
         if show_tb:
             traceback.print_exc()
         print(f"onnxact: error: {e}", file=sys.stderr)
         return 2
     except Terminated:
-        print("onnxact: stopped (SIGTERM)", file=sys.stderr)
-        return EXIT_SIGTERM
+        return _stopped()
     except KeyboardInterrupt:
         print("onnxact: interrupted", file=sys.stderr)
         return 130
     except SystemExit as e:
         return int(e.code) if isinstance(e.code, int) else (0 if e.code is None else 2)
     except Exception as e:  # noqa: BLE001 - the one place internal errors are mapped
+        if sigterm_received():
+            return _stopped()
         if show_tb:
             traceback.print_exc()
         print(
@@ -96,6 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 3
+
+
+def _stopped() -> int:
+    print("onnxact: stopped (SIGTERM)", file=sys.stderr)
+    return EXIT_SIGTERM
 
 
 def entry() -> None:  # pragma: no cover - console script wrapper

@@ -13,12 +13,13 @@ import sys
 
 from ..errors import InputError
 from ..normalization import Normalization
-from .common import add_normalize_options, add_provider_option, normalize_kwargs
+from .common import add_input_option, add_normalize_options, add_provider_option, complete_inputs, normalize_kwargs
 
 DESCRIPTION = """Scan a dataset for dead, dormant and constant filters and fail the build when any are found.
 
 IMAGES are image files, folders (searched recursively), globs ('data/**/*.jpg'), text files
-listing one path per line, or .npy/.npz arrays of ready inputs.
+listing one path per line, or .npy/.npz arrays of ready inputs. A model's other inputs (a sample
+rate, im_info) take one value for the whole dataset: --input NAME=FILE.npy or NAME=NUMBER.
 
   dead      max |a| <= eps over every image and position (default eps 0)
   dormant   channel mean / layer mean <= tau, for non-negative (ReLU-like) layers (default tau 0)
@@ -44,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
     p.add_argument("--layers", nargs="+", metavar="LAYER", help="check only these layers (names or ONNX tensors)")
     p.add_argument("--op-types", nargs="+", metavar="OP", help="check only layers of these op types")
     add_normalize_options(p)
+    add_input_option(p)
     add_provider_option(p)
     p.add_argument("--engine", choices=["local", "ray"], default="local", help="local (default) or a Ray cluster")
     p.add_argument("--address", help="Ray cluster address, e.g. ray://HOST:10001 or auto (with --engine ray; "
@@ -64,6 +66,7 @@ def _annotate(report, failing, model: str) -> None:
 
 def _refuse_outputs_over_inputs(args: argparse.Namespace) -> None:
     """Before the scan: no report file may be the model, an image scanned, or another report."""
+    from ..feeds import spec_paths
     from ..images import expand_sources
     from ..safeio import check_outputs
 
@@ -71,10 +74,13 @@ def _refuse_outputs_over_inputs(args: argparse.Namespace) -> None:
     # The images are listed only when an output file already exists: a new file can't be one.
     exists = any(p is not None and os.path.lexists(p) for p in outputs.values())
     images = [getattr(i, "label", i) for i in expand_sources(args.images)] if exists else []
-    check_outputs(outputs, {"model": [args.model], "image": images})
+    check_outputs(outputs, {"model": [args.model], "image": images, "--input file": spec_paths(args.input)})
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..feeds import input_specs, scan_input
+    from ..model import load
+    from ..preprocess import preprocess_image
     from ..stats import KINDS, find_dead_filters, load_allow_list
 
     fail_on = [k.strip() for k in args.fail_on.split(",") if k.strip()]
@@ -90,8 +96,13 @@ def run(args: argparse.Namespace) -> int:
     _refuse_outputs_over_inputs(args)
     allow = load_allow_list(args.allow) if args.allow else set()
     kw = normalize_kwargs(args)
+    model = load(args.model, providers=args.provider, threads=args.threads)
+    given = input_specs(model, args.input)
+    data = scan_input(model, list(given))  # the input the IMAGES feed; the others are fixed for the dataset
+    extra = complete_inputs(model, given, exclude=[data.name]) if len(model.inputs) > 1 else {}
+    extra = {k: preprocess_image(v, model, input_name=k, **kw) if isinstance(v, str) else v for k, v in extra.items()}
     report = find_dead_filters(
-        args.model, args.images, eps=args.eps, tau=args.tau, layer_names=args.layers, op_types=args.op_types,
+        model, args.images, inputs=extra, eps=args.eps, tau=args.tau, layer_names=args.layers, op_types=args.op_types,
         batch_size=args.batch_size, strict=args.strict, engine=args.engine, address=args.address,
         workers=args.workers, providers=args.provider, threads=args.threads, **kw,
     )
@@ -100,8 +111,11 @@ def run(args: argparse.Namespace) -> int:
     if args.junit:
         report.to_junit(args.junit, fail_on=fail_on, allow=allow)
     print(report.table())
-    for note in report.notes:
+    for note in report.notes[:3]:
         print(f"onnxact: note: {note}", file=sys.stderr)
+    if len(report.notes) > 3:  # --op-types Mul on an int8 model skips dozens of scale products
+        print(f"onnxact: note: {len(report.notes) - 3} more layers skipped (all listed under \"notes\" in --json)",
+              file=sys.stderr)
     if report.preprocessing and report.preprocessing.get("guessed"):
         norm = Normalization.from_json(report.preprocessing)
         print(norm.warning(report.model_name), file=sys.stderr)

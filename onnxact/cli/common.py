@@ -8,7 +8,8 @@ from typing import Any
 from ..preprocess import NORMALISATIONS
 
 __all__ = ["add_capture_options", "add_preprocess_options", "capture_kwargs", "preprocess_kwargs", "add_provider_option",
-           "add_normalize_options", "normalize_kwargs", "normalization_of", "warn_if_guessed"]
+           "add_normalize_options", "normalize_kwargs", "normalization_of", "warn_if_guessed",
+           "add_input_option", "complete_inputs"]
 
 
 def add_capture_options(p: argparse.ArgumentParser) -> None:
@@ -89,3 +90,33 @@ def warn_if_guessed(model: Any, norm: Any) -> None:
     line = norm.warning(getattr(model, "name", "the model")) if norm is not None else None
     if line and any(len(i.shape) == 4 for i in getattr(model, "inputs", [])):
         print(line, file=sys.stderr, flush=True)
+
+
+def add_input_option(p: Any) -> None:
+    """--input NAME=FILE.npy | NAME=FILE.npz[:KEY] | NAME=VALUE (repeatable): a model's other inputs."""
+    p.add_argument("--input", action="append", default=[], metavar="NAME=VALUE",
+                   help="a model input by name: NAME=FILE.npy, NAME=FILE.npz[:KEY], NAME=IMAGE or NAME=NUMBER "
+                        "(cast to the input's dtype); repeat for each input. Inputs left out that have a fixed "
+                        "shape are fed zeros")
+
+
+def complete_inputs(model: Any, x: dict[str, Any], exclude: Any = ()) -> dict[str, Any]:
+    """``x`` plus zeros for the fixed-shape inputs left out (one note on stderr), or an error naming --input.
+
+    ``exclude``: inputs fed otherwise (the dataset's images in ``check``).
+    """
+    import sys
+
+    from ..errors import InputError
+    from ..feeds import MissingInputError, describe_input, fill_missing
+
+    try:
+        x, filled = fill_missing(model, x, exclude=exclude)
+    except MissingInputError as e:
+        first = e.missing[0]
+        what = ", ".join(describe_input(i) for i in e.missing)
+        raise InputError(f"{model.name} needs a value for {what} (its shape is not fixed, so no zeros); "
+                         f"give it with --input {first.name}=FILE.npy") from None
+    if filled:
+        print(f"onnxact: note: no --input for {', '.join(filled)}: fed zeros", file=sys.stderr)
+    return x

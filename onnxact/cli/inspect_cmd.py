@@ -1,8 +1,9 @@
 """``onnxact inspect [MODEL] [IMAGE...] [-o DIR]``: capture, then write every picture and a report.
 
 Writes into DIR: ``grids/{pos}_{layer}.png`` (one grid per layer), ``heatmaps/{pos}_{layer}_heatmap.png``,
-``cam.png``, ``input.png``, ``activations.npz`` + ``manifest.json`` and ``index.html``. With several
-images each gets its own sub-folder ``{n}_{image stem}/`` and DIR/index.html links them.
+``cam.png``, ``input.png``, ``activations.npz`` + ``manifest.json`` (not with ``--no-arrays``) and
+``index.html``. With several images each gets its own sub-folder ``{n}_{image stem}/`` of pictures
+and DIR/index.html links them; the arrays of all images are one ``activations.npz`` in DIR.
 With no MODEL and no IMAGE it runs on the bundled demo model and its sample image.
 """
 
@@ -15,17 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..images import IMAGE_SUFFIXES
 from .common import (
     add_capture_options,
+    add_input_option,
     add_preprocess_options,
     capture_kwargs,
+    complete_inputs,
     normalization_of,
     preprocess_kwargs,
     warn_if_guessed,
 )
 from .head_options import add_head_options, check_head_options
-
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
 def add_parser(sub: Any, name: str, help: str) -> None:
@@ -34,8 +36,12 @@ def add_parser(sub: Any, name: str, help: str) -> None:
         "a class activation map, activations.npz + manifest.json and an index.html report into DIR. "
         "Without MODEL and IMAGE the bundled demo model and image are used."))
     p.add_argument("model", nargs="?", metavar="MODEL", help="ONNX model file (default: the bundled demo CNN)")
-    p.add_argument("images", nargs="*", metavar="IMAGE", help="input image file(s) (default: the demo image)")
+    p.add_argument("images", nargs="*", metavar="IMAGE",
+                   help="image files, folders, globs or list files (default: the demo image)")
     p.add_argument("-o", "--output", default="onnxact-report", metavar="DIR", help="output folder (default: %(default)s)")
+    p.add_argument("--max-images", type=int, default=10, metavar="N",
+                   help="report on at most the first N images found (each gets a full report; default: %(default)s)")
+    add_input_option(p)
     p.add_argument("--force", action="store_true",
                    help="write into an existing non-empty DIR that onnxact did not make (an earlier onnxact "
                         "report is replaced without it)")
@@ -54,36 +60,102 @@ def add_parser(sub: Any, name: str, help: str) -> None:
     g.add_argument("--labels", default=None, metavar="FILE", help="class names, one per line (or a JSON list)")
     g.add_argument("--top", type=int, default=5, help="predictions listed (default: %(default)s)")
     g.add_argument("--embed", action="store_true", help="embed the images in index.html (one self-contained file)")
+    g.add_argument("--no-arrays", action="store_true",
+                   help="write no activations.npz / manifest.json (pictures and report only: much smaller)")
     add_capture_options(p)
     add_preprocess_options(p)
     p.set_defaults(func=run)
 
 
 def _resolve_inputs(args: argparse.Namespace) -> tuple[Path, list[Path]]:
+    """(model, image files): folders, globs and list files expanded as ``check`` does, capped by --max-images."""
     import onnxact
 
+    from ..images import ArrayRef, expand_sources
+
     model = Path(args.model) if args.model else None
-    images = [Path(i) for i in args.images]
-    if model is not None and model.suffix.lower() in _IMAGE_SUFFIXES:  # `inspect photo.jpg`: demo model
-        images.insert(0, model)
+    sources = list(args.images)
+    if model is not None and model.suffix.lower() in IMAGE_SUFFIXES:  # `inspect photo.jpg`: demo model
+        sources.insert(0, str(model))
         model = None
     if model is None:
         demo_model, demo_image = onnxact.demo_paths()
         model = demo_model
-        if not images:
-            images = [demo_image]
-    if not images:
-        raise InputError(f"no IMAGE given for {model}; usage: onnxact inspect MODEL IMAGE... (or no arguments for the demo)")
-    for i in images:
-        if not i.is_file():
-            raise InputError(f"image {i} does not exist or is not a file")
+        if not sources and not args.input:
+            sources = [str(demo_image)]
     if not model.is_file():
         raise InputError(f"model {model} does not exist or is not a file")
-    return model, images
+    if args.max_images < 1:
+        raise InputError(f"--max-images must be at least 1, not {args.max_images}")
+    if not sources:
+        return model, []
+    items = expand_sources(sources)
+    arrays = [i for i in items if isinstance(i, ArrayRef)]
+    if arrays:
+        names = [i.name for i in onnxact.load(model).inputs]
+        name = names[0] if len(names) == 1 else "NAME"
+        raise InputError(f"{arrays[0].label} is an array file, not an image; give arrays with --input {name}={arrays[0].label}")
+    if len(items) > args.max_images:
+        print(f"onnxact: note: {len(items)} images found; reporting on the first {args.max_images} "
+              "(--max-images N for more)", file=sys.stderr)
+        items = items[:args.max_images]
+    return model, [Path(str(i)) for i in items]
 
 
-def _display_input(acts: Any, sample: int, fallback: Path) -> Any:
-    """What the model saw (the preprocessed input) when it is an image, else the file itself."""
+def _model_input(model: Any, images: list[Path], args: argparse.Namespace) -> tuple[Any, list[str]]:
+    """(x for get_activations, one label per sample): the images feed the image input, --input the rest."""
+    from ..feeds import batch_size_of, describe_input, image_input, input_specs
+
+    given = input_specs(model, args.input or [])
+    if not model.inputs:
+        if images or given:
+            raise InputError(f"{model.name} has no inputs (all its values are constants), so it takes no IMAGE or --input")
+        print(f"onnxact: note: {model.name} has no inputs; its activations are constants, the same on every run",
+              file=sys.stderr)
+        return None, ["constants"]
+    x: dict[str, Any] = dict(given)
+    if images:
+        target = image_input(model, exclude=list(given))
+        if target is None:
+            rest = [i for i in model.inputs if i.name not in given]
+            if not rest:
+                raise InputError(f"every input of {model.name} is given with --input, so {images[0].name} "
+                                 "has no input left to feed; drop the IMAGE or that --input")
+            what = ", ".join(describe_input(i) for i in rest)
+            raise InputError(f"{model.name} has no image input for {images[0].name} ({what}: not an image); "
+                             "give its inputs with --input NAME=FILE.npy or NAME=VALUE")
+        x[target.name] = [str(i) for i in images]
+    elif not given:
+        if image_input(model) is not None:
+            raise InputError(f"no IMAGE given for {model.name}; usage: onnxact inspect MODEL IMAGE... "
+                             "(or no arguments for the demo)")
+        raise InputError(f"{model.name} takes no image; give its inputs with --input NAME=FILE.npy or NAME=VALUE "
+                         f"(inputs: {', '.join(i.name for i in model.inputs)})")
+    x = complete_inputs(model, x)
+    if images:
+        return x, [i.name for i in images]
+    arrays = {k: v for k, v in x.items() if not isinstance(v, str)}
+    n = batch_size_of(model, arrays)
+    return x, [f"sample {s}" for s in range(n)] if n > 1 else ["input"]
+
+
+def _batches(model: Any, x: Any, args: argparse.Namespace) -> list[tuple[Any, int]]:
+    """(model input, sample index) per capture: one batch, or one image at a time when the image
+    input's height/width are dynamic and no --size is given (photos of different sizes then keep
+    their own size, as they would one by one, instead of failing to stack)."""
+    from ..feeds import image_input
+
+    target = image_input(model) if isinstance(x, dict) else None
+    paths = x.get(target.name) if target is not None else None
+    hw = [] if target is None else (target.shape[1:3] if target.layout == "NHWC" else target.shape[2:4])
+    dynamic = any(not (isinstance(d, int) and d > 0) for d in hw)
+    if not isinstance(paths, list) or len(paths) < 2 or not dynamic or getattr(args, "size", None):
+        return [(x, 0)]
+    return [({**x, target.name: [p]}, 0) for p in paths]
+
+
+def _display_input(acts: Any, sample: int, fallback: Path | None) -> Any:
+    """What the model saw (the preprocessed input) when it is an image, else the file, else None (audio)."""
     import numpy as np
 
     feeds = getattr(acts, "inputs", None) or {}
@@ -91,7 +163,7 @@ def _display_input(acts: Any, sample: int, fallback: Path) -> Any:
         a = np.asarray(v)
         if a.ndim == 4 and (a.shape[1] in (1, 3) or a.shape[3] in (1, 3)):
             return a[sample]
-    return str(fallback)
+    return None if fallback is None else str(fallback)
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
@@ -103,13 +175,17 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
     return "\n".join(out)
 
 
-def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, image: Path, out: Path,
-               class_names: list[str] | None, n_samples: int,
+def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, name: str, image: Path | None,
+               out: Path, class_names: list[str] | None, n_samples: int,
                norm: Any = None) -> tuple[Path, list[Any], list[Any]]:
-    """All pictures and the report of one sample into ``out``; returns (index.html, stats, predictions)."""
+    """All pictures and the report of one sample (``name``, from ``image`` when it is one) into ``out``.
+
+    Returns (index.html, stats, predictions). Without an image input (audio, tables) there is no
+    input picture, heatmap or CAM: grids and statistics only.
+    """
     import numpy as np
 
-    from ..activations import Activations, save_activations
+    from ..activations import Activations
     from ..render import _prepare_dir, display_activations, display_heatmaps, load_display_image, save_png
     from ..report import layer_stats, predict, write_report
 
@@ -123,21 +199,19 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
                       outputs={k: pick(v) for k, v in acts.outputs.items()},
                       model_sha256=acts.model_sha256, class_names=class_names,
                       inputs={k: pick(v) for k, v in acts.inputs.items()})
-    one.preprocessing = norm.to_json() if norm is not None else None
-    save_activations(one, out)
     from PIL import Image
 
     shown = _display_input(acts, sample, image)
-
-    base = load_display_image(shown)
-    if max(base.shape[:2]) < 256:  # small model inputs (64x64): draw overlays big enough to read
+    base = None if shown is None else load_display_image(shown)
+    if base is not None and max(base.shape[:2]) < 256:  # small model inputs (64x64): draw overlays big enough to read
         f = 256 / max(base.shape[:2])
         size = (max(1, round(base.shape[1] * f)), max(1, round(base.shape[0] * f)))
         big = Image.fromarray(np.rint(base * 255).astype(np.uint8)).resize(size, Image.BILINEAR)
         base = np.asarray(big, dtype=np.float32) / 255.0
-    save_png(np.rint(base * 255).astype(np.uint8), out / "input.png")
+    if base is not None:
+        save_png(np.rint(base * 255).astype(np.uint8), out / "input.png")
     keys = list(one.keys())
-    label = f"{image.name}: " if n_samples > 1 else ""
+    label = f"{name}: " if n_samples > 1 else ""
 
     def spatial(key: str) -> bool:
         lay, arr = getattr(one.layers.get(key), "layout", None), one[key]
@@ -155,7 +229,7 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
         notes.insert(0, f"preprocessing {norm.describe()}: the model states none and its graph does not normalise "
                         "its input; activations depend on it: pass --normalize or --mean/--std to choose")
     heats: dict[str, Path] = {}
-    hkeys = [k for k in keys if spatial(k)] if args.heatmaps != "none" else []
+    hkeys = [k for k in keys if spatial(k)] if args.heatmaps != "none" and base is not None else []
     if hkeys:
         h = display_heatmaps(one, base, save=True, directory=out / "heatmaps", layers=hkeys,
                              merge_filters=args.heatmaps == "merged", cmap=args.heatmap_cmap, alpha=args.alpha,
@@ -164,7 +238,9 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
     stats = [layer_stats(k, v, one.layers.get(k)) for k, v in one.items()]
     predictions = predict(one.outputs, class_names, k=args.top, model=model, output=args.class_output)
     cam_entry = None
-    if args.cam != "none":
+    if args.cam != "none" and base is None:
+        notes.append("no class activation map: the model has no image input to draw it over")
+    elif args.cam != "none":
         from ..cam import class_activation_map
 
         try:
@@ -181,9 +257,10 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
             save_png(res.overlay(base, alpha=0.4), out / "cam.png")
             cam_entry = (Path("cam.png"), res.caption)
     page = write_report(out, stats, title=f"onnxact: {Path(str(getattr(model, 'path', '') or 'model')).name}",
-                        subtitle=f"input {image.name} | {len(stats)} layers"
+                        subtitle=f"input {name} | {len(stats)} layers"
                         + (f" | preprocessing: {norm.describe()}" if norm is not None else ""), grids=grids, heatmaps=heats,
-                        inputs=[Path("input.png")], cam=cam_entry, predictions=predictions, notes=notes,
+                        inputs=[Path("input.png")] if base is not None else [], cam=cam_entry,
+                        predictions=predictions, notes=notes,
                         embed=args.embed)
     return page, stats, predictions
 
@@ -191,6 +268,7 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, ima
 def run(args: argparse.Namespace) -> int:
     import onnxact
 
+    from ..feeds import spec_paths
     from ..render import safe_filename
     from ..report import STAT_HEADERS, read_labels
     from ..safeio import output_folder
@@ -200,7 +278,8 @@ def run(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise InputError("--top must be at least 1")
     model_path, images = _resolve_inputs(args)
-    inputs = {"model": [model_path], "image": images, "labels file": [Path(args.labels)] if args.labels else []}
+    inputs = {"model": [model_path], "image": images, "labels file": [Path(args.labels)] if args.labels else [],
+              "--input file": spec_paths(args.input)}
     # Everything is written into a staging folder that replaces DIR only when the run succeeds:
     # a failure, Ctrl-C or SIGTERM leaves DIR as it was (onnxact.safeio.output_folder).
     with output_folder(args.output, force=args.force, inputs=inputs) as folder:
@@ -209,36 +288,75 @@ def run(args: argparse.Namespace) -> int:
         model = onnxact.load(model_path, providers=getattr(args, "provider", None),
                              threads=getattr(args, "threads", None))
         labels = read_labels(args.labels) if args.labels else None
-        norm = normalization_of(model, args) if any(i.suffix.lower() != ".npy" for i in images) else None
-        acts = onnxact.get_activations(model, [str(i) for i in images], **capture_kwargs(args),
-                                       **preprocess_kwargs(args))
+        x, names = _model_input(model, images, args)
+        norm = normalization_of(model, args) if images or any(isinstance(v, str) for v in (x or {}).values()) else None
+        captures = [(onnxact.get_activations(model, part, **capture_kwargs(args), **preprocess_kwargs(args)), i)
+                    for part, i in _batches(model, x, args)]
+        acts = captures[0][0]
         if len(acts) == 0:
             raise InputError("no layer was captured: the layer/op-type filter matched nothing")
         check_head_options(args, model, acts)
         t_capture = time.perf_counter() - t0
         class_names = labels or acts.class_names
-        n = len(images)
+        n = len(names)
         pages = []
-        for s, image in enumerate(images):
-            sub = stage if n == 1 else stage / f"{s}_{safe_filename(image.stem)}"
-            pages.append((image, *_write_one(args, model, acts, s, image, sub, class_names, n, norm)))
+        for s, name in enumerate(names):
+            sub = stage if n == 1 else stage / f"{s}_{safe_filename(Path(name).stem)}"
+            image = images[s] if images else None
+            part, index = captures[s] if len(captures) > 1 else (acts, s)
+            pages.append((name, *_write_one(args, model, part, index, name, image, sub, class_names, n, norm)))
         if n > 1:
             _index_of_reports(stage, pages)
+        if not args.no_arrays:
+            _save_arrays(acts, stage, class_names, norm)
     out = folder.path
     t_total = time.perf_counter() - t0
     stats = pages[0][2]
     print(_table([s.row() for s in stats], STAT_HEADERS))
-    for image, _, _, preds in pages:
+    for name, _, _, preds in pages:
         for output, top in preds.groups:
             label = f" [{output}]" if len(preds.groups) > 1 else ""
-            print(f"{image.name}{label}: " + ", ".join(f"{name or i} {100 * p:.1f}%" for i, name, p in top))
+            print(f"{name}{label}: " + ", ".join(f"{cls or i} {100 * p:.1f}%" for i, cls, p in top))
         if not preds:
-            print(f"{image.name}: {preds.reason}")
+            print(f"{name}: {preds.reason}")
     print(f"{len(stats)} layers captured in {t_capture:.2f}s, everything written in {t_total:.2f}s")
+    files, size = _written(out)
+    print(f"wrote {files} files, {_human(size)} to {out}")
     print(f"report: {out / 'index.html'}")
     sys.stdout.flush()
     warn_if_guessed(model, norm)
     return 0
+
+
+def _save_arrays(acts: Any, out: Path, class_names: list[str] | None, norm: Any) -> None:
+    """All images' arrays in one ``activations.npz`` (+ one ``manifest.json``) at the top of DIR.
+
+    Why one file: per-image copies repeated the model's layer metadata and split a batch that
+    ``load_activations(DIR)`` now returns whole (sample ``i`` is image ``i`` on the command line).
+    """
+    from ..activations import Activations, save_activations
+
+    whole = Activations(acts, acts.layers, outputs=acts.outputs, model_sha256=acts.model_sha256,
+                        class_names=class_names, inputs=acts.inputs)
+    whole.preprocessing = norm.to_json() if norm is not None else None
+    save_activations(whole, out)
+
+
+def _written(folder: Path) -> tuple[int, int]:
+    """(files, bytes) under ``folder``."""
+    files = size = 0
+    for p in folder.rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            files += 1
+            size += p.stat().st_size
+    return files, size
+
+
+def _human(n: int) -> str:
+    for unit, step in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= step:
+            return f"{n / step:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def _index_of_reports(out: Path, pages: list[tuple[Any, ...]]) -> Path:
@@ -247,11 +365,11 @@ def _index_of_reports(out: Path, pages: list[tuple[Any, ...]]) -> Path:
     from ..safeio import write_text
 
     items = []
-    for image, page, _, predictions in pages:
+    for name, page, _, predictions in pages:
         rel = page.relative_to(out).as_posix()
         preds = predictions.top
         best = f" — {html.escape(str(preds[0][1] or preds[0][0]))} {100 * preds[0][2]:.1f}%" if preds else ""
-        items.append(f"<li><a href='{html.escape(rel)}'>{html.escape(image.name)}</a>{best}</li>")
+        items.append(f"<li><a href='{html.escape(rel)}'>{html.escape(name)}</a>{best}</li>")
     page = out / "index.html"
     write_text(page, "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>onnxact reports</title>"
                "</head><body><h1>onnxact reports</h1><ul>" + "".join(items) + "</ul></body></html>")

@@ -29,8 +29,10 @@ def load_display_image(image: Any, index: int = 0) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
 
         try:
+            from ..preprocess import upright
+
             with Image.open(image) as im:
-                a = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+                a = np.asarray(upright(im).convert("RGB"), dtype=np.float32) / 255.0
         except (OSError, UnidentifiedImageError) as e:
             raise InputError(f"cannot read image {image}: {e}") from None
         return a
