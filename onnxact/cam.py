@@ -5,14 +5,15 @@ Why no gradients: onnxruntime inference builds have none, and for the most commo
 is ``b_k + mean_hw(sum_c W[k, c] * F[c, h, w])``, so ``sum_c W[k, c] * F[c]`` (the CAM of Zhou
 et al. 2016) is exact and its spatial mean plus the bias *is* the logit. The class weights are
 read straight from the graph's initializers. Heads of any other shape (Flatten -> Dense, like
-the seed's CNN) get EigenCAM: the first principal component of the last spatial layer, which is
-class-agnostic (said so in the result).
+the seed's CNN, or a hidden layer after the pool) and detectors get EigenCAM: the first
+principal component of the last spatial map feeding the head (:mod:`onnxact.heads` picks it),
+which is class-agnostic; the result says which layer and why (``reason``, ``why``, ``caption``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,19 @@ import numpy as np
 import onnx
 
 from .errors import InputError
-from .heads import cam_targets, classifier_outputs, find_layer_tensor, head_summary, linear_head_end
+from .heads import (
+    cam_targets,
+    classifier_outputs,
+    find_layer_tensor,
+    head_summary,
+    linear_head_end,
+    same_map,
+    static_shapes,
+)
 
 __all__ = ["CamHead", "CamResult", "find_cam_head", "cam_from_features", "eigencam", "class_activation_map"]
 
-_PASS_THROUGH = {"Flatten", "Reshape", "Squeeze", "Identity", "Dropout"}
+_PASS_THROUGH = {"Flatten", "Reshape", "Squeeze", "Identity", "Dropout", "Cast"}
 
 
 @dataclass
@@ -128,10 +137,22 @@ def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
     return default
 
 
-def _pool_layout(node: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> str | None:
-    """NCHW / NHWC when ``node`` averages exactly the spatial axes of a 4-D map, else None."""
+def _pool_layout(node: onnx.NodeProto, consts: Mapping[str, np.ndarray],
+                 shapes: Mapping[str, Sequence[Any]] | None = None) -> str | None:
+    """NCHW / NHWC when ``node`` averages exactly the spatial axes of a 4-D map, else None.
+
+    An AveragePool whose unpadded kernel covers the whole map (tf2onnx's ResNet head:
+    ``AvgPool 7x7`` on a 7x7 map) is a global average too, when ``shapes`` says the map's size.
+    """
     if node.op_type == "GlobalAveragePool":
         return "NCHW"
+    if node.op_type == "AveragePool":
+        dims = (shapes or {}).get(node.input[0])
+        kernel = list(_attr(node, "kernel_shape", []))
+        pads = list(_attr(node, "pads", []))
+        unpadded = not any(pads) and _attr(node, "auto_pad", b"NOTSET") in (b"NOTSET", b"VALID", "NOTSET", "VALID")
+        full = dims is not None and len(dims) == 4 and all(isinstance(d, int) and d > 0 for d in dims[2:])
+        return "NCHW" if unpadded and full and kernel == list(dims[2:]) else None
     if node.op_type != "ReduceMean":
         return None
     axes = _attr(node, "axes", None)
@@ -143,13 +164,17 @@ def _pool_layout(node: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> str 
     return {(2, 3): "NCHW", (1, 2): "NHWC"}.get(tuple(axes))
 
 
-def find_cam_head(proto: onnx.ModelProto, base_dir: str | os.PathLike[str] | None = None) -> CamHead | None:
-    """Find the last GlobalAveragePool (or spatial ReduceMean) feeding a Gemm/MatMul through
+def find_cam_head(proto: onnx.ModelProto, base_dir: str | os.PathLike[str] | None = None,
+                  output: str | None = None, shapes: Mapping[str, Sequence[Any]] | None = None) -> CamHead | None:
+    """Find a GlobalAveragePool (or spatial ReduceMean) feeding a Gemm/MatMul through
     reshape-like ops only, whose result reaches a graph output through softmax / reshape-like
     ops only, and read its class weights; None when the model has no such head.
 
     ``base_dir`` is the model's folder (``Model.external_data_dir``), where weights kept in
-    external data files are read from.
+    external data files are read from. ``output``: the head of that graph output (a model with
+    an ``age`` and a ``gender`` linear layer on one pooled vector has one head each); default
+    the last head in graph order. ``shapes`` (``{tensor: dims}``, e.g. ``Model.shapes``) lets an
+    AveragePool whose kernel covers the whole map count as the global pool.
     """
     graph = proto.graph
     consts = _Constants(graph, Path(base_dir) if base_dir is not None else None)
@@ -159,52 +184,61 @@ def find_cam_head(proto: onnx.ModelProto, base_dir: str | os.PathLike[str] | Non
             consumers.setdefault(i, []).append(n)
     found: CamHead | None = None
     for pool in graph.node:
-        layout = _pool_layout(pool, consts)
+        layout = _pool_layout(pool, consts, shapes)
         if layout is None or not pool.output:
             continue
         cur = pool.output[0]
-        node = None
+        nxt: list[onnx.NodeProto] = []
         for _ in range(8):
             nxt = [c for c in consumers.get(cur, []) if c.op_type not in ("Shape", "Size")]  # reshape plumbing
-            if len(nxt) != 1:
-                break
-            node = nxt[0]
-            if node.op_type in _PASS_THROUGH:
-                cur = node.output[0]
+            if len(nxt) == 1 and nxt[0].op_type in _PASS_THROUGH:
+                cur = nxt[0].output[0]
                 continue
             break
-        if node is None or node.op_type not in ("Gemm", "MatMul") or node.input[0] != cur:
-            continue
-        if len(node.input) < 2 or node.input[1] not in consts:
-            continue
-        b = consts[node.input[1]].astype(np.float64)
-        if b.ndim != 2:
-            continue
-        bias = None
-        end = node.output[0]
-        if node.op_type == "Gemm":
-            if _attr(node, "transA", 0):
-                continue
-            w = b if _attr(node, "transB", 0) else b.T
-            w = w * float(_attr(node, "alpha", 1.0))
-            if len(node.input) > 2 and node.input[2] in consts:
-                bias = consts[node.input[2]].astype(np.float64).reshape(-1) * float(_attr(node, "beta", 1.0))
-        else:
-            w = b.T
-            after = consumers.get(node.output[0], [])
-            if len(after) == 1 and after[0].op_type == "Add":
-                other = [i for i in after[0].input if i != node.output[0]]
-                if other and other[0] in consts:
-                    bias = consts[other[0]].astype(np.float64).reshape(-1)
-                    end = after[0].output[0]
-        # Only a linear layer whose result *is* the class output has class weights: behind a
-        # hidden layer (GAP -> Dense 128 -> ReLU -> Dense 4) its rows are hidden units.
-        output = linear_head_end(graph, end, consumers)
-        if output is None:
-            continue
-        found = CamHead(pool.input[0], w, bias, layout, pool.name or pool.output[0], node.name or node.output[0],
-                        output)
+        for node in nxt:  # one linear layer per classifier output that reads the pooled vector
+            head = _linear_head(graph, node, cur, consts, consumers)
+            if head is not None and (output is None or head[2] == output):
+                found = CamHead(pool.input[0], head[0], head[1], layout, pool.name or pool.output[0],
+                                node.name or node.output[0], head[2])
     return found
+
+
+def _linear_head(graph: onnx.GraphProto, node: onnx.NodeProto, cur: str, consts: Mapping[str, np.ndarray],
+                 consumers: Mapping[str, list[onnx.NodeProto]]) -> tuple[np.ndarray, np.ndarray | None, str] | None:
+    """(class weights (K, C), bias, graph output) when ``node`` is a linear layer on ``cur`` whose
+    result is a graph output (through softmax / reshapes only), else None."""
+    if node.op_type not in ("Gemm", "MatMul") or node.input[0] != cur:
+        return None
+    if len(node.input) < 2 or node.input[1] not in consts:
+        return None
+    b = consts[node.input[1]].astype(np.float64)
+    if b.ndim != 2:
+        return None
+    bias = None
+    end = node.output[0]
+    if node.op_type == "Gemm":
+        if _attr(node, "transA", 0):
+            return None
+        w = b if _attr(node, "transB", 0) else b.T
+        w = w * float(_attr(node, "alpha", 1.0))
+        if len(node.input) > 2 and node.input[2] in consts:
+            bias = consts[node.input[2]].astype(np.float64).reshape(-1) * float(_attr(node, "beta", 1.0))
+    else:
+        w = b.T
+        mm = node.output[0]
+        after = consumers.get(mm, [])
+        while len(after) == 1 and after[0].op_type == "Cast":  # a float16 export's casts around the bias
+            mm = after[0].output[0]
+            after = consumers.get(mm, [])
+        if len(after) == 1 and after[0].op_type == "Add":
+            other = [i for i in after[0].input if i != mm]
+            if other and other[0] in consts:
+                bias = consts[other[0]].astype(np.float64).reshape(-1)
+                end = after[0].output[0]
+    # Only a linear layer whose result *is* the class output has class weights: behind a
+    # hidden layer (GAP -> Dense 128 -> ReLU -> Dense 4) its rows are hidden units.
+    output = linear_head_end(graph, end, consumers)
+    return None if output is None else (w, bias, output)
 
 
 # ----------------------------------------------------------------------------- the maps
@@ -255,6 +289,9 @@ def _graph_output(m: Any, key: str | None, outputs: Mapping[str, Any]) -> str | 
     """The graph output name behind an ``outputs`` key (keys may be framework names, same order)."""
     if key is None or key in m.output_names:
         return key
+    tensors = getattr(outputs, "tensors", None) or {}
+    if tensors.get(key) in m.output_names:
+        return tensors[key]
     keys = list(outputs)
     if len(keys) == len(m.output_names) and key in keys:
         return m.output_names[keys.index(key)]
@@ -268,19 +305,30 @@ def _row(v: Any, sample: int) -> np.ndarray | None:
     return a[sample].reshape(-1).astype(np.float64)
 
 
-def _fetch(m: Any, acts: Any, feeds: Mapping[str, np.ndarray], tensor: str) -> tuple[np.ndarray, str, str]:
-    """(array, layout, layer name) of ``tensor``: from the capture, else one more run on ``feeds``."""
+def _fetch(m: Any, acts: Any, feeds: Mapping[str, np.ndarray], tensors: Sequence[str]
+           ) -> dict[str, tuple[np.ndarray, str, str]]:
+    """{tensor: (array, layout, layer name)}: from the capture, the rest in one more run on
+    ``feeds`` (one run and one session, however many candidate maps were not captured)."""
     from .run import run_model
 
+    out: dict[str, tuple[np.ndarray, str, str]] = {}
     for k, info in (getattr(acts, "layers", None) or {}).items():
-        if getattr(info, "tensor", None) == tensor and k in acts:
-            return np.asarray(acts[k]), info.layout, info.name
-    if not feeds:
-        raise InputError("the activations do not hold the CAM's feature map and no input x was given; "
-                         "pass x or acts from get_activations (which keep the inputs)")
-    values, _ = run_model(m, feeds, [tensor])
-    name = next((li.name for li in m.all_layers if li.tensor == tensor), tensor)
-    return np.asarray(values[tensor]), m.layouts.get(tensor, "NCHW"), name
+        t = getattr(info, "tensor", None)
+        if t in tensors and t not in out and k in acts:
+            out[t] = (np.asarray(acts[k]), info.layout, info.name)
+    if tensors and tensors[0] in out:
+        return out  # the best candidate was captured: no run for the others yet
+    missing = [t for t in tensors if t not in out]
+    if missing:
+        if not feeds:
+            raise InputError("the activations do not hold the CAM's feature map and no input x was given; "
+                             "pass x or acts from get_activations (which keep the inputs)")
+        values, _ = run_model(m, feeds, missing)
+        for t in missing:
+            # the name the default capture gives it (a conv keyed by its own name holds its activation)
+            name = next((li.name for li in list(m.layers) + list(m.all_layers) if li.tensor == t), t)
+            out[t] = (np.asarray(values[t]), m.layouts.get(t, "NCHW"), name)
+    return out
 
 
 def class_activation_map(model: Any, x: Any = None, class_index: int | None = None, *,
@@ -318,26 +366,33 @@ def class_activation_map(model: Any, x: Any = None, class_index: int | None = No
     choice = classifier_outputs(outputs, m, output, batch=batch)
     cls_key = choice.outputs[0] if choice else None
     cls_graph = _graph_output(m, cls_key, outputs)
-    head = find_cam_head(m.proto, m.external_data_dir) if method != "eigencam" else None
-    if head is not None and (cls_graph is None or head.output != cls_graph):
-        head = None  # its linear layer does not make the classifier output shown
+    head = None
+    if method != "eigencam" and cls_graph is not None:
+        head = find_cam_head(m.proto, m.external_data_dir, output=cls_graph, shapes=static_shapes(m))
+    # the pooled map as the capture holds it (before a layout transpose or a Cast)
+    pooled = same_map(m, head.feature_tensor, acts) if head is not None else None
     user_map = find_layer_tensor(m, acts, cam_layer) if cam_layer is not None else None
-    if head is not None and user_map is not None and user_map != head.feature_tensor:
-        if method == "cam":
+    if head is not None and user_map is not None:
+        if user_map in (head.feature_tensor, pooled):
+            pooled = user_map
+        elif method == "cam":
             raise InputError(f"exact CAM uses the map the global pool averages ({head.feature_tensor}); "
                              "drop --cam-layer / cam_layer, or ask for EigenCAM (--cam eigencam)")
-        head = None
+        else:
+            head = pooled = None
     if method == "cam" and head is None:
         raise InputError("exact CAM needs a global average pool followed by one linear layer to the class "
                          f"output, and {head_summary(m, cls_graph)}; use EigenCAM (method='eigencam')")
     names = getattr(m, "class_names", None) or (getattr(acts, "class_names", None) if acts is not None else None)
     scores = _row(outputs[cls_key], sample) if cls_key is not None else None
-    targets = cam_targets(m, acts, [cls_graph] if cls_graph else [], cam_layer,
-                          pooled=head.feature_tensor if head is not None else None)
+    targets = cam_targets(m, acts, [cls_graph] if cls_graph else [], cam_layer, pooled=pooled)
     feats = None
-    for target in targets[:4]:
-        arr, lay, layer_name = _fetch(m, acts, feeds, target.tensor)
-        if head is not None and target.tensor == head.feature_tensor:
+    fetched: dict[str, tuple[np.ndarray, str, str]] = {}
+    for i, target in enumerate(targets[:4]):
+        if target.tensor not in fetched:  # captured ones first; the others together, in one run
+            fetched.update(_fetch(m, acts, feeds, [t.tensor for t in targets[i:4] if t.tensor not in fetched]))
+        arr, lay, layer_name = fetched[target.tensor]
+        if head is not None and target.tensor == pooled:
             feats = _chw(arr, lay if lay in ("NCHW", "NHWC") else head.feature_layout, sample)
             break
         if arr.ndim == 4 and lay in ("NCHW", "NHWC"):
@@ -351,7 +406,7 @@ def class_activation_map(model: Any, x: Any = None, class_index: int | None = No
     if feats is None:
         raise InputError("no spatial feature map (N, C, H, W with H and W over 1) feeds the model's head, "
                          "so there is no class activation map; name one with --cam-layer / cam_layer")
-    if head is not None and target.tensor == head.feature_tensor:
+    if head is not None and target.tensor == pooled:
         k_classes = head.weights.shape[0]
         if scores is not None and scores.shape[0] != k_classes:
             scores = None

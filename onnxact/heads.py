@@ -23,7 +23,7 @@ import onnx
 from .errors import InputError, LayerError
 
 __all__ = ["ClassifierChoice", "CamTarget", "is_class_vector", "classifier_outputs", "cam_targets",
-           "head_summary", "linear_head_end", "find_layer_tensor", "probability_op"]
+           "head_summary", "linear_head_end", "find_layer_tensor", "probability_op", "static_shapes", "same_map"]
 
 #: ops a class vector passes through unchanged in meaning on its way to the graph output
 _PASS = {"Identity", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Cast", "Dropout"}
@@ -244,7 +244,8 @@ def classifier_outputs(outputs: Mapping[str, Any], model: Any = None, output: st
                        batch: int | None = None) -> ClassifierChoice:
     """Which of the model's ``outputs`` (``{name: array of one run}``) hold class scores.
 
-    A class vector is ``[N, C]`` or ``[N, C, 1, 1]``. Among those, the outputs made by Softmax /
+    A class vector is ``[N, C]`` or ``[N, C, 1, 1]``. Keys may be framework names
+    (``predictions``) when ``outputs`` is an :class:`onnxact.activations.Outputs`. Among those, the outputs made by Softmax /
     Sigmoid (or whose rows sum to 1) win; else those named like prob / cls / logits / label;
     else every class vector not named like a box or landmark regression. When several remain
     they are all returned (the report labels each by its output name). ``output`` (the user's
@@ -266,12 +267,21 @@ def classifier_outputs(outputs: Mapping[str, Any], model: Any = None, output: st
         return ClassifierChoice((output,), f"output {output!r} chosen by the user")
     vectors = [n for n in names if is_class_vector(outputs[n], batch)]
     if not vectors:
+        single = [n for n in names if len(np.shape(outputs[n])) == 2 and np.shape(outputs[n])[1] == 1]
+        if single:  # a binary classifier's one sigmoid score: no ranking of classes to show
+            return ClassifierChoice((), f"no class ranking: output {single[0]!r} is a single score "
+                                        f"{_shape_text(outputs[single[0]])}")
         shapes = ", ".join(f"{n} {_shape_text(outputs[n])}" for n in names[:4])
         return ClassifierChoice((), f"no classifier head: no output is a class vector [N, C] ({shapes})")
     plausible = [n for n in vectors if not _name_says(n, _NOT_CLASS_WORDS)]
-    probs = [n for n in plausible if _made_by(g, n) or _sums_to_one(np.asarray(outputs[n]))]
+    tensors = getattr(outputs, "tensors", None) or {}  # framework key -> ONNX output name
+
+    def made_by(n: str) -> str | None:
+        return _made_by(g, tensors.get(n, n))
+
+    probs = [n for n in plausible if made_by(n) or _sums_to_one(np.asarray(outputs[n]))]
     if probs:
-        how = _made_by(g, probs[0])
+        how = made_by(probs[0])
         why = f"made by {how}" if how else "its scores sum to 1"
         return ClassifierChoice(tuple(probs), f"output {probs[0]!r} holds class probabilities ({why})")
     named = [n for n in plausible if _name_says(n, _CLASS_WORDS)]
@@ -285,6 +295,17 @@ def classifier_outputs(outputs: Mapping[str, Any], model: Any = None, output: st
 
 
 # ----------------------------------------------------------------------------- feature maps
+def static_shapes(model: Any) -> dict[str, tuple[int | None, ...]]:
+    """``{tensor: dims}`` from the model's shape inference (None where a dim is unknown)."""
+    out: dict[str, tuple[int | None, ...]] = {}
+    for name, vi in (getattr(model, "value_info", None) or {}).items():
+        tt = vi.type.tensor_type
+        if tt.HasField("shape"):
+            out[name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                              for d in tt.shape.dim)
+    return out
+
+
 class _Maps:
     """Shapes and layouts of 4-D maps (the run's arrays where captured, else the graph's shapes),
     and which of them still have the image's spatial axes."""
@@ -292,12 +313,7 @@ class _Maps:
     def __init__(self, model: Any, g: _Graph, acts: Any) -> None:
         self.g = g
         self.layouts: Mapping[str, str] = getattr(model, "layouts", {}) or {}
-        self.shapes: dict[str, tuple[Any, ...]] = {}
-        for name, vi in (getattr(model, "value_info", None) or {}).items():
-            tt = vi.type.tensor_type
-            if tt.HasField("shape"):
-                self.shapes[name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-                                          for d in tt.shape.dim)
+        self.shapes: dict[str, tuple[Any, ...]] = dict(static_shapes(model))
         self.captured: dict[str, str] = {}  # tensor -> key in acts
         runtime_layout: dict[str, str] = {}
         for key, info in (getattr(acts, "layers", None) or {}).items():
@@ -387,12 +403,19 @@ def _undo_layout_swap(m: _Maps, t: str) -> str:
         if p is None or not p.input:
             break
         perm = next((list(a.ints) for a in p.attribute if a.name == "perm"), None)
-        if (p.op_type == "Transpose" and perm in _LAYOUT_SWAPS) or p.op_type == "Identity":
+        if (p.op_type == "Transpose" and perm in _LAYOUT_SWAPS) or p.op_type in ("Identity", "Cast"):
             if m.usable(p.input[0]):
                 t = p.input[0]
                 continue
         break
     return t
+
+
+def same_map(model: Any, tensor: str, acts: Any = None) -> str:
+    """The tensor holding the same map as ``tensor`` before layout-only Transposes, Identity and
+    Cast ops: the conv output the capture keys by a layer name (a Keras head pools the NHWC
+    transpose of it; a float16 export pools a Cast of it)."""
+    return _undo_layout_swap(_Maps(model, _graph(model), acts), tensor)
 
 
 def _head_input(m: _Maps, t: str, max_convs: int = 4) -> str:
@@ -433,8 +456,8 @@ def find_layer_tensor(model: Any, acts: Any, name: str) -> str:
     layers = getattr(acts, "layers", None) or {}
     if name in layers:
         return layers[name].tensor
-    for info in getattr(model, "all_layers", []):
-        if name in (info.name, info.tensor):
+    for info in list(getattr(model, "layers", [])) + list(getattr(model, "all_layers", [])):
+        if name in (info.name, info.tensor):  # the default capture's meaning of a name first
             return info.tensor
     from .naming import closest
 

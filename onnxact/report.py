@@ -121,17 +121,18 @@ class Predictions:
 
 
 def predict(outputs: Mapping[str, Any], class_names: Sequence[str] | None = None, k: int = 5, sample: int = 0,
-            model: Any = None, output: str | None = None) -> Predictions:
+            model: Any = None, output: str | None = None, batch: int | None = None) -> Predictions:
     """Top-k classes of each output that :func:`onnxact.heads.classifier_outputs` calls a
     classifier (``output`` names one; ``model`` lets the graph say which op made each output).
 
     Scores that are not probabilities already (made by Softmax / Sigmoid, or in [0, 1] summing to
     1) get a softmax. Class names apply to an output with as many classes as names (or to the
-    only classifier output).
+    only classifier output). ``batch`` (the number of inputs fed) keeps out outputs with one row
+    per detection rather than per input.
     """
     from .heads import classifier_outputs, probability_op
 
-    choice = classifier_outputs(outputs, model, output)
+    choice = classifier_outputs(outputs, model, output, batch=batch)
     names = list(class_names) if class_names else []
     groups: list[tuple[str, list[tuple[int, str | None, float]]]] = []
     for name in choice.outputs:
@@ -139,7 +140,8 @@ def predict(outputs: Mapping[str, Any], class_names: Sequence[str] | None = None
         if not -v.shape[0] <= sample < v.shape[0]:
             continue
         s = v[sample].reshape(-1)
-        made_by = probability_op(model, name) if model is not None else None
+        tensor = (getattr(outputs, "tensors", None) or {}).get(name, name)
+        made_by = probability_op(model, tensor) if model is not None else None
         if made_by != "Sigmoid" and not (s.min() >= 0 and s.max() <= 1 and abs(s.sum() - 1) < 1e-3):
             s = _softmax(s)
         own = names if names and (len(names) == s.size or len(choice.outputs) == 1) else []

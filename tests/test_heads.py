@@ -14,7 +14,7 @@ import onnxact
 from onnxact.cam import class_activation_map, eigencam, find_cam_head
 from onnxact.cli import main
 from onnxact.errors import InputError, LayerError, ModelError
-from onnxact.heads import cam_targets, classifier_outputs, is_class_vector
+from onnxact.heads import cam_targets, classifier_outputs, is_class_vector, static_shapes
 from onnxact.model import parse_names_metadata
 from onnxact.report import predict
 from tests.subjects import photo, rapidocr_models
@@ -94,6 +94,14 @@ def test_two_classifier_outputs_are_both_shown_by_name(built, tmp_path, capsys):
     assert "astronaut.png [age]:" in stdout and "astronaut.png [gender]:" in stdout
     page = (out / "index.html").read_text()
     assert "Top 3 predictions of output age" in page and "Top 2 predictions of output gender" in page
+    # each output has its own single linear layer on the pooled map: exact CAM with its own weights
+    with torch.no_grad():
+        feats = module.features(torch.from_numpy(next(iter(acts.inputs.values())))).numpy()[0]
+    for name, layer, k in (("age", module.age, 2), ("gender", module.gender, 1)):
+        res = class_activation_map(m, acts=acts, output=name, class_index=k)
+        assert res.method == "cam" and res.output == name
+        np.testing.assert_allclose(res.map, np.tensordot(layer.weight.detach().numpy()[k], feats, axes=1),
+                                   rtol=1e-4, atol=1e-4)
 
 
 def test_class_vector_shapes():
@@ -102,14 +110,20 @@ def test_class_vector_shapes():
     assert not is_class_vector(np.zeros((1, 7, 2100)))  # a detector's decoded boxes
     assert not is_class_vector(np.zeros((1, 1, 40, 40)))  # a segmentation map
     assert not is_class_vector(np.zeros((3, 5)), batch=1)  # one row per detection, not per image
+    assert "single score" in classifier_outputs({"p": np.full((1, 1), 0.8)}).reason  # a binary sigmoid
 
 
 # ----------------------------------------------------------------------------- CAM class weights
-def test_gap_linear_head_gets_exact_cam_with_the_torch_fc_weights(built):
-    path, module = built["gap_linear_head"]
+@pytest.mark.parametrize("kind", ["gap_linear_head", "avgpool_linear_head"])
+def test_gap_linear_head_gets_exact_cam_with_the_torch_fc_weights(built, kind):
+    path, module = built[kind]
     m, acts = capture(path)
-    head = find_cam_head(m.proto)
+    head = find_cam_head(m.proto, shapes=static_shapes(m))
     assert head is not None and head.output == "logits"
+    pools = {n.op_type for n in m.proto.graph.node if "Pool" in n.op_type}
+    assert pools == ({"MaxPool", "GlobalAveragePool"} if kind == "gap_linear_head" else {"MaxPool", "AveragePool"})
+    if kind == "avgpool_linear_head":
+        assert find_cam_head(m.proto) is None  # global only because the map is 16x16: needs the shapes
     np.testing.assert_allclose(head.weights, module.fc.weight.detach().numpy(), rtol=0, atol=1e-6)
     np.testing.assert_allclose(head.bias, module.fc.bias.detach().numpy(), rtol=0, atol=1e-6)
     res = class_activation_map(m, acts=acts)
@@ -176,12 +190,16 @@ def test_yolo_detector_has_no_predictions_and_a_many_channel_cam_map(yolo_detect
     page = (out / "index.html").read_text()
     assert "Top 5 predictions" not in page and "no classifier head" in page
     assert f"EigenCAM (class-agnostic) | {res.layer}" in page and "prediction branches" in page
-    # --cam-layer picks a layer exactly; a near name is only suggested
+    # --cam-layer takes a layer name or an ONNX tensor, exactly
+    tensor = "/model.22/cv3.2/cv3.2.1/act/Mul_output_0"
+    name = next(info.name for info in acts.layers.values() if info.tensor == tensor)  # the report's key
     out2 = tmp_path / "r2"
     rc, _, stderr = run_cli(capsys, "inspect", yolo_detector, photo("astronaut.png"), "-o", out2,
-                            "--size", "320", "320", "--heatmaps", "none", "--cam-layer", "cv3.2.2")
+                            "--size", "320", "320", "--heatmaps", "none", "--cam-layer", tensor)
     assert rc == 0, stderr
-    assert "cv3.2.2. Layer: chosen by --cam-layer" in (out2 / "index.html").read_text()
+    assert f"| {name}. Layer: chosen by --cam-layer" in (out2 / "index.html").read_text()
+    assert class_activation_map(m, acts=acts, cam_layer=name).map.shape == (10, 10)
+    assert name == "model.22.cv3.2.1"  # the Ultralytics Conv module's path (issue 20, names)
 
 
 def test_malformed_names_metadata_is_one_line_exit_2(yolo_detector, tmp_path, capsys):
@@ -269,7 +287,7 @@ def test_viewer_predictions_and_cam_caption_use_the_same_head(built, yolo_detect
     gallery = tmp_path / "g"
     gallery.mkdir()
     (gallery / "a.png").write_bytes(photo("astronaut.png").read_bytes())
-    for path, expect in ((built["mtcnn_like"][0], "prob1"), (yolo_detector, None)):
+    for path, expect in ((built["mtcnn_like"][0], "prob1"), (yolo_detector, None), (built["two_classifiers"][0], "age")):
         app = create_app(path, gallery, scan_dead=False)
         with TestClient(app) as c:
             image = c.get("/api/images").json()[0]["id"]
@@ -277,13 +295,117 @@ def test_viewer_predictions_and_cam_caption_use_the_same_head(built, yolo_detect
             assert p["output"] == expect
             if expect is None:
                 assert p["top"] == [] and p["note"].startswith("no classifier head")
+            elif expect == "age":
+                assert [len(p["top"])] + [len(o["top"]) for o in p["others"]] == [3, 2]
+                assert [o["output"] for o in p["others"]] == ["gender"]
+                r = c.get(f"/api/images/{image}/cam.png", params={"class_index": 1, "output": "gender"})
+                assert r.headers["X-Cam-Method"] == "cam" and r.headers["X-Cam-Class"] == "1"
             else:
                 assert len(p["top"]) == 2 and p["others"] == []
             r = c.get(f"/api/images/{image}/cam.png")
             assert r.status_code == 200
             layer = r.headers["X-Cam-Layer"]
             assert not layer.isdigit() and layer in json.dumps(c.get("/api/model").json()["layers"])
-            assert f"| {layer}. Layer: " in r.headers["X-Cam-Caption"]
+            assert f"| {layer}" in r.headers["X-Cam-Caption"] and ". Layer: " in r.headers["X-Cam-Caption"]
             r2 = c.get(f"/api/images/{image}/cam.png")  # cached: still says what it is
             assert r2.headers["X-Cam-Layer"] == layer
         app.state.viewer.close()
+
+
+def test_serve_refuses_unknown_head_options_before_serving(built, yolo_detector, tmp_path, capsys):
+    pytest.importorskip("uvicorn")
+    path = built["gap_hidden_head"][0]
+    rc, stdout, stderr = run_cli(capsys, "serve", path, "--port", "0", "--cam-layer", "features.9")
+    assert rc == 2 and stdout == "" and len(stderr.strip().splitlines()) == 1 and "closest" in stderr
+    rc, stdout, stderr = run_cli(capsys, "serve", path, "--port", "0", "--class-output", "logits")
+    assert rc == 2 and stdout == "" and "'probs'" in stderr
+    proto = onnx.load(str(yolo_detector))
+    next(p for p in proto.metadata_props if p.key == "names").value = "{0: 'person', 5: 'car'}"
+    onnx.save(proto, str(tmp_path / "gap_names.onnx"))
+    rc, stdout, stderr = run_cli(capsys, "serve", tmp_path / "gap_names.onnx", "--port", "0")
+    assert rc == 2 and stdout == "" and "no gap" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_viewer_page_shows_each_classifier_output_and_no_classes_for_a_detector(built, yolo_detector, tmp_path):
+    """The page itself (Chromium): outputs labelled by name, a detector's note, the CAM caption."""
+    import socket
+    import threading
+    import time
+    from pathlib import Path
+
+    uvicorn = pytest.importorskip("uvicorn")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("no chromium at /usr/bin/chromium")
+    from onnxact.viewer.app import create_app
+
+    gallery = tmp_path / "g"
+    gallery.mkdir()
+    (gallery / "a.png").write_bytes(photo("astronaut.png").read_bytes())
+    seen: dict = {}
+    errors: list[str] = []
+    for key, path in (("two", built["two_classifiers"][0]), ("yolo", yolo_detector)):
+        app = create_app(path, gallery, scan_dead=False)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        t = threading.Thread(target=srv.run, daemon=True)
+        t.start()
+        deadline = time.time() + 20
+        while not srv.started and time.time() < deadline:
+            time.sleep(0.05)
+        try:
+            with sync_api.sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.goto(f"http://127.0.0.1:{port}/")
+                page.locator(".thumb").first.click()
+                if key == "two":
+                    page.wait_for_selector("#predictions .pred")
+                    seen["preds"] = page.locator("#predictions").inner_text()
+                    seen["n"] = page.locator("#predictions .pred").count()
+                    page.locator("#predictions .pred").last.click()  # a gender class: its own exact CAM
+                    page.wait_for_selector("#single .caption:has-text('Class activation map for')")
+                else:
+                    page.wait_for_selector("#predictions li:has-text('no classifier head')")
+                    page.locator(".tab[data-view=cam]").click()
+                    page.wait_for_selector("#single .caption:has-text('Layer:')")
+                seen[key] = page.locator("#single .caption").inner_text()
+                browser.close()
+        finally:
+            srv.should_exit = True
+            t.join(10)
+            app.state.viewer.close()
+        assert errors == []
+    assert seen["n"] == 5 and seen["preds"].index("age") < seen["preds"].index("gender")
+    assert "Class activation map for class" in seen["two"] and "features" in seen["two"]
+    assert seen["yolo"].startswith("EigenCAM (class-agnostic) | ") and "prediction branches" in seen["yolo"]
+
+
+def test_keras_gap_dense_head_gets_exact_cam_equal_to_keras(keras_bn_act):
+    """Keras pools the NHWC transpose of the last activation (ReduceMean over axes 1, 2): the CAM
+    is read from the captured conv layer itself and equals the Keras computation."""
+    keras = pytest.importorskip("keras")
+    from tests.models.wild import keras_path_of
+
+    m, acts = capture(keras_bn_act)
+    res = class_activation_map(m, acts=acts)
+    assert res.method == "cam" and res.layer in acts  # no extra run: the captured map is the pooled one
+    named = class_activation_map(m, acts=acts, cam_layer=res.layer)  # naming the pooled map keeps exact CAM
+    assert named.method == "cam" and named.reason.startswith("chosen by") and np.array_equal(named.map, res.map)
+    other = class_activation_map(m, acts=acts, cam_layer="conv2d_1")
+    assert other.method == "eigencam" and other.layer == "conv2d_1"
+    km = keras.models.load_model(str(keras_path_of(keras_bn_act)))
+    x = next(iter(acts.inputs.values()))
+    feats = np.asarray(keras.Model(km.inputs, km.get_layer("activation_3").output)(x))[0]  # H, W, C
+    kernel, bias = (np.asarray(w) for w in km.get_layer("predictions").get_weights())
+    probs = np.asarray(km(x))[0]
+    assert res.class_index == int(np.argmax(probs))
+    for k in range(kernel.shape[1]):
+        r = class_activation_map(m, acts=acts, class_index=k)
+        np.testing.assert_allclose(r.map, feats @ kernel[:, k], rtol=1e-3, atol=1e-3)
+        # map mean + bias is the logit: differences to the top class are Keras' log-probability ratios
+        top = class_activation_map(m, acts=acts, class_index=res.class_index).map.mean() + bias[res.class_index]
+        assert np.isclose(top - (r.map.mean() + bias[k]), np.log(probs[res.class_index] / probs[k]), atol=1e-3)

@@ -44,5 +44,7 @@ def check_head_options(args: argparse.Namespace, model: Any, acts: Any = None) -
     if output is not None:
         if acts is not None:
             classifier_outputs(acts.outputs, model, output)
-        elif output not in model.output_names:
-            classifier_outputs(dict.fromkeys(model.output_names), model, output)
+        else:
+            keys = getattr(model, "output_keys", {}) or {}
+            if output not in model.output_names and output not in keys.values():
+                classifier_outputs({keys.get(n, n): None for n in model.output_names}, model, output)

@@ -22,7 +22,7 @@ class Capture:
     display: np.ndarray  # H x W x 3 uint8, the image at display size
     tiles: dict[int, tuple[np.ndarray, float, float]] = field(default_factory=dict)
     nbytes: int = 0
-    cam_headers: dict[int, dict[str, str]] = field(default_factory=dict)  # what each cached CAM is
+    cams: dict[tuple[int, str | None], tuple[np.ndarray, dict[str, str]]] = field(default_factory=dict)  # CAMs by (class, output)
 
 
 class LRUCache:

@@ -36,9 +36,10 @@ def _cam_method(m: Model) -> str:
     """"cam" (exact, class-specific) when the model's head is a global average pool followed by one
     linear layer to an output, else "eigencam"."""
     from ..cam import find_cam_head
+    from ..heads import static_shapes
 
     try:
-        return "cam" if find_cam_head(m.proto, m.external_data_dir) is not None else "eigencam"
+        return "cam" if find_cam_head(m.proto, m.external_data_dir, shapes=static_shapes(m)) is not None else "eigencam"
     except Exception:  # noqa: BLE001 - a head we cannot read just means no exact CAM
         return "eigencam"
 
@@ -54,7 +55,8 @@ def _predictions(m: Model, acts: Any, labels: list[str] | None, k: int, output: 
     numeric = {n: v for n, v in (getattr(acts, "outputs", None) or {}).items()
                if isinstance(v, np.ndarray) and np.issubdtype(v.dtype, np.number)}
     try:
-        found = predict(numeric, labels, k=k, model=m, output=output if output in numeric else None)
+        batch = next((len(v) for v in (getattr(acts, "inputs", None) or {}).values() if np.ndim(v)), None)
+        found = predict(numeric, labels, k=k, model=m, output=output if output in numeric else None, batch=batch)
     except OnnxactError as e:
         return {"output": None, "probabilities": False, "top": [], "note": str(e)}
     groups = []
@@ -76,10 +78,10 @@ def _class_map(m: Model, cap: Capture, class_index: int, cam_layer: str | None =
     onnxact.cam: the same layer and method as the report's."""
     from ..cam import class_activation_map
 
-    key = -2 - class_index  # cache slot inside Capture.tiles that never clashes with layer indices
-    hit = cap.tiles.get(key)
-    if hit is not None and key in cap.cam_headers:
-        return hit[0], cap.cam_headers[key]
+    key = (class_index, output)
+    hit = cap.cams.get(key)
+    if hit is not None:
+        return hit
     try:
         res = class_activation_map(m, None, None if class_index < 0 else class_index, acts=cap.acts,
                                    cam_layer=cam_layer, output=output)
@@ -92,8 +94,7 @@ def _class_map(m: Model, cap: Capture, class_index: int, cam_layer: str | None =
                "X-Cam-Caption": _ascii(res.caption, 600)}
     if res.class_index is not None:
         headers["X-Cam-Class"] = str(res.class_index)
-    cap.tiles[key] = (heat, 0.0, 0.0)
-    cap.cam_headers[key] = headers
+    cap.cams[key] = (heat, headers)
     return heat, headers
 
 

@@ -1,12 +1,14 @@
 """Small torch models whose heads decide what onnxact shows (issue 18 section 3, issue 20 section 4).
 
-- :func:`mtcnn_like`: an MTCNN-ONet-shaped stage with three outputs in MTCNN's order and names:
+- ``mtcnn_like``: an MTCNN-ONet-shaped stage with three outputs in MTCNN's order and names:
   box regression ``conv6-2 [N, 4]``, landmarks ``conv6-3 [N, 10]``, face probability
   ``prob1 [N, 2]`` (Softmax). Only ``prob1`` is a classifier.
-- :func:`gap_hidden_head`: conv -> GAP -> Linear(16, 128) -> ReLU -> Linear(128, 4) -> Softmax.
+- ``gap_hidden_head``: conv -> GAP -> Linear(16, 128) -> ReLU -> Linear(128, 4) -> Softmax.
   The first Linear after the pool is a hidden layer: its rows are no class weights (EigenCAM).
-- :func:`gap_linear_head`: conv -> GAP -> Linear(16, 5): exact CAM, class weights = ``fc.weight``.
-- :func:`two_classifiers`: one trunk, two Softmax heads ``age [N, 3]`` and ``gender [N, 2]``.
+- ``gap_linear_head``: conv -> GAP -> Linear(16, 5): exact CAM, class weights = ``fc.weight``.
+- ``two_classifiers``: one trunk, two Softmax heads ``age [N, 3]`` and ``gender [N, 2]``.
+- ``avgpool_linear_head``: AvgPool2d(16) on the 16x16 map -> Linear(16, 5): a global average only
+  because the kernel covers the map (tf2onnx's ResNet heads look like this).
 
 Each ``build(kind, path)`` exports with the legacy exporter (as most ONNX files in the wild
 were) and returns ``(path, module)``: the module in eval mode, for reference runs. torch is
@@ -73,6 +75,19 @@ def _modules() -> dict[str, Any]:
         def forward(self, x):
             return self.fc(torch.flatten(self.pool(self.features(x)), 1))
 
+    class AvgPoolLinear(nn.Module):
+        """A fixed-size head pooling with AvgPool2d(16) over the 16x16 map (as tf2onnx writes
+        ResNet's head): a global average only because the kernel covers the map."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = trunk()
+            self.pool = nn.AvgPool2d(16)
+            self.fc = nn.Linear(16, 5)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
     class TwoClassifiers(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -88,10 +103,11 @@ def _modules() -> dict[str, Any]:
     return {"mtcnn_like": (MtcnnLike, (48, 48), ["conv6-2", "conv6-3", "prob1"]),
             "gap_hidden_head": (GapHidden, (32, 32), ["probs"]),
             "gap_linear_head": (GapLinear, (32, 32), ["logits"]),
-            "two_classifiers": (TwoClassifiers, (32, 32), ["age", "gender"])}
+            "two_classifiers": (TwoClassifiers, (32, 32), ["age", "gender"]),
+            "avgpool_linear_head": (AvgPoolLinear, (32, 32), ["logits"])}
 
 
-KINDS = ("mtcnn_like", "gap_hidden_head", "gap_linear_head", "two_classifiers")
+KINDS = ("mtcnn_like", "gap_hidden_head", "gap_linear_head", "two_classifiers", "avgpool_linear_head")
 
 
 def build(kind: str, path: Path, seed: int = 0) -> tuple[Path, Any]:

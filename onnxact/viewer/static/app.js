@@ -109,6 +109,7 @@ async function loadImages(selectId) {
 async function selectImage(id) {
   S.image = id;
   S.camClass = -1;
+  S.camOutput = null;
   S.stats = null;
   document.querySelectorAll(".thumb").forEach((t) => t.classList.toggle("active", t.dataset.id === id));
   const im = S.images.find((x) => x.id === id);
@@ -143,7 +144,7 @@ function renderPredictions(p) {
   for (const t of g.top) {
     const pct = (t.score * 100);
     const li = el("li", { class: "pred", title: `class ${t.index}: click for its CAM`,
-      onclick: () => { S.camClass = t.index; setView("cam"); } },
+      onclick: () => { S.camClass = t.index; S.camOutput = g.output; setView("cam"); } },
       el("span", { class: "label", text: t.label }), el("span", { class: "score", text: `${pct.toFixed(1)}%` }),
       el("div", { class: "bar" }, el("span")));
     li.querySelector(".bar span").style.width = `${Math.max(pct, 0.5)}%`;
@@ -261,7 +262,8 @@ async function renderSingle(L, token) {
       if (token !== S.renderToken) return;
       cap.textContent = `${L.name}: mean of ${L.channels ?? "its"} filter maps over the image (jet, opacity = slider)`;
     } else {
-      const h = await blobImage(`/api/images/${S.image}/cam.png?class_index=${S.camClass}&alpha=${alpha}`, img);
+      const out = S.camOutput ? `&output=${encodeURIComponent(S.camOutput)}` : "";
+      const h = await blobImage(`/api/images/${S.image}/cam.png?class_index=${S.camClass}&alpha=${alpha}${out}`, img);
       if (token !== S.renderToken) return;
       const cls = h.get("X-Cam-Class");
       const method = h.get("X-Cam-Method") || S.model.cam_method;
