@@ -89,7 +89,7 @@ def render_bars(key: str, arr: np.ndarray, layout: str, *, sample: int, cmap: An
     shown = np.where(np.abs(np.nan_to_num(bmax)) >= np.abs(np.nan_to_num(bmin)), bmax, bmin)
     lh = line_height(_NUMBER_SIZE)
     annotate = nb == c and c <= 64 and all(text_width(fmt(x), _NUMBER_SIZE) <= bw for x in v[fin])
-    top = lh + 2 if annotate else 4
+    top = lh + 2 if annotate else line_height(_LABEL_SIZE) // 2 + 1  # room for the top y label
     under = lh + 1 if annotate and bool((v[fin] < 0).any()) else 0  # room for labels under negative bars
     ph = _PLOT_H
     width = left + nb * bw + 2
@@ -183,10 +183,10 @@ def render_sequence(key: str, arr: np.ndarray, layout: str, *, sample: int, cmap
     grid = img.astype(np.float32)
     idx = lut_index(grid)
     rgb = colour_index(idx.repeat(rh, axis=0) if rh > 1 else idx, cmap)
-    height = 2 + ih + 4 + lh + lh + 2
+    y_img, x_img = lh // 2 + 1, left  # room for half a channel label above the first row
+    height = y_img + ih + 4 + lh + lh + 2
     canvas = np.empty((height, left + iw + 1, 3), np.uint8)
     canvas[:] = 255
-    y_img, x_img = 2, left
     canvas[y_img:y_img + ih, x_img:x_img + iw] = rgb
     # channel axis: every channel when rows are tall enough, else round ticks
     if label_every:
