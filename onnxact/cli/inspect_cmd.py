@@ -166,6 +166,21 @@ def _display_input(acts: Any, sample: int, fallback: Path | None) -> Any:
     return None if fallback is None else str(fallback)
 
 
+def _report_pictures(pics: Any, acts: Any, out: Path) -> tuple[dict[str, Path], dict[str, Any]]:
+    """({layer: preview PNG} for grids too big to show whole, {layer: tile hover map}) for the report."""
+    from ..report_page import tile_map, write_preview
+    previews: dict[str, Path] = {}
+    tiles: dict[str, Any] = {}
+    for key, path in zip(pics, pics.paths):
+        small = write_preview(pics[key], out / "previews" / path.name)
+        if small is not None:
+            previews[key] = small.relative_to(out)
+        hover = tile_map(pics.details.get(key), acts[key], acts.layers.get(key)) if key in acts else None
+        if hover is not None:
+            tiles[key] = hover
+    return previews, tiles
+
+
 def _table(rows: list[list[str]], headers: list[str]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) if i < 3 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths)))
@@ -224,6 +239,7 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, nam
     pics = display_activations(one, cmap=args.cmap, save=True, directory=out / "grids", layers=keys,
                                normalize=args.scale, show=False, progress=label + "grids")
     grids: dict[str, Path] = {k: p.relative_to(out) for k, p in zip(pics, pics.paths)}
+    previews, tiles = _report_pictures(pics, one, out)
     notes: list[str] = list(pics.skipped.values())
     if norm is not None and norm.guessed:
         notes.insert(0, f"preprocessing {norm.describe()}: the model states none and its graph does not normalise "
@@ -261,8 +277,8 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, nam
                         subtitle=f"input {name} | {len(stats)} layers"
                         + (f" | preprocessing: {norm.describe()}" if norm is not None else ""), grids=grids, heatmaps=heats,
                         inputs=[Path("input.png")] if base is not None else [], cam=cam_entry,
-                        predictions=predictions, notes=notes,
-                        embed=args.embed)
+                        predictions=predictions, notes=notes, embed=args.embed, previews=previews, tiles=tiles,
+                        anchor_prefix=f"s{sample}-" if n_samples > 1 else "")
     return page, stats, predictions
 
 
@@ -307,7 +323,9 @@ def run(args: argparse.Namespace) -> int:
             part, index = captures[s] if len(captures) > 1 else (acts, s)
             pages.append((name, *_write_one(args, model, part, index, name, image, sub, class_names, n, norm)))
         if n > 1:
-            _index_of_reports(stage, pages)
+            from ..report_index import write_index
+
+            write_index(stage, pages, embed=args.embed)
         if not args.no_arrays:
             _save_arrays(acts, stage, class_names, norm)
     out = folder.path
@@ -358,20 +376,3 @@ def _human(n: int) -> str:
         if n >= step:
             return f"{n / step:.1f} {unit}"
     return f"{n} bytes"
-
-
-def _index_of_reports(out: Path, pages: list[tuple[Any, ...]]) -> Path:
-    import html
-
-    from ..safeio import write_text
-
-    items = []
-    for name, page, _, predictions in pages:
-        rel = page.relative_to(out).as_posix()
-        preds = predictions.top
-        best = f" — {html.escape(str(preds[0][1] or preds[0][0]))} {100 * preds[0][2]:.1f}%" if preds else ""
-        items.append(f"<li><a href='{html.escape(rel)}'>{html.escape(name)}</a>{best}</li>")
-    page = out / "index.html"
-    write_text(page, "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>onnxact reports</title>"
-               "</head><body><h1>onnxact reports</h1><ul>" + "".join(items) + "</ul></body></html>")
-    return page
