@@ -51,7 +51,7 @@ td.dead{color:#b71c1c;font-weight:600}.muted{color:#777;font-size:12px}
 td.zeroch{color:#37474f}td.zeroch span{background:#eceff1;border-radius:3px;padding:0 5px}
 td.zeroch.onebyone{color:#9e9e9e}td.zeroch.onebyone span{background:none}
 img{max-width:100%;height:auto;border:1px solid #eee}
-.row{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}.first>section{margin:0;max-width:420px}
+.row{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}.first>section{margin:0;max-width:380px}
 .bar{display:inline-block;height:10px;background:#42a5f5;vertical-align:middle;margin-right:6px}
 summary{cursor:pointer;padding:2px 0}details[open] summary{margin-bottom:8px}
 .pic{position:relative;display:inline-block;max-width:100%}
@@ -159,12 +159,13 @@ def write_preview(image: Any, path: Path, side: int = PREVIEW_SIDE) -> Path | No
 
     Why an integer reduction: ``Image.reduce`` averages k x k blocks (sharp tiles, ~10 ms for a
     1600 px grid); the preview's pixels are then at most ``side`` on the longest side."""
-    from .render import save_png
+    from .render import _prepare_dir, save_png
 
     w, h = image.size
     if max(w, h) <= side:
         return None
     k = math.ceil(max(w, h) / side)
+    _prepare_dir(path.parent)
     return save_png(image.reduce(k), path)
 
 
