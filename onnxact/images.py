@@ -158,10 +158,12 @@ def count_samples(items: Sequence[Item]) -> int:
 
 
 def _decode(model: Any, path: str, preprocess_kw: dict[str, Any]) -> tuple[np.ndarray | None, str]:
+    from .limits import decode_slot
     from .preprocess import preprocess_image
 
     try:
-        return preprocess_image(path, model, **preprocess_kw), ""
+        with decode_slot():  # at most MAX_CONCURRENT_DECODES big images in memory at once
+            return preprocess_image(path, model, **preprocess_kw), ""
     except InputError as e:
         return None, str(e)
 
@@ -182,11 +184,17 @@ def iter_batches(
     Image files are decoded on ``threads`` threads, one batch ahead. Unreadable images are
     returned in ``Batch.failed`` (or raise ``InputError`` with ``strict``). Images of different
     sizes (a model with dynamic spatial dims) end the batch early instead of failing.
+    A model whose input for one image is over the byte bound of :mod:`onnxact.limits` is
+    refused before any image is read, and batches are made small enough to stay within it.
     """
     from .feeds import check_array, input_info
+    from .limits import check_model_input, samples_per_batch
 
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
+    size, max_bytes, name = (preprocess_kw.get(k) for k in ("size", "max_bytes", "input_name"))
+    check_model_input(model, size, max_bytes, name)
+    batch_size = samples_per_batch(model, batch_size, size, max_bytes, name)
     threads = threads or min(4, os.cpu_count() or 1)
     chunks: list[list[Item]] = []
     cur: list[Item] = []

@@ -17,6 +17,7 @@ pytest.importorskip("httpx")
 import tiny  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
+from viewer_support import listening, needs_proc, no_upload_folders_left, serve_process  # noqa: E402,F401
 
 from onnxact.viewer.app import MAX_UPLOAD_BYTES, create_app  # noqa: E402
 
@@ -56,12 +57,12 @@ def test_model_summary_lists_layers_in_graph_order(client):
     assert r.status_code == 200
     m = r.json()
     assert [layer["index"] for layer in m["layers"]] == list(range(len(m["layers"])))
-    assert [layer["name"] for layer in m["layers"]][:2] == ["block0.relu", "block0.pool"]
+    assert [layer["name"] for layer in m["layers"]][:2] == ["block0.conv", "block0.pool"]  # a conv read after its ReLU keeps the conv's name
     first = m["layers"][0]
     assert first["op_type"] == "Conv" and first["activation"] == "Relu" and first["channels"] == 4
     assert first["shape"] == [1, 4, 32, 32] and first["dead_filters"] is None  # no image seen yet
     assert m["class_names"] == ["a", "b", "c", "d", "e"]
-    assert m["cam_method"] in ("cam", "eigencam")
+    assert m["cam_method"] == "cam"  # GlobalAveragePool -> Flatten -> Gemm: the exact CAM
 
 
 def test_dead_filters_scanned_over_the_gallery_in_the_background(gallery):
@@ -106,7 +107,7 @@ def test_predictions_tiles_stats_heatmap_cam(client):
     h1 = client.get(f"/api/images/{iid}/layers/1/heatmap.png?channel=2")
     assert h1.status_code == 200 and h1.content != h.content
     c = client.get(f"/api/images/{iid}/cam.png")
-    assert c.status_code == 200 and c.headers["X-Cam-Method"] in ("cam", "eigencam")
+    assert c.status_code == 200 and c.headers["X-Cam-Method"] == "cam" and c.headers["X-Cam-Layer"] == "block1.pool"
     c2 = client.get(f"/api/images/{iid}/cam.png?class_index=3")
     assert c2.status_code == 200
 
@@ -123,7 +124,7 @@ def test_tile_values_match_the_activation(client):
     entry = state.image(iid)
     x = onnxact.preprocess_image(entry.path, state.model)
     acts = onnxact.get_activations(state.model, x)
-    arr = acts["block0.relu"][0, 1]
+    arr = acts["block0.conv"][0, 1]
     r = client.get(f"/api/images/{iid}/layers/0/tiles/1.png?cmap=gray")
     got = np.asarray(Image.open(io.BytesIO(r.content)).convert("L"), dtype=np.float32) / 255
     want = (arr - arr.min()) / (arr.max() - arr.min())
@@ -208,8 +209,12 @@ def test_model_without_class_vector_and_without_images(tmp_path):
         assert c.get("/api/images").json() == []
         up = c.post("/api/images", files={"file": ("x.png", png_bytes((16, 16)), "image/png")}).json()
         p = c.get(f"/api/images/{up['id']}/predictions").json()
-        assert p["top"] == [] or len(p["top"]) <= 5
-        assert c.get(f"/api/images/{up['id']}/cam.png").status_code in (200, 422)
+        # the only output is the pooled map [1, 4, 4, 4]: no classes to invent from it
+        assert p == {"image": up["id"], "output": None, "probabilities": False, "top": [], "others": [],
+                     "note": "no classifier head: no output is a class vector [N, C] (y 1x4x4x4)"}
+        cam = c.get(f"/api/images/{up['id']}/cam.png")
+        assert cam.status_code == 200 and cam.headers["X-Cam-Method"] == "eigencam"  # no GAP -> FC head
+        assert Image.open(io.BytesIO(cam.content)).size == (16, 16)
     app.state.viewer.close()
 
 
@@ -254,20 +259,20 @@ def model_file(tmp_path):
     return p
 
 
-def test_serve_binds_loopback_by_default_and_prints_the_url(model_file, gallery, monkeypatch, capsys):
-    import uvicorn
+@needs_proc
+def test_serve_binds_loopback_by_default_and_prints_the_url(model_file, gallery):
+    """The real server's listening socket (read from /proc) is 127.0.0.1, on the port the URL shows."""
+    import httpx
 
-    from onnxact.cli import main
-
-    calls = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
     # --normalize: the tiny model states no preprocessing, which would add the guess warning on stderr
-    assert main(["serve", str(model_file), str(gallery), "--port", "0", "--normalize", "0-1"]) == 0
-    out, err = capsys.readouterr()
-    (app, kw), = calls
-    assert kw["host"] == "127.0.0.1" and kw["port"] > 0
-    assert f"http://127.0.0.1:{kw['port']}/" in out and err == ""
-    assert app.title == "onnxact viewer"
+    with serve_process(str(model_file), str(gallery), "--normalize", "0-1") as (p, url):
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        assert url == f"http://127.0.0.1:{port}/" and port > 0
+        assert listening(p.pid) == {("127.0.0.1", port)}
+        assert httpx.get(url + "api/model", timeout=10).json()["name"]
+        p.terminate()
+        assert p.wait(20) == 143  # SIGTERM: a graceful stop, then the exit status of a SIGTERM'd command
+        assert p.stderr.read() == "onnxact: stopped (SIGTERM)\n"  # no warning: loopback is the default
 
 
 def test_serve_warns_for_another_host_and_reads_labels(model_file, tmp_path, monkeypatch, capsys):
@@ -282,7 +287,7 @@ def test_serve_warns_for_another_host_and_reads_labels(model_file, tmp_path, mon
     assert main(["serve", str(model_file), "--host", "0.0.0.0", "--port", "0", "--labels", str(labels)]) == 0
     out, err = capsys.readouterr()
     assert "warning" in err and "0.0.0.0" in err and "http://" in out
-    with TestClient(apps[0]) as c:
+    with TestClient(apps[0], base_url="http://127.0.0.1:8000") as c:  # the Host check stays on
         assert c.get("/api/model").json()["class_names"] == ["cat", "dog", "fox", "owl", "bee"]
 
 
@@ -325,4 +330,4 @@ def test_serve_subprocess_smoke(model_file, gallery):
         assert httpx.get(url, timeout=5).status_code == 200
     finally:
         p.terminate()
-        p.wait(10)
+        assert p.wait(10) == 143  # SIGTERM: a graceful stop (the upload folder check is the fixture's)

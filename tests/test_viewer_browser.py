@@ -21,6 +21,8 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 sync_api = pytest.importorskip("playwright.sync_api")
 
+from viewer_support import no_upload_folders_left  # noqa: E402,F401 - autouse: no upload folder left behind
+
 CHROMIUM = os.environ.get("ONNXACT_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]

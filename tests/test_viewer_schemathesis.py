@@ -45,6 +45,7 @@ def _close_app():
     yield
     APP.state.viewer.close()
     shutil.rmtree(_ROOT, ignore_errors=True)
+    assert not APP.state.viewer.upload_dir.exists()  # made at import, so checked here, not in a private tmp
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,16 @@ so ``onnxact --help`` lists ``serve`` even without the ``viewer`` extra.
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError, missing_dependency
-from .common import add_normalize_options, normalization_of, normalize_kwargs, warn_if_guessed
+from ..signals import Terminated
+from .common import add_normalize_options, add_size_options, normalization_of, preprocess_kwargs, warn_if_guessed
 from .head_options import add_head_options, check_head_options
 
 _LOCAL = ("127.0.0.1", "localhost", "::1")
@@ -30,9 +33,13 @@ def add_parser(sub, name: str, help: str) -> None:
     p.add_argument("images_dir", metavar="IMAGES_DIR", nargs="?", help="a folder of images for the gallery")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a host name (or address) the page is opened under, besides 127.0.0.1 and localhost; "
+                   "repeat for several. Requests naming any other host are refused (DNS rebinding)")
     p.add_argument("--labels", metavar="FILE", help="class names: one per line, or a JSON list (default: the model's)")
     p.add_argument("--open", action="store_true", help="open the page in a web browser")
     add_normalize_options(p)
+    add_size_options(p)
     add_head_options(p)
     p.set_defaults(func=run)
 
@@ -66,15 +73,23 @@ def run(args: argparse.Namespace) -> int:
     model = load(args.model)
     norm = normalization_of(model, args)
     check_head_options(args, model)
+    preprocess = preprocess_kwargs(args)
+    if preprocess.get("size"):
+        from ..sizing import resolve_size
+
+        resolve_size(model, None, preprocess["size"])  # a size the model's fixed input rejects: exit 2 now
     host = args.host
     local = host in _LOCAL
     port = _free_port(host, args.port)
-    allowed = ["127.0.0.1", "localhost", "::1"] if local else None
-    app = create_app(model, args.images_dir, args.labels, allowed_hosts=allowed, preprocess=normalize_kwargs(args),
+    # the Host check stays on whatever --host is: a wildcard bind answers only the names given
+    allowed = [*_LOCAL, *([] if host in ("0.0.0.0", "::") else [host]), *args.allowed_host]
+    app = create_app(model, args.images_dir, args.labels, allowed_hosts=allowed, preprocess=preprocess,
                      cam_layer=args.cam_layer, class_output=args.class_output)
     if not local:
         print(f"onnxact: warning: serving on {host}, not 127.0.0.1: anyone who can reach this address can "
-              "browse IMAGES_DIR and run the model; use --host 127.0.0.1 unless you mean it", file=sys.stderr)
+              "browse IMAGES_DIR and run the model; use --host 127.0.0.1 unless you mean it. Requests must name "
+              f"one of these hosts: {', '.join(dict.fromkeys(allowed))} (add others with --allowed-host NAME)",
+              file=sys.stderr)
     shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "::") else host)
     url = f"http://{shown}:{port}/"
     warn_if_guessed(model, norm)
@@ -83,8 +98,31 @@ def run(args: argparse.Namespace) -> int:
         import webbrowser
 
         threading.Timer(1.0, webbrowser.open, args=(url,)).start()
+    stopped: list[int] = []
+    previous = _note_sigterm(stopped)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
-        app.state.viewer.close()
+        app.state.viewer.close()  # the upload folder goes on Ctrl-C and on SIGTERM alike
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if stopped:  # uvicorn stopped gracefully and ended the re-raised signal quietly: exit 143 like the others
+        raise Terminated(f"received signal {stopped[0]}")
     return 0
+
+
+def _note_sigterm(stopped: list[int]) -> Any:
+    """Record SIGTERM, then interrupt (see :mod:`onnxact.signals`); returns the handler it replaced.
+
+    uvicorn catches SIGTERM, stops gracefully, then raises it again under the handler it found:
+    a KeyboardInterrupt there, which ``uvicorn.run`` swallows, so the record is what tells
+    ``run`` to end as a SIGTERM'd command. In a non-main thread (tests) nothing is installed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        stopped.append(signum)
+        raise Terminated(f"received signal {signum}")
+
+    return signal.signal(signal.SIGTERM, handler)

@@ -23,6 +23,7 @@ from fastapi import FastAPI, File, Query, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
 from ..errors import InputError
 from ..model import load
@@ -57,7 +58,8 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
     model's own class names. ``allowed_hosts`` turns on Host-header checking (DNS rebinding).
     ``scan_dead``: count dead filters over the gallery (``onnxact.stats``) in a background thread;
     until it is done (or without it) the counts cover the images viewed so far. ``preprocess``:
-    ``normalize=`` / ``mean=`` / ``std=`` for every image (default: see onnxact.normalization).
+    keyword arguments of ``preprocess_image`` for every image: ``size`` / ``resize`` (default: see
+    onnxact.sizing), ``normalize`` / ``mean`` / ``std`` (default: see onnxact.normalization).
     ``cam_layer`` / ``class_output``: the CAM's layer and the classifier output, as in ``inspect``.
     """
     m = load(model)
@@ -82,7 +84,7 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
         threading.Thread(target=state.scan_dead_filters, name="onnxact-dead-scan", daemon=True).start()
     cam_method = _cam_method(m)
 
-    install_guards(app, allowed_hosts)
+    install_guards(app, allowed_hosts, state.public)
 
     ImageId = PathParam(pattern=_ID_PATTERN, description="an image id from GET /api/images")
 
@@ -129,18 +131,16 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
     @app.post("/api/images", response_model=ImageModel, status_code=201, summary="Upload an image (max 10 MB)")
     async def upload_image(file: UploadFile = File(...)) -> Any:
         data = await file.read(state.max_upload + 1)
-        entry = state.add_upload(data, file.filename or "upload")
+        # validating decodes the whole image (seconds for a big one): in a worker thread, never
+        # on the event loop, which would stop every other request meanwhile
+        entry = await run_in_threadpool(state.add_upload, data, file.filename or "upload")
         return ImageModel(id=entry.id, name=entry.name, source=entry.source)
 
     @app.get("/api/images/{image_id}/image.png", responses=png, response_class=Response,
              summary="The image, re-encoded as PNG and shrunk to at most `size` pixels")
     def image_png(image_id: str = ImageId, size: int = Query(384, ge=16, le=1024)) -> Any:
-        from ..preprocess import load_image
-
         entry = state.image(image_id)
-        img = load_image(entry.path).convert("RGB")
-        img.thumbnail((size, size))
-        return Response(_png(np.asarray(img)), media_type="image/png", headers=_cache_headers())
+        return Response(_png(state.thumbnail(entry, size)), media_type="image/png", headers=_cache_headers())
 
     @app.get("/api/gallery/{name:path}", responses=png, response_class=Response,
              summary="A gallery image by its path relative to IMAGES_DIR, as PNG")

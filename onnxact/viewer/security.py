@@ -5,17 +5,21 @@ keeping them together makes the security review (tests/test_viewer_security.py) 
 """
 
 import io
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import OnnxactError
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 _ALLOWED_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp", "TIFF": ".tif"}
 _ID_PATTERN = r"^[gu][0-9a-f]{16}$"
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class BodyLimit:
@@ -64,12 +68,14 @@ def check_upload(data: bytes, max_upload: int) -> str:
     """
     from PIL import Image
 
+    from ..limits import decode_slot
     from ..preprocess import load_image
 
     if not data:
         raise _http(422, "the uploaded file is empty")
     if len(data) > max_upload:
-        raise _http(413, f"the upload is over the {max_upload // (1024 * 1024)} MB limit")
+        limit = f"{max_upload // 2**20} MB" if max_upload >= 2**20 else f"{max_upload:,}-byte"
+        raise _http(413, f"the upload is over the {limit} limit")
     try:
         fmt = Image.open(io.BytesIO(data)).format
     except Image.DecompressionBombError:
@@ -79,7 +85,8 @@ def check_upload(data: bytes, max_upload: int) -> str:
     if fmt not in _ALLOWED_FORMATS:
         raise _http(415, "the upload is not an image in a supported format (PNG, JPEG, GIF, BMP, WebP, TIFF)")
     try:
-        load_image(data)  # full decode, with the pixel-count (bomb) limit
+        with decode_slot():
+            load_image(data)  # full decode, within the decoded-bytes bound (refused from the header)
     except OnnxactError as e:
         raise _http(422, str(e)) from None
     except Exception:  # noqa: BLE001 - Pillow raises many types for hostile files
@@ -87,15 +94,54 @@ def check_upload(data: bytes, max_upload: int) -> str:
     return fmt
 
 
-def install_guards(app: FastAPI, allowed_hosts: list[str] | None) -> None:
-    """Host-header check (DNS rebinding), security headers, and JSON errors that never carry a trace."""
+def _host_name(value: str) -> str:
+    """The name part of a Host header or URL authority: ``[::1]:8000`` -> ``::1``, ``Name:80`` -> ``name``."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:value.find("]")] if "]" in value else value[1:]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def cross_site(headers: Any) -> str | None:
+    """Why a state-changing request comes from another site's page, or None when it is the viewer's own.
+
+    Browsers send ``Sec-Fetch-Site`` and ``Origin`` with every cross-origin POST (a multipart
+    form POST needs no CORS preflight, so without this check any page the user visits could
+    upload to the viewer). Requests with neither header come from tools such as curl, not from
+    a page, and pass.
+    """
+    site = (headers.get("sec-fetch-site") or "").lower()
+    if site and site not in ("same-origin", "none"):
+        return f"Sec-Fetch-Site is {site}"
+    origin = headers.get("origin")
+    if origin is None:
+        return None
+    parts = urlsplit(origin)
+    if origin == "null" or parts.scheme not in ("http", "https") or not parts.netloc:
+        return f"Origin is {origin[:80]!r}"
+    if parts.netloc.lower() != (headers.get("host") or "").strip().lower():
+        return f"Origin {origin[:80]!r} is not this viewer"
+    return None
+
+
+def install_guards(app: FastAPI, allowed_hosts: list[str] | None,
+                   public: Callable[[str], str] = lambda m: m) -> None:
+    """Host-header check (DNS rebinding), same-origin writes, security headers, JSON errors without traces.
+
+    ``public`` rewrites an error message for the client (the app passes one that takes the
+    server's folders out of it).
+    """
+    allowed = {_host_name(h) for h in allowed_hosts} if allowed_hosts is not None else None
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Any:
-        if allowed_hosts is not None:
-            host = (request.headers.get("host") or "").rsplit(":", 1)[0].strip("[]")
-            if host not in allowed_hosts:
-                return JSONResponse({"detail": "host not allowed"}, status_code=400)
+        if allowed is not None and _host_name(request.headers.get("host") or "") not in allowed:
+            return JSONResponse({"detail": "host not allowed"}, status_code=400)
+        if request.method in _WRITES:
+            why = cross_site(request.headers)
+            if why is not None:
+                return JSONResponse({"detail": f"cross-site request refused ({why}); use the viewer's own page"},
+                                    status_code=403)
         response = await call_next(request)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
@@ -106,7 +152,12 @@ def install_guards(app: FastAPI, allowed_hosts: list[str] | None) -> None:
 
     @app.exception_handler(OnnxactError)
     async def onnxact_error(request: Request, exc: OnnxactError) -> Any:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        return JSONResponse({"detail": public(str(exc))}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
+        detail = public(exc.detail) if isinstance(exc.detail, str) else exc.detail
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Any:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..activations import Activations
+from ..errors import InputError, OnnxactError
 from ..model import Model
 from .cache import Capture, LRUCache
 from .security import _ALLOWED_FORMATS, MAX_UPLOAD_BYTES, _http, check_upload
@@ -25,6 +26,9 @@ from .security import _ALLOWED_FORMATS, MAX_UPLOAD_BYTES, _http, check_upload
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MAX_UPLOADS = 64
 MAX_GALLERY = 2000
+#: Captures of different images run in parallel, of one image once: one lock per stripe of ids,
+#: a fixed table whatever ids are asked for.
+_LOCK_STRIPES = 64
 
 
 @dataclass
@@ -54,7 +58,6 @@ class ViewerState:
                  cache_entries: int = 16, cache_bytes: int = 1 << 30, max_upload: int = MAX_UPLOAD_BYTES,
                  preprocess: dict[str, Any] | None = None) -> None:
         self.model = model
-        self.preprocess = dict(preprocess or {})  # normalize= / mean= / std= chosen by the user
         self.root = images_dir.resolve() if images_dir is not None else None
         self.labels = labels
         self.max_upload = max_upload
@@ -64,10 +67,13 @@ class ViewerState:
         self.uploads: OrderedDict[str, ImageEntry] = OrderedDict()
         self.gallery: dict[str, ImageEntry] = {}
         self._lock = threading.Lock()
-        self._capture_locks: dict[str, threading.Lock] = {}
+        self._capture_locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+        self._scanned = False
         self.channel_max: dict[int, np.ndarray] = {}  # running max per channel over images seen
         self.seen: set[str] = set()
-        self.size = self._input_size()
+        # size / resize / normalize / mean / std chosen by the user, for every capture; without a
+        # size each image gets the size onnxact.sizing resolves for it (a scan: one size for all)
+        self.preprocess: dict[str, Any] = dict(preprocess or {})
         self.dataset_dead: dict[str, int] | None = None  # {layer name: dead count} from onnxact.stats
         self.dataset_images = 0
 
@@ -79,8 +85,7 @@ class ViewerState:
             paths = [str(e.path) for e in self.scan()[:limit]]
             if not paths:
                 return
-            kw: dict[str, Any] = {**self.preprocess, **({"size": self.size} if self.size else {})}
-            report = find_dead_filters(self.model, paths, show_progress=False, **kw)
+            report = find_dead_filters(self.model, paths, show_progress=False, **self.preprocess)
             counts: dict[str, int] = {}
             for name, _ in report.dead:
                 counts[name] = counts.get(name, 0) + 1
@@ -96,15 +101,6 @@ class ViewerState:
         self._tmp.cleanup()
 
     # -- images -----------------------------------------------------------------------------
-    def _input_size(self) -> tuple[int, int] | None:
-        """The size to resize images to when the model's spatial dims are dynamic (224 x 224)."""
-        imgs = [i for i in self.model.inputs if len(i.shape) == 4]
-        if not imgs:
-            return None
-        i = imgs[0]
-        hw = (i.shape[1], i.shape[2]) if i.layout == "NHWC" else (i.shape[2], i.shape[3])
-        return None if all(isinstance(d, int) and d > 0 for d in hw) else (224, 224)
-
     def scan(self) -> list[ImageEntry]:
         """Index the image files under IMAGES_DIR (symlinks that leave it are skipped)."""
         if self.root is None:
@@ -129,6 +125,7 @@ class ViewerState:
                 break
         with self._lock:
             self.gallery = found
+            self._scanned = True
         return list(found.values())
 
     def _inside(self, p: Path) -> Path | None:
@@ -142,11 +139,22 @@ class ViewerState:
             return None
         return real
 
+    def _gallery_index(self) -> dict[str, ImageEntry]:
+        """The gallery as last indexed; the folder is walked only the first time (later: GET /api/images).
+
+        Why not rescan on a miss: ids are handed out by the listing, so an unknown id is a
+        client's mistake or a probe, and walking 2000 files per probe is a cheap way to load the server.
+        """
+        if not self._scanned:
+            self.scan()
+        with self._lock:
+            return self.gallery
+
     def image(self, image_id: str) -> ImageEntry:
         with self._lock:
-            e = self.uploads.get(image_id) or self.gallery.get(image_id)
+            e = self.uploads.get(image_id)
         if e is None and image_id.startswith("g"):
-            e = next((x for x in self.scan() if x.id == image_id), None)
+            e = self._gallery_index().get(image_id)
         if e is None:
             raise _http(404, f"no image with id '{image_id}'; list them with GET /api/images")
         if e.source == "gallery" and (self.root is None or self._inside(e.path) is None):
@@ -154,15 +162,13 @@ class ViewerState:
         return e
 
     def gallery_by_name(self, name: str) -> ImageEntry:
-        entries = {e.name: e for e in (self.gallery.values() if self.gallery else self.scan())}
-        e = entries.get(name)
-        if e is None:
-            e = {x.name: x for x in self.scan()}.get(name)
+        e = next((x for x in self._gallery_index().values() if x.name == name), None)
         if e is None:
             raise _http(404, "no such image in the images folder")
         return self.image(e.id)
 
     def add_upload(self, data: bytes, filename: str) -> ImageEntry:
+        """Validate (a full decode) and keep an upload; blocking, so the app calls it in a worker thread."""
         fmt = check_upload(data, self.max_upload)  # refuses with 413 / 415 / 422
         token = "u" + secrets.token_hex(8)
         path = self.upload_dir / (token + _ALLOWED_FORMATS[fmt])
@@ -183,28 +189,71 @@ class ViewerState:
         c = self.cache.get(key)
         if c is not None:
             return c
-        with self._lock:
-            lock = self._capture_locks.setdefault(image_id, threading.Lock())
+        entry = self.image(image_id)  # 404 before anything is held for an unknown id
+        lock = self._capture_locks[int(hashlib.blake2b(image_id.encode(), digest_size=4).hexdigest(), 16)
+                                   % _LOCK_STRIPES]
         with lock:  # one capture per image even when many tile requests arrive at once
             c = self.cache.get(key)
             if c is not None:
                 return c
-            entry = self.image(image_id)
             c = self._compute(entry)
             self.cache.put(key, c)
             self._record(image_id, c.acts)
             return c
 
+    def _decoded(self, entry: ImageEntry) -> Any:
+        """The entry's image, decoded within the byte bound; errors name it by its gallery name, not its path."""
+        from ..preprocess import load_image
+
+        try:
+            return load_image(entry.path)
+        except OnnxactError as e:
+            raise InputError(self.public(str(e), entry)) from None
+
+    def public(self, message: str, entry: ImageEntry | None = None) -> str:
+        """``message`` with the server's folders taken out (the image named by its gallery name)."""
+        if entry is not None:
+            message = message.replace(str(entry.path), entry.name)
+        for folder in (self.root, self.upload_dir):
+            if folder is not None:
+                message = message.replace(str(folder) + os.sep, "").replace(str(folder), "<folder>")
+        return message
+
+    def thumbnail(self, entry: ImageEntry, size: int) -> np.ndarray:
+        """The image as H x W x 3 uint8, at most ``size`` pixels a side (shrunk before widening to RGB)."""
+        from ..limits import decode_slot
+
+        with decode_slot():
+            img = self._decoded(entry)
+            img.thumbnail((size, size))
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
     def _compute(self, entry: ImageEntry) -> Capture:
         from ..capture import get_activations
-        from ..preprocess import load_image, preprocess_image
+        from ..limits import decode_slot
+        from ..preprocess import preprocess_with_geometry
 
-        kw: dict[str, Any] = {**self.preprocess, **({"size": self.size} if self.size else {})}
-        x = preprocess_image(entry.path, self.model, **kw)
+        with decode_slot():  # decoded once, for the model and for display
+            img = self._decoded(entry)
+            try:
+                x, geometry = preprocess_with_geometry(img, self.model, **self.preprocess)
+            except OnnxactError as e:
+                raise InputError(self.public(str(e), entry)) from None
+            stretched = geometry[0].mode == "stretch"
+            if stretched:
+                img.thumbnail((384, 384))
+                display = np.asarray(img.convert("RGB"), dtype=np.uint8)
+            del img
         acts = get_activations(self.model, x, output_format="numbered")
-        img = load_image(entry.path).convert("RGB")
-        img.thumbnail((384, 384))
-        display = np.asarray(img, dtype=np.uint8)
+        if not stretched:
+            # letterboxed or cropped: show what the model saw, so tiles laid over it line up
+            from PIL import Image
+
+            from ..render import load_display_image
+
+            seen = Image.fromarray(np.rint(load_display_image(x, 0) * 255).astype(np.uint8))
+            seen.thumbnail((384, 384))
+            display = np.asarray(seen.convert("RGB"), dtype=np.uint8)
         nbytes = acts.nbytes + sum(np.asarray(v).nbytes for v in acts.outputs.values()) + display.nbytes
         return Capture(acts, display, nbytes=nbytes)
 

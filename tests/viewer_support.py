@@ -1,0 +1,91 @@
+"""For the viewer tests: a private temporary folder checked for left-over upload folders, and a real
+``onnxact serve`` process whose listening sockets can be read.
+
+Every ``ViewerState`` keeps uploads in an ``onnxact-uploads-*`` folder under the temporary
+directory and must remove it when closed (and ``onnxact serve`` on Ctrl-C or SIGTERM). The
+viewer test modules import this autouse fixture: it points ``tempfile`` (and, for the serve
+subprocesses, ``TMPDIR``) at a folder of their own, so other processes' folders never count,
+and fails the module if any upload folder is still there when the module's servers are gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_proc = pytest.mark.skipif(not Path("/proc/self/net/tcp").exists(), reason="reads sockets from Linux /proc")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_upload_folders_left(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tmpdir")
+    old_tempdir, old_env = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir = str(d)
+    os.environ["TMPDIR"] = str(d)
+    try:
+        yield d
+    finally:
+        tempfile.tempdir = old_tempdir
+        if old_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = old_env
+    left = sorted(p.name for p in d.glob("onnxact-uploads-*"))
+    assert not left, f"the viewer tests left upload folders behind: {left}"
+
+
+def listening(pid: int) -> set[tuple[str, int]]:
+    """The (address, port) pairs the process ``pid`` listens on, read from /proc (its socket inodes)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    found = set()
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                f = line.split()
+                if f[3] != "0A" or f[9] not in inodes:  # 0A: LISTEN
+                    continue
+                raw, port = bytes.fromhex(f[1].split(":")[0]), int(f[1].split(":")[1], 16)
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # per-word byte order
+                found.add((socket.inet_ntop(family, raw), port))
+    return found
+
+
+@contextlib.contextmanager
+def serve_process(*args: str):
+    """``onnxact serve ARGS`` in a real interpreter; yields (process, url); always reaped."""
+    import httpx
+
+    code = "import sys; from onnxact.cli import main; sys.exit(main(sys.argv[1:]))"
+    p = subprocess.Popen([sys.executable, "-c", code, "serve", *args, "--port", "0"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        line = p.stdout.readline()
+        url = next(w for w in line.split() if w.startswith("http://"))
+        deadline = time.time() + 30
+        while True:
+            try:
+                httpx.get(url + "favicon.ico", timeout=2)
+                break
+            except httpx.TransportError:
+                if time.time() > deadline or p.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        yield p, url
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
