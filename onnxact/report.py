@@ -1,8 +1,10 @@
-"""The ``index.html`` report of ``onnxact inspect``: one self-contained page, no network.
+"""The ``index.html`` report of ``onnxact inspect``: what it says (layer statistics, predictions).
 
 Why plain HTML with inline CSS: it opens from a file (``file://``) in any browser, in CI
 artifacts and over SSH copies, with nothing to serve. Images are referenced by relative path
 (so the folder can be moved as a whole) or embedded as base64 with ``embed=True`` (one file).
+How the page stays light on 70-layer models (lazy pictures, collapsible sections, previews,
+hover text) is :mod:`onnxact.report_page`; several images' index is :mod:`onnxact.report_index`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Why not a bare list of links: the first thing a user wants is which image gave w
 index is a table (input thumbnail, top prediction or why there is none, layers) linking to
 each image's report. With ``embed`` the reports themselves go into this one page, each in a
 collapsible section (element ids kept apart by the ``s{n}-`` prefix each report was written
-with), so the page is one self-contained file like the one-image report.
+with), so the page is one self-contained file like the one-image report; each image's own page
+then links its pictures (it sits beside them), so no picture is embedded twice.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .report_page import img_tag, main_of, page
+from .report_page import img_tag, page
 from .safeio import write_text
 
 
@@ -26,12 +27,14 @@ def _best(predictions: Any) -> str:
     return str(getattr(predictions, "reason", "") or "")
 
 
-def write_index(out: Path, pages: Sequence[tuple[str, Path, Sequence[Any], Any]], *, embed: bool = False,
-                title: str = "onnxact reports") -> Path:
+def write_index(out: Path, pages: Sequence[tuple[str, Path, Sequence[Any], Any]], *,
+                bodies: Sequence[str] | None = None, title: str = "onnxact reports") -> Path:
     """Write ``out/index.html`` over ``pages``: ``(image name, its index.html, its layer stats, its
-    Predictions)`` each, as ``inspect`` makes them."""
+    Predictions)`` each, as ``inspect`` makes them. ``bodies`` (``--embed``): each report's
+    embedded page body (:func:`onnxact.report.report_body`), put into this page."""
     e = html.escape
-    rows, bodies = [], []
+    embed = bodies is not None
+    rows, parts = [], []
     for s, (name, report, stats, predictions) in enumerate(pages):
         rel = report.relative_to(out)
         link = f"#img-{s}" if embed else rel.as_posix()
@@ -41,12 +44,11 @@ def write_index(out: Path, pages: Sequence[tuple[str, Path, Sequence[Any], Any]]
             thumb = thumb.replace("<img ", "<img style='max-height:64px;width:auto' ", 1)
         rows.append(f"<tr><td>{thumb}</td><td><a href='{e(link, quote=True)}'>{e(name)}</a></td>"
                     f"<td>{e(_best(predictions))}</td><td>{len(stats)}</td></tr>")
-        if embed:
-            text = report.read_text(encoding="utf-8")
-            bodies.append(f"<section id='img-{s}' class='report'><details class='image' open><summary><h2>"
-                          f"{e(name)}</h2> <span class='muted'>{e(_best(predictions))}</span></summary>"
-                          f"<div class='report'>{main_of(text)}</div></details></section>")
+        if bodies is not None:
+            parts.append(f"<section id='img-{s}'><details class='image' open><summary><h2>"
+                         f"{e(name)}</h2> <span class='muted'>{e(_best(predictions))}</span></summary>"
+                         f"<div class='report'>{bodies[s]}</div></details></section>")
     table = ("<section><h2>Images</h2><table><tr><th></th><th>image</th><th>prediction</th><th>layers</th></tr>"
              + "".join(rows) + "</table></section>")
     subtitle = f"{len(pages)} images" + (" | every report below, in this one file" if embed else "")
-    return write_text(out / "index.html", page(title, subtitle, [table, *bodies]))
+    return write_text(out / "index.html", page(title, subtitle, [table, *parts]))

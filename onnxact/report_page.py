@@ -69,10 +69,12 @@ SCRIPT = """
 var tip=document.createElement('div');tip.id='tip';document.body.appendChild(tip);
 function info(ev){var img=ev.target;if(!img||img.tagName!=='IMG')return null;var box=img.closest('.pic[data-tiles]');
 if(!box)return null;var t=JSON.parse(box.getAttribute('data-tiles'));var r=img.getBoundingClientRect();
-var s=r.width/t.w;var x=(ev.clientX-r.left)/s-t.ox,y=(ev.clientY-r.top)/s-t.oy;
-var cw=t.tw+t.sep,ch=t.th+t.sep;if(x<0||y<0)return null;var c=Math.floor(x/cw),rw=Math.floor(y/ch);
-if(c>=t.cols||x-c*cw>=t.tw||y-rw*ch>=t.th)return null;var i=rw*t.cols+c;if(i>=t.n)return null;
-var txt='channel '+(t.ch?t.ch[i]:i);if(t.r)txt+=': '+t.r[i][0]+' .. '+t.r[i][1];return txt;}
+var s=r.width/t.w,px=(ev.clientX-r.left)/s,py=(ev.clientY-r.top)/s,i=-1;
+if(t.b){for(var k=0;k<t.b.length;k++){var b=t.b[k];if(px>=b[0]&&py>=b[1]&&px<b[0]+b[2]&&py<b[1]+b[3]){i=k;break;}}}
+else{var x=px-t.ox,y=py-t.oy,cw=t.tw+t.sep,chh=t.th+t.sep;if(x<0||y<0)return null;
+var c=Math.floor(x/cw),rw=Math.floor(y/chh);if(c>=t.cols||x-c*cw>=t.tw||y-rw*chh>=t.th)return null;i=rw*t.cols+c;}
+if(i<0||i>=t.r.length)return null;var v=t.r[i];
+return 'channel '+(t.ch?t.ch[i]:i)+': '+(v[0]===v[1]?v[0]:v[0]+' .. '+v[1]);}
 document.addEventListener('mousemove',function(ev){var txt=info(ev);if(!txt){tip.style.display='none';return;}
 tip.textContent=txt;tip.style.left=(ev.clientX+12)+'px';tip.style.top=(ev.clientY+12)+'px';tip.style.display='block';});
 document.addEventListener('click',function(ev){var img=ev.target;if(img&&img.classList&&img.classList.contains('zoomable')){
@@ -170,34 +172,47 @@ def write_preview(image: Any, path: Path, side: int = PREVIEW_SIDE) -> Path | No
 
 
 def tile_map(picture: Any, arr: Any, info: Any = None, sample: int = 0) -> dict[str, Any] | None:
-    """Geometry of a grid picture's tiles plus each channel's value range, for the hover text.
+    """Where each tile (or bar, or row) of a layer picture is, and what it holds, for the hover text.
 
-    ``picture``: the ``LayerPicture`` of :func:`onnxact.render.render_layer` (``origin``,
-    ``tile_shape``, ``cols``, ``count``; ``channels`` / ``tile_ranges`` when the renderer provides
-    them). None when the picture is not one tile per channel (a strip, a bar chart, a vector).
+    ``picture``: the ``LayerPicture`` of :func:`onnxact.render.render_layer`. When the renderer
+    gives ``tile_boxes`` / ``channels`` / ``tile_ranges`` (boxes in the picture's pixels) they are
+    used as is (grids, bar charts, channels x time rows alike); otherwise the grid's geometry
+    (``origin``, ``tile_shape``, ``cols``, ``count``, 1-px separators) and each channel's range
+    from ``arr``. None when neither describes one tile per channel.
     """
+    try:
+        width, height = (int(v) for v in picture.image.size)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    boxes = list(getattr(picture, "tile_boxes", None) or [])
+    channels = list(getattr(picture, "channels", None) or [])
+    ranges = list(getattr(picture, "tile_ranges", None) or [])
+    if boxes and len(ranges) == len(boxes) and len(channels) in (0, len(boxes)):
+        out: dict[str, Any] = {"w": width, "b": [[int(v) for v in box] for box in boxes],
+                               "r": [[_round(lo), _round(hi)] for lo, hi in ranges]}
+        if channels:
+            out["ch"] = [int(c) for c in channels]
+        return out
+    return _grid_map(picture, arr, info, sample, width, height)
+
+
+def _grid_map(picture: Any, arr: Any, info: Any, sample: int, width: int, height: int) -> dict[str, Any] | None:
+    """The hover map of a plain tile grid (a renderer that gives no tile boxes)."""
     try:
         ox, oy = (int(v) for v in picture.origin)
         th, tw = (int(v) for v in picture.tile_shape)
         cols, count = int(picture.cols), int(picture.count)
-        width = int(picture.image.size[0])
     except (AttributeError, TypeError, ValueError):
         return None
-    sep = int(getattr(picture, "sep", 1))
+    sep = 1
     rows = math.ceil(count / max(cols, 1))
-    if count < 2 or ox + cols * (tw + sep) - sep > width or oy + rows * (th + sep) - sep > picture.image.size[1]:
+    if count < 2 or ox + cols * (tw + sep) - sep > width or oy + rows * (th + sep) - sep > height:
         return None
-    channels = getattr(picture, "channels", None)
-    ranges = getattr(picture, "tile_ranges", None)
+    ranges = _channel_ranges(arr, info, sample, count)
     if ranges is None:
-        ranges = _channel_ranges(arr, info, sample, count)
-    if ranges is None or len(ranges) != count:
         return None
-    out: dict[str, Any] = {"w": width, "ox": ox, "oy": oy, "tw": tw, "th": th, "sep": sep, "cols": cols, "n": count,
-                           "r": [[_round(lo), _round(hi)] for lo, hi in ranges]}
-    if channels is not None and len(channels) == count:
-        out["ch"] = [int(c) for c in channels]
-    return out
+    return {"w": width, "ox": ox, "oy": oy, "tw": tw, "th": th, "sep": sep, "cols": cols, "n": count,
+            "r": [[_round(lo), _round(hi)] for lo, hi in ranges]}
 
 
 def _round(v: float) -> float:
@@ -241,9 +256,3 @@ def page(title: str, subtitle: str, body: Sequence[str]) -> str:
                       f"<title>{e(title)}</title><style>{CSS}</style></head><body>",
                       f"<header><h1>{e(title)}</h1><p>{e(subtitle)}</p></header><main>",
                       *body, f"</main><script>{SCRIPT}</script></body></html>"])
-
-
-def main_of(page_text: str) -> str:
-    """The ``<main>`` content of a page :func:`page` wrote (to put several reports in one page)."""
-    start, end = page_text.find("<main>"), page_text.rfind("</main>")
-    return page_text[start + len("<main>"):end] if 0 <= start < end else ""

@@ -210,7 +210,7 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 
 def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, name: str, image: Path | None,
                out: Path, class_names: list[str] | None, n_samples: int,
-               norm: Any = None) -> tuple[Path, list[Any], list[Any]]:
+               norm: Any = None, position: int = 0, bodies: list[str] | None = None) -> tuple[Path, list[Any], list[Any]]:
     """All pictures and the report of one sample (``name``, from ``image`` when it is one) into ``out``.
 
     Returns (index.html, stats, predictions). Without an image input (audio, tables) there is no
@@ -220,7 +220,7 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, nam
 
     from ..activations import Activations
     from ..render import _prepare_dir, display_activations, display_heatmaps, load_display_image, save_png
-    from ..report import layer_stats, predict, write_report
+    from ..report import layer_stats, predict, report_body, write_report
 
     _prepare_dir(out)
     # One sample's activations (the report, the npz and the stats all describe this image).
@@ -297,12 +297,17 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, nam
 
             save_png(np.asarray(overlay(base, res.map, alpha=0.4, geometry=geometry)), out / "cam.png")
             cam_entry = (Path("cam.png"), res.caption)
+    # Several images with --embed: each image's page links its pictures (it sits beside them) and
+    # the top index.html embeds every report (one self-contained file, not two copies of each).
+    report = dict(grids=grids, heatmaps=heats, inputs=[Path("input.png")] if base is not None else [], cam=cam_entry,
+                  predictions=predictions, notes=notes, previews=previews, tiles=tiles,
+                  anchor_prefix=f"s{position}-" if n_samples > 1 else "")
     page = write_report(out, stats, title=f"onnxact: {Path(str(getattr(model, 'path', '') or 'model')).name}",
                         subtitle=f"input {name}{_fed(geometry)} | {len(stats)} layers"
-                        + (f" | preprocessing: {norm.describe()}" if norm is not None else ""), grids=grids, heatmaps=heats,
-                        inputs=[Path("input.png")] if base is not None else [], cam=cam_entry,
-                        predictions=predictions, notes=notes, embed=args.embed, previews=previews, tiles=tiles,
-                        anchor_prefix=f"s{sample}-" if n_samples > 1 else "")
+                        + (f" | preprocessing: {norm.describe()}" if norm is not None else ""),
+                        embed=args.embed and bodies is None, **report)
+    if bodies is not None:
+        bodies.append("".join(report_body(out, stats, embed=True, **report)))
     return page, stats, predictions
 
 
@@ -341,15 +346,17 @@ def run(args: argparse.Namespace) -> int:
         class_names = labels or acts.class_names
         n = len(names)
         pages = []
+        bodies: list[str] | None = [] if args.embed and n > 1 else None
         for s, name in enumerate(names):
             sub = stage if n == 1 else stage / f"{s}_{safe_filename(Path(name).stem)}"
             image = images[s] if images else None
             part, index = captures[s] if len(captures) > 1 else (acts, s)
-            pages.append((name, *_write_one(args, model, part, index, name, image, sub, class_names, n, norm)))
+            pages.append((name, *_write_one(args, model, part, index, name, image, sub, class_names, n, norm,
+                                            position=s, bodies=bodies)))
         if n > 1:
             from ..report_index import write_index
 
-            write_index(stage, pages, embed=args.embed)
+            write_index(stage, pages, bodies=bodies)
         if not args.no_arrays and len(captures) == 1:
             _save_arrays(acts, stage, class_names, norm)
         elif not args.no_arrays:  # one capture per image, each at its own size: one file per image
