@@ -269,7 +269,9 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, nam
     heats: dict[str, Path] = {}
     hkeys = [k for k in keys if spatial(k)] if args.heatmaps != "none" and base is not None else []
     if hkeys:
-        h = display_heatmaps(one, base, save=True, directory=out / "heatmaps", layers=hkeys,
+        from ..report_page import heatmap_base
+
+        h = display_heatmaps(one, heatmap_base(base), save=True, directory=out / "heatmaps", layers=hkeys,
                              merge_filters=args.heatmaps == "merged", cmap=args.heatmap_cmap, alpha=args.alpha,
                              show=False, progress=label + "heatmaps")
         heats = {k: p.relative_to(out) for k, p in zip(h, h.paths)}
