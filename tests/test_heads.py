@@ -199,6 +199,7 @@ def test_yolo_detector_has_no_predictions_and_a_many_channel_cam_map(yolo_detect
     assert rc == 0, stderr
     assert f"| {name}. Layer: chosen by --cam-layer" in (out2 / "index.html").read_text()
     assert class_activation_map(m, acts=acts, cam_layer=name).map.shape == (10, 10)
+    assert name == "model.22.cv3.2.1"  # the Ultralytics Conv module's path (issue 20, names)
 
 
 def test_malformed_names_metadata_is_one_line_exit_2(yolo_detector, tmp_path, capsys):

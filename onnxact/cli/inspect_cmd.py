@@ -218,7 +218,7 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, nam
     """
     import numpy as np
 
-    from ..activations import Activations
+    from ..activations import Activations, Outputs
     from ..render import _prepare_dir, display_activations, display_heatmaps, load_display_image, save_png
     from ..report import layer_stats, predict, report_body, write_report
 
@@ -229,7 +229,8 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, nam
         return a[sample:sample + 1] if a.ndim >= 2 else a
 
     one = Activations({k: pick(v) for k, v in acts.items()}, acts.layers,
-                      outputs={k: pick(v) for k, v in acts.outputs.items()},
+                      outputs=Outputs({k: pick(v) for k, v in acts.outputs.items()},
+                                      getattr(acts.outputs, "tensors", None)),  # keeps ONNX names reachable
                       model_sha256=acts.model_sha256, class_names=class_names,
                       inputs={k: pick(v) for k, v in acts.inputs.items()},
                       geometry=acts.geometry[sample:sample + 1] if acts.geometry else None)
