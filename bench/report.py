@@ -118,11 +118,15 @@ def first_screen_ms(page_path: Path, browser) -> tuple[float, float]:
     """(ms to the ``load`` event, ms to the first contentful paint) of a fresh page."""
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(page_path.resolve().as_uri(), wait_until="load")
-    # the paint entry is recorded after the frame that drew it: wait two frames past ``load``
-    t = page.evaluate("""() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() => {
+    # the paint entry is queued after the frame that drew it is presented: observe it (buffered)
+    t = page.evaluate("""() => new Promise(done => {
         const n = performance.getEntriesByType('navigation')[0];
-        const p = performance.getEntriesByName('first-contentful-paint')[0];
-        done([n.loadEventStart, p ? p.startTime : -1]); })))""")
+        const finish = p => done([n.loadEventStart, p]);
+        new PerformanceObserver(list => {
+            const f = list.getEntriesByName('first-contentful-paint')[0];
+            if (f) finish(f.startTime);
+        }).observe({type: 'paint', buffered: true});
+        setTimeout(() => finish(-1), 5000); })""")
     page.close()
     return float(t[0]), float(t[1])
 
