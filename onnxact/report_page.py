@@ -7,7 +7,7 @@ a page that shows every grid at full size is 84 MB and 57,000 px tall, so here
 - pictures below the first screen load lazily (``loading="lazy"`` with their width and height,
   so the page does not jump while scrolling) and layer sections are ``<details>``, closed by
   default when there are many;
-- a grid larger than :data:`PREVIEW_SIDE` is shown as a downscaled preview PNG, linked to the
+- a grid larger than :data:`PREVIEW_BOX` is shown as a downscaled preview PNG, linked to the
   full-size PNG (with ``embed``: the full picture itself, shown shrunk, a click zooms it);
 - hovering a tile shows its channel number and value range from a small JSON map of the grid's
   geometry (no per-tile elements: 256 channels x 70 layers would be 18,000 nodes).
@@ -33,8 +33,9 @@ import numpy as np
 
 from .errors import OutputError
 
-#: longest side (px) of a grid shown as is; larger grids get a preview of this size
-PREVIEW_SIDE = 960
+#: (width, height) px of the largest grid shown as is (about the page's content width, and a
+#: screen's height); a larger one is shown as a preview that fits in this box
+PREVIEW_BOX = (1280, 960)
 #: longest side (px) of the photo under each layer's heatmap: 67 heatmaps over a 600x400 photo
 #: were 31 MB of a detector's report; at 400 px they are 14 MB and still show where a layer fires
 HEATMAP_SIDE = 400
@@ -126,7 +127,7 @@ def img_tag(src: Path | str, directory: Path, embed: bool, alt: str, *, lazy: bo
     """One picture of the page.
 
     ``preview`` (a smaller PNG of ``src``) is shown instead of ``src`` and links to it; ``embed``
-    puts ``src`` itself in the page (``zoom``: shown at most :data:`PREVIEW_SIDE` high, a click
+    puts ``src`` itself in the page (``zoom``: shown at most 960 px high, a click
     shows it at full size). ``tiles`` (see :func:`tile_map`) adds the hover text of each tile.
     """
     e = html.escape
@@ -173,17 +174,17 @@ def heatmap_base(rgb: np.ndarray, side: int = HEATMAP_SIDE) -> np.ndarray:
     return np.asarray(small, dtype=np.float32) / 255.0
 
 
-def write_preview(image: Any, path: Path, side: int = PREVIEW_SIDE) -> Path | None:
-    """A downscaled copy of ``image`` (PIL) when its longest side exceeds ``side``, else None.
+def write_preview(image: Any, path: Path, box: tuple[int, int] = PREVIEW_BOX) -> Path | None:
+    """A downscaled copy of ``image`` (PIL) when it does not fit in ``box`` (width, height), else None.
 
     Why an integer reduction: ``Image.reduce`` averages k x k blocks (sharp tiles, ~10 ms for a
-    1600 px grid); the preview's pixels are then at most ``side`` on the longest side."""
+    1600 px grid); the preview then fits in ``box``."""
     from .render import _prepare_dir, save_png
 
     w, h = image.size
-    if max(w, h) <= side:
+    k = math.ceil(max(w / box[0], h / box[1]))
+    if k <= 1:
         return None
-    k = math.ceil(max(w, h) / side)
     _prepare_dir(path.parent)
     return save_png(image.reduce(k), path)
 

@@ -150,9 +150,9 @@ def test_hover_names_the_channel_and_its_range(browser, tmp_path):
 def test_preview_links_to_an_existing_full_size_picture(browser, tmp_path):
     from onnxact.render import display_activations
     from onnxact.report import layer_stats, write_report
-    from onnxact.report_page import PREVIEW_SIDE, tile_map, write_preview
+    from onnxact.report_page import PREVIEW_BOX, tile_map, write_preview
 
-    acts = {"wide": np.random.default_rng(2).random((1, 64, 160, 160), dtype=np.float32)}
+    acts = {"wide": np.random.default_rng(2).random((1, 64, 200, 200), dtype=np.float32)}
     pics = display_activations(acts, save=True, directory=tmp_path / "grids", show=False)
     full = pics.paths[0]
     small = write_preview(pics["wide"], tmp_path / "previews" / full.name)
@@ -164,12 +164,12 @@ def test_preview_links_to_an_existing_full_size_picture(browser, tmp_path):
     assert page.evaluate(LOAD_ALL) == []
     shown = page.evaluate("() => { const i = document.querySelector('details.layer img');"
                           " return [i.naturalWidth, i.naturalHeight, i.closest('a').href]; }")
-    assert max(shown[:2]) <= PREVIEW_SIDE
+    assert shown[0] <= PREVIEW_BOX[0] and shown[1] <= PREVIEW_BOX[1]
     target = browser.new_page()
     assert target.goto(shown[2]).ok
     natural = target.evaluate("() => [document.images[0].naturalWidth, document.images[0].naturalHeight]")
     target.close()
-    assert natural[0] > shown[0] and max(natural) > PREVIEW_SIDE
+    assert natural[0] > shown[0] and (natural[0] > PREVIEW_BOX[0] or natural[1] > PREVIEW_BOX[1])
     page.close()
     assert not errors, errors
 

@@ -14,7 +14,7 @@ import pytest
 import onnxact
 from onnxact.cli import main
 from onnxact.report import layer_stats, write_report
-from onnxact.report_page import PREVIEW_SIDE, ZERO_COLUMN_NOTE, png_size, tile_map, write_preview
+from onnxact.report_page import PREVIEW_BOX, ZERO_COLUMN_NOTE, png_size, tile_map, write_preview
 
 from .subjects import photo, rapidocr_models
 
@@ -91,13 +91,17 @@ def test_one_by_one_layers_are_not_alarming(tmp_path):
 def test_big_grid_gets_a_preview_linked_to_the_full_picture(tmp_path):
     from onnxact.render import display_activations
 
-    acts = {"wide": np.random.default_rng(1).random((1, 64, 160, 160), dtype=np.float32)}
+    acts = {"wide": np.random.default_rng(1).random((1, 64, 200, 200), dtype=np.float32)}
     pics = display_activations(acts, save=True, directory=tmp_path / "grids", show=False)
     full = pics.paths[0]
-    assert max(png_size(full)) > PREVIEW_SIDE
+    w, h = png_size(full)
+    assert w > PREVIEW_BOX[0] or h > PREVIEW_BOX[1]
     small = write_preview(pics["wide"], tmp_path / "previews" / full.name)
-    assert small is not None and max(png_size(small)) <= PREVIEW_SIDE
+    assert small is not None
+    sw, sh = png_size(small)
+    assert sw <= PREVIEW_BOX[0] and sh <= PREVIEW_BOX[1] and sw >= w // 3
     assert write_preview(pics["wide"].reduce(4), tmp_path / "none.png") is None  # small enough: no preview
+    assert not (tmp_path / "none.png").exists()
     tiles = {"wide": tile_map(pics.details["wide"], acts["wide"])}
     write_report(tmp_path, [layer_stats("wide", acts["wide"])], grids={"wide": full.relative_to(tmp_path)},
                  previews={"wide": small.relative_to(tmp_path)}, tiles=tiles)
