@@ -55,7 +55,8 @@ td.dead{color:#b71c1c;font-weight:600}.muted{color:#777;font-size:12px}
 td.zeroch{color:#37474f}td.zeroch span{background:#eceff1;border-radius:3px;padding:0 5px}
 td.zeroch.onebyone{color:#9e9e9e}td.zeroch.onebyone span{background:none}
 img{max-width:100%;height:auto;border:1px solid #eee}
-.row{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}.first>section{margin:0;max-width:380px}
+.row{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}.first{flex-wrap:nowrap}.first>section{margin:0;flex:0 1 auto;min-width:0;max-width:400px}
+.first img{max-height:340px;width:auto}@media (max-width:900px){.first{flex-wrap:wrap}}
 .bar{display:inline-block;height:10px;background:#42a5f5;vertical-align:middle;margin-right:6px}
 summary{cursor:pointer;padding:2px 0}details[open] summary{margin-bottom:8px}
 .pic{position:relative;display:inline-block;max-width:100%}
