@@ -72,7 +72,8 @@ def test_demo_report_loads_and_shows_its_pictures(browser, tmp_path, embed):
     out = tmp_path / "rep"
     assert main(["inspect", "-o", str(out), "--no-arrays"] + (["--embed"] if embed else [])) == 0
     errors: list[str] = []
-    page = _open(browser, out / "index.html", errors)
+    requests: list[str] = []
+    page = _open(browser, out / "index.html", errors, requests)
     assert page.title().startswith("onnxact")
     first = tmp_path / "first.png"
     page.screenshot(path=str(first))
@@ -82,6 +83,8 @@ def test_demo_report_loads_and_shows_its_pictures(browser, tmp_path, embed):
     lazy = page.locator("details.layer img")
     assert lazy.count() == 20 and all(lazy.nth(i).get_attribute("loading") == "lazy" for i in range(20))
     assert page.evaluate(LOAD_ALL) == []
+    local = [u for u in requests if u != (out / "index.html").resolve().as_uri() and not u.startswith("data:")]
+    assert (local == []) if embed else len(local) == 22  # embedded: nothing but the page itself
     grid = page.locator("details.layer .pic img").first
     grid.scroll_into_view_if_needed()
     _assert_picture(Path(grid.screenshot(path=str(tmp_path / "grid.png")) and tmp_path / "grid.png"))

@@ -59,7 +59,8 @@ def add_parser(sub: Any, name: str, help: str) -> None:
     add_head_options(g)
     g.add_argument("--labels", default=None, metavar="FILE", help="class names, one per line (or a JSON list)")
     g.add_argument("--top", type=int, default=5, help="predictions listed (default: %(default)s)")
-    g.add_argument("--embed", action="store_true", help="embed the images in index.html (one self-contained file)")
+    g.add_argument("--embed", action="store_true", help="embed the images in index.html (one self-contained file; with several images, "
+                        "the top index.html holds every image's report)")
     g.add_argument("--no-arrays", action="store_true",
                    help="write no activations.npz / manifest.json (pictures and report only: much smaller)")
     add_capture_options(p)
