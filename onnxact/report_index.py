@@ -42,13 +42,15 @@ def write_index(out: Path, pages: Sequence[tuple[str, Path, Sequence[Any], Any]]
         if not embed and (report.parent / "input.png").is_file():
             thumb = img_tag(report.parent / "input.png", out, False, f"input {name}", lazy=True)
             thumb = thumb.replace("<img ", "<img style='max-height:64px;width:auto' ", 1)
-        rows.append(f"<tr><td>{thumb}</td><td><a href='{e(link, quote=True)}'>{e(name)}</a></td>"
+        rows.append(("" if embed else f"<td>{thumb}</td>") + f"<td><a href='{e(link, quote=True)}'>{e(name)}</a></td>"
                     f"<td>{e(_best(predictions))}</td><td>{len(stats)}</td></tr>")
         if bodies is not None:
-            parts.append(f"<section id='img-{s}'><details class='image' open><summary><h2>"
+            opened = " open" if s == 0 or len(pages) <= 3 else ""  # many images: the first open, the rest a click away
+            parts.append(f"<section id='img-{s}'><details class='image'{opened}><summary><h2>"
                          f"{e(name)}</h2> <span class='muted'>{e(_best(predictions))}</span></summary>"
                          f"<div class='report'>{bodies[s]}</div></details></section>")
-    table = ("<section><h2>Images</h2><table><tr><th></th><th>image</th><th>prediction</th><th>layers</th></tr>"
-             + "".join(rows) + "</table></section>")
+    head = "" if embed else "<th></th>"
+    table = (f"<section><h2>Images</h2><table><tr>{head}<th>image</th><th>prediction</th><th>layers</th></tr>"
+             + "".join("<tr>" + r for r in rows) + "</table></section>")
     subtitle = f"{len(pages)} images" + (" | every report below, in this one file" if embed else "")
     return write_text(out / "index.html", page(title, subtitle, [table, *parts]))
