@@ -3,8 +3,9 @@ its first screen shows in Chromium, on the demo, rapidocr det (640x640 photo) an
 detector (67 captured layers at 320x320, like the real export of issue 14).
 
 Prints one markdown table: report MB (``index.html`` + pictures, no ``activations.npz``: the
-report runs with ``--no-arrays``), files, seconds of ``onnxact inspect``, and the first screen in
-Chromium (ms from navigation start to the ``load`` event and to the first contentful paint).
+report runs with ``--no-arrays``), files, seconds of ``onnxact inspect``, the first screen in
+Chromium (ms from navigation start to the ``load`` event and to the first contentful paint) and
+the longest frame while scrolling the whole page with every section open.
 
 Why a detector of its own here: ``tests/models/wild.py``'s detector has YOLOv8n's layers at a third
 of its widths (63 layers, 8..80 channels); the report's size comes from the channels, so this one
@@ -131,6 +132,25 @@ def first_screen_ms(page_path: Path, browser) -> tuple[float, float]:
     return float(t[0]), float(t[1])
 
 
+def scroll_gap_ms(page_path: Path, browser) -> float:
+    """The longest frame while scrolling the page with every section open, one screen a frame
+    (lazy pictures load and decode on the way): how much a user would see the page stall."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(page_path.resolve().as_uri(), wait_until="load")
+    gap = page.evaluate("""async () => {
+        if (window.setSections) setSections(true);
+        const frame = () => new Promise(r => requestAnimationFrame(r));
+        await frame();
+        let last = performance.now(), worst = 0;
+        for (let y = 0; y < document.documentElement.scrollHeight; y += 900) {
+            window.scrollTo(0, y); await frame();
+            const t = performance.now(); worst = Math.max(worst, t - last); last = t;
+        }
+        return worst; }""")
+    page.close()
+    return float(gap)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--label", default="", help="a word for the table's first column (before / after)")
@@ -154,13 +174,13 @@ def main(argv: list[str] | None = None) -> int:
             files, size = _size(out)
             first_screen_ms(out / "index.html", browser)  # warm the browser's caches of fonts and code
             load, fcp = first_screen_ms(out / "index.html", browser)
-            rows.append((name, size / 1e6, files, secs, load, fcp))
+            rows.append((name, size / 1e6, files, secs, load, fcp, scroll_gap_ms(out / "index.html", browser)))
         browser.close()
     label = f"{a.label} " if a.label else ""
-    print("| report | MB | files | inspect s | load event ms | first paint ms |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, mb, files, secs, load, fcp in rows:
-        print(f"| {label}{name} | {mb:.1f} | {files} | {secs:.1f} | {load:.0f} | {fcp:.0f} |")
+    print("| report | MB | files | inspect s | load event ms | first paint ms | longest frame scrolling, all open, ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, mb, files, secs, load, fcp, gap in rows:
+        print(f"| {label}{name} | {mb:.1f} | {files} | {secs:.1f} | {load:.0f} | {fcp:.0f} | {gap:.0f} |")
     return 0
 
 
