@@ -59,8 +59,8 @@ def add_parser(sub: Any, name: str, help: str) -> None:
     add_head_options(g)
     g.add_argument("--labels", default=None, metavar="FILE", help="class names, one per line (or a JSON list)")
     g.add_argument("--top", type=int, default=5, help="predictions listed (default: %(default)s)")
-    g.add_argument("--embed", action="store_true", help="embed the images in index.html (one self-contained file; with several images, "
-                        "the top index.html holds every image's report)")
+    g.add_argument("--embed", action="store_true", help="embed the images in index.html (one self-contained file; "
+                   "with several images, the top index.html holds every image's report)")
     g.add_argument("--no-arrays", action="store_true",
                    help="write no activations.npz / manifest.json (pictures and report only: much smaller)")
     add_capture_options(p)
@@ -170,6 +170,7 @@ def _display_input(acts: Any, sample: int, fallback: Path | None) -> Any:
 def _report_pictures(pics: Any, acts: Any, out: Path) -> tuple[dict[str, Path], dict[str, Any]]:
     """({layer: preview PNG} for grids too big to show whole, {layer: tile hover map}) for the report."""
     from ..report_page import tile_map, write_preview
+
     previews: dict[str, Path] = {}
     tiles: dict[str, Any] = {}
     for key, path in zip(pics, pics.paths):
@@ -221,7 +222,7 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, nam
 
     from ..activations import Activations, Outputs
     from ..render import _prepare_dir, display_activations, display_heatmaps, load_display_image, save_png
-    from ..report import layer_stats, predict, report_body, write_report
+    from ..report import layer_stats, predict, write_report
 
     _prepare_dir(out)
     # One sample's activations (the report, the npz and the stats all describe this image).
@@ -311,6 +312,8 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, nam
                         + (f" | preprocessing: {norm.describe()}" if norm is not None else ""),
                         embed=args.embed and bodies is None, **report)
     if bodies is not None:
+        from ..report import report_body
+
         bodies.append("".join(report_body(out, stats, embed=True, **report)))
     return page, stats, predictions
 
