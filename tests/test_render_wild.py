@@ -182,6 +182,20 @@ def test_elongated_single_map_is_stretched_not_a_hair_line():
     assert pic.image.width <= 1200 and pic.tile_boxes[0][3] >= 100 and "binned" in pic.title
 
 
+def test_tile_ranges_stay_finite_for_hover_text():
+    import json
+
+    odd = {"bars": np.array([[np.nan, 1, np.inf, -np.inf, 2]], np.float32),
+           "grid": np.array([[[[np.inf, 1], [np.nan, 0]], [[np.nan, np.nan], [np.nan, np.nan]]]], np.float32),
+           "seq": np.array([[[np.nan, np.inf, 1], [3, -np.inf, 2]]], np.float32)}
+    pics = display_activations(odd, show=False, channel_numbers=True)
+    for d in pics.details.values():
+        json.dumps([d.tile_ranges, d.tile_boxes, d.channels], allow_nan=False)  # what a page embeds
+    assert pics.details["grid"].tile_ranges == [(0.0, 1.0), (0.0, 0.0)]
+    assert pics.details["seq"].tile_ranges == [(1.0, 1.0), (2.0, 3.0)]
+    assert np.isnan(pics.details["bars"].values[0]) and pics.details["bars"].values[2] == np.inf  # as captured
+
+
 # ---------------------------------------------------------------- Keract users
 
 

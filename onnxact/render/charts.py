@@ -65,7 +65,8 @@ def render_bars(key: str, arr: np.ndarray, layout: str, *, sample: int, cmap: An
                 max_width: int | None, channel_numbers: bool, title: Callable[[list[str]], str]) -> LayerPicture:
     """One value per channel as a bar chart: bar height and colour are the value, y axis labelled
     with numbers (and each bar's value written on it when it fits), x axis with channel numbers."""
-    v = _finite(channel_vector(arr, layout, sample))
+    raw = channel_vector(arr, layout, sample)
+    v = _finite(raw)
     c = v.size
     fin = np.isfinite(v)
     lo, hi = (float(v[fin].min()), float(v[fin].max())) if fin.any() else (0.0, 0.0)
@@ -134,8 +135,8 @@ def render_bars(key: str, arr: np.ndarray, layout: str, *, sample: int, cmap: An
     grid = col01[None, :].astype(np.float32)
     return LayerPicture(key, image, grid, (ox + x0, oy + top), (ph, bw), nb, 1, c, lo, hi, normalize,
                         title([what]), kind="bars", scale="layer", channels=list(range(c)),
-                        tile_ranges=[(float(x), float(x)) for x in v], tile_boxes=boxes,
-                        values=[float(x) for x in v])
+                        tile_ranges=[(float(x), float(x)) for x in np.nan_to_num(v, nan=0.0)], tile_boxes=boxes,
+                        values=[float(x) for x in raw])
 
 
 def _resample_time(m: np.ndarray, width: int) -> tuple[np.ndarray, float]:
