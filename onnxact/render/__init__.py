@@ -10,10 +10,12 @@ Layout is read once per layer from ``LayerInfo.layout`` (``Activations``); a pla
 layout guessed once per array by :func:`guess_array_layout`. Everything downstream works on
 ``(n, h, w)`` tiles.
 
-One module per stage: :mod:`.colors` (colormap LUTs), :mod:`.tiles` (layout -> tiles -> grid),
-:mod:`.picture` (one layer's titled grid with colour bar), :mod:`.display` (selection, output
-formats, saving, notebooks; :func:`display_activations`) and :mod:`.heatmaps` (overlays on the
-input image). This package re-exports the names other code imports from ``onnxact.render``.
+One module per stage: :mod:`.colors` (colormap LUTs), :mod:`.tiles` (layout -> what kind of
+picture -> tiles -> grid geometry), :mod:`.text` (numbers stamped from cached glyph masks, no
+system font), :mod:`.picture` (one layer's titled grid with a numbered colour bar),
+:mod:`.charts` (bar charts of 1x1 maps, channels x time images of 1-D maps), :mod:`.display`
+(selection, Keract's arguments, output formats, saving, notebooks; :func:`display_activations`)
+and :mod:`.heatmaps` (overlays on the input image). This package re-exports the names other code imports from ``onnxact.render``.
 """
 
 from __future__ import annotations

@@ -23,10 +23,6 @@ from .tiles import _layout, _normalise, grid_geometry, layer_kind, sample_tiles,
 _PAD, _TITLE_SIZE, _LABEL_SIZE, _NUMBER_SIZE = 6, 13, 11, 10
 _BAR_W = 14
 
-#: pixel budget of everything beside the body (paddings, colour bar and its labels) when a
-#: ``max_width`` is asked; the body gets the rest
-_SIDE = 2 * _PAD + _PAD + _BAR_W + 4 + 64
-
 
 @dataclass
 class LayerPicture:
