@@ -404,14 +404,9 @@ def _sample_matrix(n_out: int, n_img: int, src0: float, src_len: float, cont0: f
     u = (np.arange(n_out) + 0.5) * (n_img / n_out)  # image coordinate of each output pixel centre
     seen = (u >= src0 - 1e-6) & (u <= src0 + src_len + 1e-6)
     v = cont0 + (u - src0) * (cont_len / src_len)  # model-input coordinate
-    s = np.clip(v * (n_map / n_input) - 0.5, 0, n_map - 1)  # map index (half-pixel centres)
-    i0 = np.floor(s).astype(int)
-    i1 = np.minimum(i0 + 1, n_map - 1)
-    w1 = (s - i0).astype(np.float32)
-    m = np.zeros((n_out, n_map), np.float32)
-    m[np.arange(n_out), i0] += 1 - w1
-    m[np.arange(n_out), i1] += w1
-    return m, seen
+    from .render.heatmaps import bilinear_rows
+
+    return bilinear_rows(v * (n_map / n_input) - 0.5, n_map), seen  # map index (half-pixel centres)
 
 
 def map_to_image(maps: np.ndarray, geometry: Geometry, out_size: tuple[int, int] | None = None) -> np.ndarray:

@@ -73,14 +73,19 @@ def load_display_image(image: Any, index: int = 0) -> np.ndarray:
 
 def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
     """Half-pixel-centre bilinear weights (as PIL / OpenCV / ONNX Resize ``half_pixel``)."""
-    src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    return bilinear_rows((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, n_in)
+
+
+def bilinear_rows(src: np.ndarray, n_in: int) -> np.ndarray:
+    """The (len(src) x n_in) matrix that samples a length-``n_in`` signal bilinearly at positions
+    ``src`` (clipped to the signal): each row holds two weights summing to 1."""
     src = np.clip(src, 0, n_in - 1)
     i0 = np.floor(src).astype(int)
     i1 = np.minimum(i0 + 1, n_in - 1)
     w1 = (src - i0).astype(np.float32)
-    m = np.zeros((n_out, n_in), np.float32)
-    m[np.arange(n_out), i0] += 1 - w1
-    m[np.arange(n_out), i1] += w1
+    m = np.zeros((len(src), n_in), np.float32)
+    m[np.arange(len(src)), i0] += 1 - w1
+    m[np.arange(len(src)), i1] += w1
     return m
 
 
