@@ -1,0 +1,477 @@
+"""Where two models part ways, layer by layer: matching, streamed metrics, and the ``compare`` verb.
+
+Why two layers, as Polygraphy splits ``Comparator.run`` from ``compare_accuracy``: running is
+``get_activations`` (or a framework side from ``onnxact.converters.sides``), comparing is pure
+numpy over two ``{layer: ndarray}`` mappings (``compare_activations``, which also takes folders
+written by ``save_activations``). A dataset is streamed: each batch only adds to per-layer sums
+(``sum A^2``, ``sum B^2``, ``sum AB``, ``sum (A-B)^2``, per-channel error, max |A-B|), so memory
+stays flat in the number of images.
+
+Layers are matched once (``plan``): by the layer name where each side reads the layer (a conv
+read after its BN/ReLU is read at its last fused layer; a framework side holds every module's own
+output), then by name, by ONNX tensor name, then by position when both sides' remaining conv/pool
+sequences have the same shapes; ``map={a: b}`` overrides. Layouts are reconciled (NHWC <-> NCHW)
+by transposing B into A's layout. A pair whose shapes still differ is listed as unmatched with the
+reason, never an exception halfway.
+
+A framework side's ``Activations`` carries ``raw_outputs = True`` (each key is that layer's own
+output, nothing fused) and ``lookup_only`` (keys that can be matched but are not listed when
+left unmatched: a torch ReLU module, a Keras Dropout).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .activations import LayerInfo
+from .compare_report import Comparison, LayerResult, Unmatched, layer_metrics
+from .errors import InputError
+from .layout import channel_axis, guess_layout_of_array
+
+__all__ = ["compare", "compare_activations", "Comparison", "LayerResult", "Pair", "plan", "Accumulator"]
+
+#: channels-first <-> channels-last pairs and the permutation from the key layout to the value's
+_PERMS = {("NCHW", "NHWC"): (0, 3, 1, 2), ("NHWC", "NCHW"): (0, 2, 3, 1), ("NCW", "NWC"): (0, 2, 1),
+          ("NWC", "NCW"): (0, 2, 1), ("NCDHW", "NDHWC"): (0, 4, 1, 2, 3), ("NDHWC", "NCDHW"): (0, 2, 3, 4, 1)}
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A matched layer: A's key and B's key, how they were matched, and B's transpose into A's layout."""
+
+    name: str
+    a_key: str
+    b_key: str
+    a_tensor: str
+    b_tensor: str
+    matched_by: str
+    perm: tuple[int, ...] | None
+    axis: int | None  # channel axis of A's array
+
+
+# -- matching ---------------------------------------------------------------------------------
+
+def _infos(acts: Mapping[str, Any]) -> dict[str, LayerInfo]:
+    layers = getattr(acts, "layers", None) or {}
+    out: dict[str, LayerInfo] = {}
+    for k, v in acts.items():
+        info = layers.get(k)
+        if info is None:
+            shape = tuple(np.shape(v))
+            info = LayerInfo(k, "", "", guess_layout_of_array(shape), shape)
+        out[k] = info
+    return out
+
+
+def _read_name(key: str, info: LayerInfo, raw: bool) -> str:
+    """The framework layer whose output this key holds (a conv read after its ReLU: the ReLU)."""
+    return key if raw or not info.fused else info.fused[-1]
+
+
+def _category(info: LayerInfo) -> str:
+    return "pool" if "pool" in info.op_type.lower() else "other"
+
+
+def _core_shape(info: LayerInfo, arr: Any) -> tuple[int, ...]:
+    """Shape without the batch axis, channels first, for position matching across layouts."""
+    shape = tuple(np.shape(arr))
+    perm = _PERMS.get(("NCHW" if len(shape) == 4 else "NCW" if len(shape) == 3 else "NCDHW", info.layout))
+    if info.layout in ("NHWC", "NWC", "NDHWC") and perm:
+        shape = tuple(shape[p] for p in perm)
+    return shape[1:]
+
+
+def _resolve(name: str, infos: Mapping[str, LayerInfo], side: str) -> str:
+    if name in infos:
+        return name
+    for k, info in infos.items():
+        if info.tensor and info.tensor == name:
+            return k
+    shown = ", ".join(list(infos)[:12]) + (" ..." if len(infos) > 12 else "")
+    raise InputError(f"--map names '{name}', which is not a layer of {side} (its layers: {shown})")
+
+
+def plan(a: Mapping[str, Any], b: Mapping[str, Any], map: Mapping[str, str] | None = None,
+         ) -> tuple[list[Pair], list[Unmatched], list[Unmatched]]:
+    """Match A's layers to B's: ``(pairs in A's order, unmatched A, unmatched B)``.
+
+    Raises ``InputError`` only before any comparison: a ``map`` naming unknown layers, or no layer
+    in common at all (the message lists both sides' names and suggests ``map``).
+    """
+    ia, ib = _infos(a), _infos(b)
+    raw_a, raw_b = bool(getattr(a, "raw_outputs", False)), bool(getattr(b, "raw_outputs", False))
+    look_a, look_b = set(getattr(a, "lookup_only", ())), set(getattr(b, "lookup_only", ()))
+    prim_a = [k for k in ia if k not in look_a]
+    prim_b = [k for k in ib if k not in look_b]
+    found: dict[str, tuple[str, str]] = {}  # a key -> (b key, how)
+    used: set[str] = set()
+
+    def take(ka: str, kb: str, how: str) -> None:
+        found[ka] = (kb, how)
+        used.add(kb)
+
+    for ka, kb in (map or {}).items():
+        take(_resolve(ka, ia, "A"), _resolve(kb, ib, "B"), "map")
+    # 1. where each side reads the layer (fused end / a framework's own module output)
+    read_b: dict[str, str] = {}
+    for kb, info in ib.items():
+        read_b.setdefault(_read_name(kb, info, raw_b), kb)
+    if raw_a and not raw_b:  # a framework A: find each of B's layers among A's modules
+        for kb in prim_b:
+            ka = _read_name(kb, ib[kb], raw_b)
+            if kb not in used and ka in ia and ka not in found:
+                take(ka, kb, "name")
+    else:
+        for ka in prim_a:
+            kb = read_b.get(_read_name(ka, ia[ka], raw_a))
+            if ka not in found and kb is not None and kb not in used:
+                take(ka, kb, "name")
+    # 2. the same key (two ONNX sides, one with fused activations, one without: fp32 vs QDQ)
+    if not raw_a and not raw_b:
+        for ka in prim_a:
+            if ka not in found and ka in ib and ka not in used:
+                take(ka, ka, "name")
+        # 3. the ONNX tensor name
+        by_tensor = {info.tensor: kb for kb, info in ib.items() if info.tensor}
+        for ka in prim_a:
+            kb = by_tensor.get(ia[ka].tensor) if ia[ka].tensor else None
+            if ka not in found and kb is not None and kb not in used:
+                take(ka, kb, "tensor")
+        # 4. position, when both default sets have the same sequence of kinds and shapes
+        if len(prim_a) == len(prim_b) and any(k not in found for k in prim_a) and all(
+                _category(ia[x]) == _category(ib[y]) and _core_shape(ia[x], a[x]) == _core_shape(ib[y], b[y])
+                for x, y in zip(prim_a, prim_b)):
+            for x, y in zip(prim_a, prim_b):
+                if x not in found and y not in used:
+                    take(x, y, "position")
+    if not found:
+        raise InputError(
+            f"A and B have no layer in common; A has {_names(prim_a)}; B has {_names(prim_b)}; "
+            "pass map={A name: B name} (CLI: --map FILE.json)")
+    pairs: list[Pair] = []
+    un_a: list[Unmatched] = []
+    un_b: list[Unmatched] = []
+    folded_a = _folded(ia, [kb for kb, _ in found.values()], ib) if raw_a else set()
+    for ka in ia:
+        if ka not in found:
+            if ka not in look_a and ka not in folded_a:
+                un_a.append(Unmatched("a", ka, "no layer of B has this name, tensor or position"))
+            continue
+        kb, how = found[ka]
+        la, lb = ia[ka].layout, ib[kb].layout
+        perm = _PERMS.get((la, lb)) if la != lb else None
+        sa, sb = tuple(np.shape(a[ka])), tuple(np.shape(b[kb]))
+        sb_as_a = tuple(sb[p] for p in perm) if perm and len(perm) == len(sb) else sb
+        if sa != sb_as_a and _squeezed(sa) == _squeezed(sb_as_a):  # GAP: (N, C) vs (N, 1, 1, C)
+            sb_as_a = sa
+        if sa != sb_as_a:
+            why = f"matched by {how}, but shapes differ: A {sa} {la} vs B {sb} {lb}"
+            un_a.append(Unmatched("a", ka, f"{why} (B's '{kb}')"))
+            un_b.append(Unmatched("b", kb, f"{why} (A's '{ka}')"))
+            continue
+        shown = kb if raw_a and not raw_b else ka  # the ONNX layer's name (the conv), not its ReLU module
+        pairs.append(Pair(shown, ka, kb, ia[ka].tensor or ka, ib[kb].tensor or kb, how, perm, channel_axis(la)))
+    consumed = {p.b_key for p in pairs} | {u.name for u in un_b}
+    if raw_b:  # a framework side: also the modules folded into a matched ONNX layer (conv + bn + relu)
+        consumed |= _folded(ib, [p.a_key for p in pairs], ia)
+    un_b += [Unmatched("b", kb, "no layer of A has this name, tensor or position")
+             for kb in prim_b if kb not in consumed]
+    return pairs, un_a, un_b
+
+
+def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(d for d in shape if d != 1)
+
+
+def _folded(raw: Mapping[str, LayerInfo], matched: Sequence[str], onnx: Mapping[str, LayerInfo]) -> set[str]:
+    """A framework side's modules folded into matched ONNX layers: the layer, its fused ones, and
+    the modules inside a matched container (``stem.0`` inside ``stem``, a Conv-BN-ReLU Sequential)."""
+    names = {f for k in matched for f in (k, *onnx[k].fused)}
+    return {k for k in raw if k in names or any(k.startswith(n + ".") for n in matched)}
+
+
+def _names(keys: Sequence[str], n: int = 8) -> str:
+    return ", ".join(keys[:n]) + (f" ... ({len(keys)} in all)" if len(keys) > n else "") if keys else "no layers"
+
+
+# -- streamed metrics ---------------------------------------------------------------------------
+
+class Accumulator:
+    """Sums for one matched layer over every batch: memory is O(channels), not O(images)."""
+
+    def __init__(self) -> None:
+        self.sum_a2 = self.sum_b2 = self.sum_ab = 0.0
+        self.max_abs = 0.0
+        self.ch_a2: np.ndarray | None = None
+        self.ch_d2: np.ndarray | None = None
+
+    def update(self, a: np.ndarray, b: np.ndarray, axis: int | None) -> None:
+        a = np.asarray(a)
+        b = np.asarray(b)
+        if a.dtype != np.float32 or b.dtype != np.float32:  # fp16 / fp64 sides: one common dtype
+            dt = np.float64 if np.float64 in (a.dtype, b.dtype) else np.float32
+            a, b = a.astype(dt, copy=False), b.astype(dt, copy=False)
+        d = a - b
+        axes = tuple(i for i in range(a.ndim) if i != axis) if axis is not None and axis < a.ndim else None
+        a2 = a * a
+        ch_a2 = np.atleast_1d(np.sum(a2, axis=axes, dtype=np.float64))
+        d *= d
+        ch_d2 = np.atleast_1d(np.sum(d, axis=axes, dtype=np.float64))
+        self.sum_b2 += float(np.sum(np.square(b), dtype=np.float64))
+        np.multiply(a, b, out=a2)
+        self.sum_ab += float(np.sum(a2, dtype=np.float64))
+        if d.size:
+            self.max_abs = max(self.max_abs, math.sqrt(float(d.max())))
+        self.sum_a2 += float(ch_a2.sum())
+        self.ch_a2 = ch_a2 if self.ch_a2 is None else self.ch_a2 + ch_a2
+        self.ch_d2 = ch_d2 if self.ch_d2 is None else self.ch_d2 + ch_d2
+
+    def result(self, pair: Pair, rtol: float | None, min_sqnr: float | None) -> LayerResult:
+        sum_d2 = float(self.ch_d2.sum()) if self.ch_d2 is not None else 0.0
+        rel, cos, sqnr = layer_metrics(self.sum_a2, self.sum_b2, self.sum_ab, sum_d2)
+        worst = -1
+        if pair.axis is not None and self.ch_d2 is not None and self.ch_d2.size:
+            # relative error per channel; channels with under 1% of the mean energy are judged
+            # against that floor so float noise on a near-dead channel does not win
+            floor = max(float(self.ch_a2.mean()) * 1e-2, 1e-30)
+            worst = int(np.argmax(self.ch_d2 / np.maximum(self.ch_a2, floor)))
+        ok = (rtol is None or rel <= rtol) and (min_sqnr is None or sqnr >= min_sqnr)
+        return LayerResult(pair.name, pair.a_tensor, pair.b_tensor, rel, cos, sqnr, self.max_abs, worst,
+                           pair.matched_by, bool(ok))
+
+
+def _tolerance(rtol: float | None, min_sqnr: float | None) -> tuple[float | None, float | None]:
+    if rtol is None and min_sqnr is None:
+        rtol = 1e-3
+    for name, v in (("rtol", rtol), ("min_sqnr", min_sqnr)):
+        if v is not None and (not isinstance(v, (int, float)) or math.isnan(v)):
+            raise InputError(f"{name} must be a number, not {v!r}")
+    if rtol is not None and rtol < 0:
+        raise InputError(f"rtol must be >= 0, not {rtol}")
+    return rtol, min_sqnr
+
+
+class _Session:
+    """One comparison in progress: a plan made on the first batch, sums added per batch."""
+
+    def __init__(self, rtol: float | None, min_sqnr: float | None, map: Mapping[str, str] | None,
+                 keep_samples: bool) -> None:
+        self.rtol, self.min_sqnr = _tolerance(rtol, min_sqnr)
+        self.map = dict(map or {})
+        self.keep = keep_samples
+        self.pairs: list[Pair] | None = None
+        self.un_a: list[Unmatched] = []
+        self.un_b: list[Unmatched] = []
+        self.acc: dict[str, Accumulator] = {}
+        self.samples: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.sample_info: dict[str, Any] = {}
+        self.images = 0
+
+    def add(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> None:
+        if self.pairs is None:
+            self.pairs, self.un_a, self.un_b = plan(a, b, self.map)
+            self.acc = {p.name: Accumulator() for p in self.pairs}
+        infos = getattr(a, "layers", None) or {}
+        n = 0
+        for p in self.pairs:
+            va, vb = np.asarray(a[p.a_key]), np.asarray(b[p.b_key])
+            if p.perm is not None and vb.ndim == len(p.perm):
+                vb = vb.transpose(p.perm)
+            if va.shape != vb.shape and _squeezed(va.shape) == _squeezed(vb.shape):
+                vb = vb.reshape(va.shape)
+            if va.shape != vb.shape:
+                raise InputError(f"layer {p.name}: A's shape {va.shape} and B's {vb.shape} changed between batches "
+                                 "(models with dynamic shapes: compare images of one size per call)")
+            self.acc[p.name].update(va, vb, p.axis)
+            n = max(n, va.shape[0] if va.ndim else 1)
+            if self.keep and p.name not in self.samples:
+                self.samples[p.name] = (np.array(va[:1]), np.array(vb[:1]))
+                self.sample_info[p.name] = infos.get(p.a_key)
+        self.images += n
+
+    def report(self, a_name: str, b_name: str) -> Comparison:
+        layers = [self.acc[p.name].result(p, self.rtol, self.min_sqnr) for p in self.pairs or []]
+        return Comparison(a_name, b_name, self.images, layers, self.un_a, self.un_b, self.rtol, self.min_sqnr,
+                          samples=self.samples, sample_info=self.sample_info)
+
+
+def _as_mapping(x: Any) -> Mapping[str, Any]:
+    if isinstance(x, (str, os.PathLike)):
+        from .activations import load_activations
+
+        return load_activations(x)
+    if not isinstance(x, Mapping):
+        raise InputError(f"compare_activations takes {{layer: array}} mappings or saved folders, not {type(x).__name__}")
+    return x
+
+
+def compare_activations(a: Any, b: Any, *, rtol: float | None = None, min_sqnr: float | None = None,
+                        map: Mapping[str, str] | None = None, names: tuple[str, str] = ("A", "B"),
+                        keep_samples: bool = False) -> Comparison:
+    """Compare two ``{layer: ndarray}`` mappings (or folders written by ``save_activations``).
+
+    Pure: no model is run. Layers are matched as described in the module docstring; a layer
+    diverges when ``rel_l2 > rtol`` (default 1e-3) or, when given, ``sqnr_db < min_sqnr``.
+    """
+    s = _Session(rtol, min_sqnr, map, keep_samples)
+    s.add(_as_mapping(a), _as_mapping(b))
+    return s.report(*names)
+
+
+# -- running the two sides -------------------------------------------------------------------------
+
+def _is_framework(obj: Any, kind: str) -> bool:
+    mods = [c.__module__ or "" for c in type(obj).__mro__]
+    if kind == "torch":
+        return any(m.startswith("torch.nn") for m in mods)
+    return any(m.split(".")[0] in ("keras", "tf_keras") for m in mods) and hasattr(obj, "layers")
+
+
+class _OnnxSide:
+    def __init__(self, model: Any, layer_names: Any, providers: Any, threads: int | None) -> None:
+        from .model import load
+
+        self.model = load(model, providers=providers, threads=threads)
+        self.layer_names = layer_names
+        self.name = self.model.name
+
+    def capture(self, feeds: Any) -> Any:
+        from .capture import get_activations
+
+        return get_activations(self.model, feeds, self.layer_names, layout="source")
+
+
+def _side(x: Any, layer_names: Any, providers: Any, threads: int | None) -> Any:
+    if _is_framework(x, "torch"):
+        from .converters.sides import TorchSide
+
+        return TorchSide(x)
+    if _is_framework(x, "keras"):
+        from .converters.sides import KerasSide
+
+        return KerasSide(x)
+    return _OnnxSide(x, layer_names, providers, threads)
+
+
+def _input_feeds(feeder: _OnnxSide, other: Any) -> Any:
+    """A function turning the feeder's feeds into the other side's (renamed, cast), or an InputError."""
+    if not isinstance(other, _OnnxSide):
+        return lambda feeds: next(iter(feeds.values())) if len(feeds) == 1 else feeds
+    ia, ib = feeder.model.inputs, other.model.inputs
+
+    def desc(inputs: Any) -> str:
+        return ", ".join(f"{i.name} {list(i.shape)} {i.dtype}" for i in inputs) or "no inputs"
+
+    def clash(s: tuple[Any, ...], t: tuple[Any, ...]) -> bool:
+        return len(s) != len(t) or any(isinstance(p, int) and isinstance(q, int) and p > 0 and q > 0 and p != q
+                                       for p, q in zip(s, t))
+
+    if len(ia) != len(ib) or (len(ia) > 1 and {i.name for i in ia} != {i.name for i in ib}):
+        raise InputError(f"A and B take different inputs: A has {desc(ia)}; B has {desc(ib)}; "
+                         "compare models with the same inputs")
+    rename = {i.name: j.name for i, j in zip(ia, ib)} if len(ia) == 1 else {i.name: i.name for i in ia}
+    jb = {j.name: j for j in ib}
+    for i in ia:
+        j = jb[rename[i.name]]
+        if clash(tuple(i.shape), tuple(j.shape)):
+            raise InputError(f"A's input {i.name} has shape {list(i.shape)} but B's input {j.name} has "
+                             f"{list(j.shape)}; compare models that take the same input shape and layout")
+
+    def convert(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {}
+        for k, v in feeds.items():
+            j = jb[rename[k]]
+            if j.dtype != str(v.dtype) and np.issubdtype(v.dtype, np.floating) and j.dtype.startswith("float"):
+                v = v.astype(j.dtype)
+            out[j.name] = v
+        return out
+
+    return convert
+
+
+def _batches(feeder: _OnnxSide | None, x: Any, batch_size: int, strict: bool, failed: list[tuple[str, str]],
+             preprocess_kw: dict[str, Any]) -> Iterator[Any]:
+    """Yield feeds ({input: array}, or an array when no ONNX side) batch by batch."""
+    from .run import _is_image_ref
+
+    if isinstance(x, Mapping):
+        from .run import prepare_feeds
+
+        yield dict(x) if feeder is None else prepare_feeds(feeder.model, x, **preprocess_kw)
+        return
+    if isinstance(x, np.ndarray) or (not _is_image_ref(x) and hasattr(x, "__array__")):
+        arr = np.asarray(x)
+        if feeder is not None:
+            from .run import prepare_feeds
+
+            name = feeder.model.inputs[0].name if feeder.model.inputs else None
+            rank = len(feeder.model.inputs[0].shape) if name else 0
+            if rank and arr.ndim == rank - 1:
+                arr = arr[None]
+            for s in range(0, max(arr.shape[0], 1), batch_size):
+                yield prepare_feeds(feeder.model, arr[s:s + batch_size])
+            return
+        for s in range(0, max(arr.shape[0], 1), batch_size):
+            yield {"x": arr[s:s + batch_size]}
+        return
+    if feeder is None:
+        raise InputError("neither side is an ONNX model, so images cannot be preprocessed here; pass x as an "
+                         "array (the framework model's example input)")
+    if hasattr(x, "mode") and hasattr(x, "convert"):  # a PIL image
+        from .run import prepare_feeds
+
+        yield prepare_feeds(feeder.model, x, **preprocess_kw)
+        return
+    from .feeds import scan_input
+    from .images import expand_sources, iter_batches
+
+    items = expand_sources(x)
+    name = scan_input(feeder.model, []).name
+    for batch in iter_batches(feeder.model, items, batch_size=batch_size, strict=strict, input_name=name,
+                              **preprocess_kw):
+        failed.extend(batch.failed)
+        if batch.x is not None:
+            yield {name: batch.x}
+
+
+def compare(a: Any, b: Any, x: Any, *, rtol: float | None = None, min_sqnr: float | None = None,
+            map: Mapping[str, str] | None = None, layer_names: Sequence[str] | None = None, batch_size: int = 8,
+            providers: Any = None, providers_b: Any = None, threads: int | None = None, strict: bool = False,
+            keep_samples: bool = False, show_progress: bool = False, **preprocess_kw: Any) -> Comparison:
+    """Run A and B on ``x`` and compare them layer by layer; returns a ``Comparison``.
+
+    Each side is an ONNX model (path, bytes, ModelProto or ``Model``, run with ``providers``; B
+    with ``providers_b`` when given, so "CPU vs CUDA" of one file is a pair), a ``torch.nn.Module``
+    or a ``keras.Model`` (torch / Keras load only then). ``x``: an array (a batch, streamed in
+    ``batch_size`` slices), ``{input: array}``, or images (a file, folder, glob, list file, or a
+    list of them), preprocessed for the first ONNX side; every batch only adds to per-layer sums.
+    ``keep_samples`` keeps the first sample of every matched layer for ``to_html``.
+    """
+    if batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, not {batch_size}")
+    sa = _side(a, layer_names, providers, threads)
+    sb = _side(b, layer_names, providers if providers_b is None else providers_b, threads)
+    feeder = sa if isinstance(sa, _OnnxSide) else sb if isinstance(sb, _OnnxSide) else None
+    to_a = (lambda f: f) if feeder is sa else _input_feeds(feeder, sa) if feeder else (lambda f: f["x"])
+    to_b = (lambda f: f) if feeder is sb else _input_feeds(feeder, sb) if feeder else (lambda f: f["x"])
+    s = _Session(rtol, min_sqnr, map, keep_samples)
+    failed: list[tuple[str, str]] = []
+    batches: Any = _batches(feeder, x, batch_size, strict, failed, preprocess_kw)
+    if show_progress:
+        from .progress import progress
+
+        batches = progress(batches, desc="compare")
+    for feeds in batches:
+        s.add(sa.capture(to_a(feeds)), sb.capture(to_b(feeds)))
+    if s.pairs is None:
+        why = f" (first: {failed[0][0]}: {failed[0][1]})" if failed else ""
+        raise InputError(f"no image could be read, nothing was compared{why}")
+    report = s.report(sa.name, sb.name)
+    report.failed = failed
+    return report
