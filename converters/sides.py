@@ -90,8 +90,9 @@ class KerasSide:
 
             k = _family(self.model)
             self._sub = k.Model(self.model.inputs, [la.output for la in self.layers])
-        feed = x if not isinstance(x, dict) else [x[t.name] if t.name in x else next(iter(x.values()))
-                                                 for t in self.model.inputs]
+        # a list, one array per model input: the structure Keras 3 expects (no warning)
+        feed = [x] if not isinstance(x, dict) else [x[t.name] if t.name in x else next(iter(x.values()))
+                                                   for t in self.model.inputs]
         outs = self._sub(feed, training=False)
         if not isinstance(outs, (list, tuple)):
             outs = [outs]

@@ -145,7 +145,7 @@ def plan(a: Mapping[str, Any], b: Mapping[str, Any], map: Mapping[str, str] | No
                 take(ka, kb, "tensor")
         # 4. position, when both default sets have the same sequence of kinds and shapes
         if len(prim_a) == len(prim_b) and any(k not in found for k in prim_a) and all(
-                _category(ia[x]) == _category(ib[y]) and _core_shape(ia[x], a[x]) == _core_shape(ib[y], b[y])
+                (not ia[x].op_type or not ib[y].op_type or _category(ia[x]) == _category(ib[y])) and _core_shape(ia[x], a[x]) == _core_shape(ib[y], b[y])
                 for x, y in zip(prim_a, prim_b)):
             for x, y in zip(prim_a, prim_b):
                 if x not in found and y not in used:
