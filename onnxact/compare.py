@@ -138,7 +138,8 @@ def plan(a: Mapping[str, Any], b: Mapping[str, Any], map: Mapping[str, str] | No
             if ka not in found and ka in ib and ka not in used:
                 take(ka, ka, "name")
         # 3. the ONNX tensor name
-        by_tensor = {info.tensor: kb for kb, info in ib.items() if info.tensor}
+        by_tensor = {_dequantized(info.tensor): kb for kb, info in ib.items() if info.tensor}
+        by_tensor.update({info.tensor: kb for kb, info in ib.items() if info.tensor})
         for ka in prim_a:
             kb = by_tensor.get(ia[ka].tensor) if ia[ka].tensor else None
             if ka not in found and kb is not None and kb not in used:
@@ -183,6 +184,14 @@ def plan(a: Mapping[str, Any], b: Mapping[str, Any], map: Mapping[str, str] | No
     un_b += [Unmatched("b", kb, "no layer of A has this name, tensor or position")
              for kb in prim_b if kb not in consumed]
     return pairs, un_a, un_b
+
+
+#: quantize_static names the dequantized copy of tensor T ``T_DequantizeLinear_Output``
+_DQ = "_DequantizeLinear_Output"
+
+
+def _dequantized(tensor: str) -> str:
+    return tensor[: -len(_DQ)] if tensor.endswith(_DQ) else tensor
 
 
 def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -341,6 +350,31 @@ class _OnnxSide:
         self.layer_names = layer_names
         self.name = self.model.name
 
+    def align(self, other: _OnnxSide) -> dict[str, str] | None:
+        """Read ``other`` where this side reads its layers, when its own capture set does not.
+
+        Why: in a QDQ graph made by ``quantize_static`` every tensor T is followed by Q/DQ, so the
+        capture set stops at a conv's dequantized output instead of after its BN / activation,
+        and the sets differ. Both graphs still hold T (or ``T_DequantizeLinear_Output``): read
+        B there. Returns ``{A key: B tensor}`` and narrows B's capture to those tensors, or None
+        when B's own set already lines up.
+        """
+        mine = self.model.select(self.layer_names)
+        theirs = other.model.select(other.layer_names)
+        keys = {la.name for la in theirs} | {_dequantized(la.tensor) for la in theirs}
+        if all(la.name in keys or la.tensor in keys for la in mine):
+            return None
+        tensors = {la.tensor for la in other.model.all_layers}
+        picks = {}
+        for la in mine:
+            t = next((t for t in (la.tensor + _DQ, la.tensor) if t in tensors), None)
+            if t is not None:
+                picks[la.name] = t
+        if len(picks) <= sum(la.name in keys or la.tensor in keys for la in mine):
+            return None  # no better than the capture sets as they are
+        other.layer_names = list(picks.values())
+        return picks
+
     def capture(self, feeds: Any) -> Any:
         from .capture import get_activations
 
@@ -460,6 +494,10 @@ def compare(a: Any, b: Any, x: Any, *, rtol: float | None = None, min_sqnr: floa
     feeder = sa if isinstance(sa, _OnnxSide) else sb if isinstance(sb, _OnnxSide) else None
     to_a = (lambda f: f) if feeder is sa else _input_feeds(feeder, sa) if feeder else (lambda f: f["x"])
     to_b = (lambda f: f) if feeder is sb else _input_feeds(feeder, sb) if feeder else (lambda f: f["x"])
+    if not map and isinstance(sa, _OnnxSide) and isinstance(sb, _OnnxSide):
+        picks = sa.align(sb)
+        if picks:
+            map = {k: sb.model.layer(t).name for k, t in picks.items()}
     s = _Session(rtol, min_sqnr, map, keep_samples)
     failed: list[tuple[str, str]] = []
     batches: Any = _batches(feeder, x, batch_size, strict, failed, preprocess_kw)

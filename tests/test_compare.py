@@ -257,3 +257,28 @@ def test_bad_input_is_one_line_exit_2(nets, capsys, tmp_path):
     module = pytest.importorskip("torch").nn.Conv2d(3, 4, 3)
     with pytest.raises(onnxact.InputError, match="neither side is an ONNX model"):
         compare(module, module, "photo.jpg")
+
+
+def test_rapidocr_det_fp32_vs_its_qdq_has_finite_sqnr_on_every_layer(tmp_path):
+    """A real Paddle export quantized by quantize_static: every layer of A is read in B too
+    (where B's own capture set stops at each conv's DequantizeLinear, before BN / HardSwish)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from .subjects import photo, rapidocr_models
+
+    det = rapidocr_models()["det"]
+    m = onnxact.load(det)
+    photos = [str(photo("astronaut.png")), str(photo("coffee.png"))]
+    feeds = iter([{"x": onnxact.preprocess_image(p, m, size=(192, 192))} for p in photos])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):  # type: ignore[override]
+            return next(feeds, None)
+
+    quantize_static(str(det), str(tmp_path / "det_qdq.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    r = compare(m, str(tmp_path / "det_qdq.onnx"), photos, size=(192, 192))
+    assert len(r.layers) == len(m.layers) and not r.unmatched_a, r.table()
+    assert all(math.isfinite(la.sqnr_db) for la in r.layers), r.table()
+    assert sum(la.b_tensor.endswith("_DequantizeLinear_Output") for la in r.layers) > len(r.layers) // 2
+    assert r.layers[0].sqnr_db > 20 and r.first_divergence is not None
