@@ -60,7 +60,7 @@ def layer_metrics(sum_a2: float, sum_b2: float, sum_ab: float, sum_d2: float) ->
     else:
         rel = 0.0 if sum_d2 == 0 else math.inf
     if sum_a2 > 0 and sum_b2 > 0:
-        cos = sum_ab / math.sqrt(sum_a2 * sum_b2)
+        cos = max(-1.0, min(1.0, sum_ab / math.sqrt(sum_a2 * sum_b2)))  # float32 partial sums: ~1e-7
     else:
         cos = 1.0 if sum_a2 == 0 and sum_b2 == 0 else 0.0
     if sum_d2 > 0:

@@ -122,7 +122,7 @@ def test_cpu_thread_counts_agree_within_1e5(nets):
     two = onnxact.load(str(p["base"]), threads=2)
     r = compare(one, two, _x(4), rtol=1e-5)
     assert not r and len(r.layers) == len(one.layers)
-    assert all(la.rel_l2 <= 1e-5 and la.cosine > 1 - 1e-9 for la in r.layers)
+    assert all(la.rel_l2 <= 1e-5 and la.cosine > 1 - 1e-6 for la in r.layers)
 
 
 def test_layouts_folders_and_hand_built_dicts(nets, tmp_path):
