@@ -9,25 +9,32 @@ from .torch import _import_torch
 
 def build_seed_cnn_torch(n_classes: int, image_size=(128, 128), filters=(16, 32, 64, 64, 64), dense: int = 512,
                          channels: int = 3):
-    """The seed's CNN in PyTorch: ``features`` (Conv 3x3 + ReLU + MaxPool blocks) and ``classifier``.
+    """The seed's CNN in PyTorch, with the Keras version's layer names.
 
-    Softmax is part of the model (as in the Keras version) so the exported ONNX gives probabilities.
+    ``conv{i}`` (a Conv 3x3 + ReLU pair, so its output is the Keras ``Conv2D(activation="relu")``
+    output) and ``pool{i}`` blocks, ``flatten``, ``dense`` (Linear + ReLU) and ``predictions``
+    (Linear + Softmax): ``named_modules()`` -- and so onnxact's keys -- read ``conv1``, ``pool1``,
+    ... as on the Keras model, not ``0.0``, ``0.1``. Softmax is part of the model (as in the Keras
+    version) so the exported ONNX gives probabilities.
     """
+    from collections import OrderedDict
+
     torch = _import_torch()
     nn = torch.nn
     layers: list = []
     cin = channels
-    for f in filters:
-        layers += [nn.Conv2d(cin, f, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+    for i, f in enumerate(filters, 1):
+        layers += [(f"conv{i}", nn.Sequential(nn.Conv2d(cin, f, 3, padding=1), nn.ReLU())),
+                   (f"pool{i}", nn.MaxPool2d(2))]
         cin = f
     h, w = image_size[0] >> len(filters), image_size[1] >> len(filters)
-    head: list = [nn.Flatten()]
+    layers.append(("flatten", nn.Flatten()))
     flat = cin * h * w
     if dense:
-        head += [nn.Linear(flat, dense), nn.ReLU()]
+        layers.append(("dense", nn.Sequential(nn.Linear(flat, dense), nn.ReLU())))
         flat = dense
-    head += [nn.Linear(flat, n_classes), nn.Softmax(dim=1)]
-    return nn.Sequential(nn.Sequential(*layers), nn.Sequential(*head))
+    layers.append(("predictions", nn.Sequential(nn.Linear(flat, n_classes), nn.Softmax(dim=1))))
+    return nn.Sequential(OrderedDict(layers))
 
 
 def train_torch(x_tr, y_tr, x_va, y_va, n_classes, *, epochs, batch_size, learning_rate, seed, filters, dense, verbose):

@@ -197,6 +197,7 @@ def from_torch(
     class_names: list[str] | None = None,
     preprocess: dict | None = None,
     dynamic_batch: bool = False,
+    output_names: list[str] | None = None,
 ):
     """Convert a ``torch.nn.Module`` to ONNX; returns the ``onnx.ModelProto`` (also written to ``path``).
 
@@ -217,6 +218,9 @@ def from_torch(
     ``keep_batchnorm=True`` the export skips those optimisations (``do_constant_folding=False``
     for legacy, ``optimize=False`` for dynamo), BN stays a node of its own, and every Conv, BN
     and ReLU module has a key.
+
+    ``output_names`` names the graph outputs (``["predictions"]``); onnxact keys the model's
+    own outputs (``Activations.outputs``) by them.
     """
     torch = _import_torch()
     import onnx
@@ -239,6 +243,8 @@ def from_torch(
         kw: dict[str, Any] = {"input_names": input_names, "verbose": False}
         if opset is not None:
             kw["opset_version"] = opset
+        if output_names:
+            kw["output_names"] = list(output_names)
         if dynamic_batch:
             kw["dynamic_axes"] = {n: {0: "batch"} for n in input_names}
         if exporter == "legacy":

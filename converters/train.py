@@ -139,5 +139,5 @@ def train_image_classifier(
             from .torch import from_torch
 
             example = torch.from_numpy(np.transpose(x[:1], (0, 3, 1, 2)).copy())
-            from_torch(model, example, onnx_path, **meta)
+            from_torch(model, example, onnx_path, output_names=["predictions"], **meta)
     return TrainResult(model, classes, val_acc, train_acc, len(tr), len(va), seconds, onnx_path, history)

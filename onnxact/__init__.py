@@ -24,12 +24,12 @@ from .errors import (
     ProviderError,
 )
 from .model import Model, load
-from .preprocess import preprocess_image
+from .preprocess import preprocess_image, preprocess_with_geometry
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "__version__", "load", "Model", "get_activations", "preprocess_image", "Activations", "LayerInfo",
+    "__version__", "load", "Model", "get_activations", "preprocess_image", "preprocess_with_geometry", "Activations", "LayerInfo",
     "InputInfo", "save_activations", "load_activations", "display_activations", "display_heatmaps",
     "class_activation_map", "find_dead_filters", "DeadFilterReport", "demo_paths",
     "OnnxactError", "ModelError", "InputError", "LayerError", "OutputError", "DependencyError",

@@ -134,6 +134,7 @@ class Activations(dict):
     model_sha256: str | None
     class_names: list[str] | None
     inputs: dict[str, np.ndarray]
+    geometry: list[Any] | None  # per sample: how the image was fitted (onnxact.sizing.Geometry)
 
     def __init__(
         self,
@@ -144,6 +145,7 @@ class Activations(dict):
         model_sha256: str | None = None,
         class_names: list[str] | None = None,
         inputs: Mapping[str, np.ndarray] | None = None,
+        geometry: list[Any] | None = None,
     ) -> None:
         super().__init__(data or {})
         self.layers = dict(layers or {})
@@ -151,6 +153,7 @@ class Activations(dict):
         self.model_sha256 = model_sha256
         self.class_names = list(class_names) if class_names else None
         self.inputs = dict(inputs or {})
+        self.geometry = list(geometry) if geometry else None
 
     def info(self, key: str) -> LayerInfo | None:
         """The LayerInfo of ``key`` when known."""
@@ -249,12 +252,45 @@ def save_activations(
         "format_version": FORMAT_VERSION,
         "model_sha256": getattr(acts, "model_sha256", None),
         "class_names": getattr(acts, "class_names", None),
+        # how each image was fitted (size, letterbox padding, crop): maps can be put back on the photo
+        "geometry": [g.to_json() for g in getattr(acts, "geometry", None) or []] or None,
         "npz": npz_path.name,
         "preprocessing": getattr(acts, "preprocessing", None),
         "layers": entries,
     }
     write_text(d / "manifest.json", json.dumps(manifest, indent=2))
     return npz_path
+
+
+def _geometry_of(entries: Any) -> list[Any] | None:
+    """Geometry records of a manifest (untrusted); None when absent or not well formed."""
+    from .sizing import RESIZE_MODES, Geometry
+
+    def ints(v: Any) -> tuple[int, int]:
+        if not (isinstance(v, list) and len(v) == 2 and all(type(i) is int and i > 0 for i in v)):
+            raise ValueError(v)
+        return int(v[0]), int(v[1])
+
+    def box(v: Any) -> tuple[float, float, float, float]:
+        if not (isinstance(v, list) and len(v) == 4 and all(type(i) in (int, float) for i in v)):
+            raise ValueError(v)
+        out = tuple(float(i) for i in v)
+        if not all(np.isfinite(out)) or out[2] <= 0 or out[3] <= 0:
+            raise ValueError(v)
+        return out  # type: ignore[return-value]
+
+    if not isinstance(entries, list):
+        return None
+    try:
+        out = []
+        for e in entries:
+            if not isinstance(e, dict) or e.get("mode") not in RESIZE_MODES:
+                return None
+            out.append(Geometry(e["mode"], ints(e["image_size"]), ints(e["input_size"]), box(e["content"]),
+                                box(e["source"])))
+        return out or None
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 #: Default bound on the bytes :func:`load_activations` may decompress (sum of the arrays read).
@@ -382,4 +418,4 @@ def load_activations(path: str | os.PathLike[str], max_bytes: int | None = MAX_L
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as e:
         raise InputError(f"cannot read {npz_path}: {str(e)[:200]}") from None
     data = {e["key"]: read[e["array"]] for e in entries}
-    return Activations(data, layers, model_sha256=sha, class_names=names)
+    return Activations(data, layers, model_sha256=sha, class_names=names, geometry=_geometry_of(manifest.get("geometry")))

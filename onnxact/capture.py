@@ -44,7 +44,8 @@ def get_activations(
     ``model``: a ``Model`` (sessions are reused across calls), a path, bytes or ModelProto.
     ``x``: an array (batch > 1 allowed), ``{input name: array}`` for multi-input models, an image
     path / list of paths / PIL image (preprocessed with ``preprocess_image``; extra keyword
-    arguments such as ``normalize=`` go there).
+    arguments such as ``normalize=``, ``size=(h, w)`` and ``resize="letterbox"`` go there, and
+    ``.geometry`` of the result records how each image was fitted).
     By default every conv and pool output is captured, after the activation that follows it;
     ``layer_names`` (names, ONNX tensor names or indices), ``op_types`` or ``all_tensors=True``
     change that. Keys are framework layer names (``"simple"``), ONNX tensor names (``"full"``)
@@ -86,7 +87,7 @@ def get_activations(
         data[key] = arr
         infos[key] = info
     acts = Activations(data, infos, outputs=model_outputs(m, own), model_sha256=m.sha256, class_names=m.class_names,
-                       inputs=feeds)
+                       inputs=feeds, geometry=next(iter(getattr(feeds, "geometry", {}).values()), None))
     if _is_image_ref(x):  # pixels were scaled here: say how, and whether that was a guess (normalization.py)
         from .normalization import choose_normalization
 

@@ -36,7 +36,7 @@ import numpy as np
 from .activations import LayerInfo
 from .errors import InputError, ModelError
 from .model import _ONNX_TO_NP, Model, dtype_of
-from .run import _fixed_batch, run_model
+from .run import _fixed_batch, quiet_run_options, run_failure, run_model
 
 __all__ = ["capture_bounded", "parse_bytes", "plan_capture", "CapturePlan"]
 
@@ -158,10 +158,9 @@ def _run_ort(model: Model, sess: Any, names: list[str], part: Mapping[str, np.nd
 
     try:
         inputs = {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v)) for k, v in part.items()}
-        return list(sess.run_with_ort_values(names, inputs))
+        return list(sess.run_with_ort_values(names, inputs, quiet_run_options()))
     except Exception as e:  # noqa: BLE001 - onnxruntime's errors: wrong input values or a model bug
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"onnxruntime failed to run {model.name}: {msg[:300]}") from None
+        raise ModelError(run_failure(model, part, e)) from None
 
 
 def _group_session(model: Model, group: Sequence[str]) -> Any:

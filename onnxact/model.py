@@ -312,6 +312,8 @@ class Model:
         order = [c.tensor for c in everything]
         named = name_model(proto, order, [(c.tensor, c.op_type) for c in default], self._producers)
         names = named.tensors
+        self._aliases: dict[str, str] = named.aliases
+        self._name_index: tuple[dict[str, LayerInfo], list[str]] | None = None
         #: the model's own outputs keyed by the framework's names where known (``predictions``)
         self.output_keys: dict[str, str] = output_keys(proto, self._producers, names)
         default_by_tensor = {c.tensor: c for c in default}
@@ -410,11 +412,12 @@ class Model:
                 raise LayerError(f"layer index {key} is out of range: the model has {len(self.layers)} layers") from None
         if not isinstance(key, str):
             raise LayerError(f"a layer is named by a string or an index, not {type(key).__name__}")
-        found = self._by_name().get(key)
+        idx, names = self._index()
+        found = idx.get(key)
         if found is not None:
             return found
-        hint = folded_hint(key, self.proto)
-        near = closest(key, list(self._by_name(names_only=True)))
+        hint = folded_hint(key, self.proto, names)
+        near = closest(key, names)
         msg = f"no layer named '{key}' in {self.name}"
         if hint:
             msg += f"; {hint}"
@@ -424,18 +427,22 @@ class Model:
             msg += "; see Model.layers (or Model.all_layers) for the names"
         raise LayerError(msg)
 
-    def _by_name(self, names_only: bool = False) -> dict[str, LayerInfo]:
-        """Exact-name index: layer keys, then tensors' framework names, then ONNX tensor names."""
-        idx = getattr(self, "_name_index", None)
-        if idx is None:
-            idx = {}
+    def _index(self) -> tuple[dict[str, LayerInfo], list[str]]:
+        """(exact-name index, the framework names in it): layer keys, then tensors' framework names
+        and torch containers, then ONNX tensor names. Built on first use."""
+        if self._name_index is None:
+            idx: dict[str, LayerInfo] = {}
             for layer in self.layers + self.all_layers:
                 idx.setdefault(layer.name, layer)
-            self._names_only = list(idx)
+            by_tensor = {layer.tensor: layer for layer in self.all_layers}
+            for alias, tensor in self._aliases.items():  # torch containers: their output tensor
+                if alias not in idx and tensor in by_tensor:
+                    idx[alias] = dataclasses.replace(by_tensor[tensor], name=alias)
+            names = list(idx)
             for layer in self.all_layers:
                 idx.setdefault(layer.tensor, layer)
-            self._name_index = idx
-        return {n: idx[n] for n in self._names_only} if names_only else idx
+            self._name_index = (idx, names)
+        return self._name_index
 
     def select(
         self,

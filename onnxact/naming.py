@@ -41,6 +41,8 @@ _CALL_SUFFIX = re.compile(r"^(.*)_(\d+)$")
 _GENERATED = re.compile(
     r"^(\d+|onnx::.*|/.*_output_\d+|[A-Z][A-Za-z]*(_{1,2}\d+(:\d+)?|:\d+)|p2o\.[A-Za-z]+\.\d+|[A-Za-z]+@\d+)$"
 )
+#: Paddle variables: ``relu_0.tmp_0`` is the output of op instance ``relu_0``.
+_PADDLE_VAR = re.compile(r"^([A-Za-z]\w*_\d+)\.tmp_\d+$")
 _CONV_OPS = ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv")
 _ATTACHED = ("BatchNormalization",)  # ops whose parameters name a layer of their own (folded or not)
 
@@ -97,7 +99,8 @@ def torch_module_from_node(node_name: str, repeated: set[str] | frozenset[str] =
 
 
 def _repeated_calls(graph: onnx.GraphProto) -> set[str]:
-    """``parent/name`` pairs where a legacy path has both ``name`` and ``name_N`` under one parent."""
+    """``qualified parent/name`` of modules a legacy export calls more than once: the exporter
+    writes ``relu`` and ``relu_1`` side by side under one parent (keys for torch_module_from_node)."""
     seen: set[tuple[str, str]] = set()
     for node in graph.node:
         comps = _torch_components(node.name)
@@ -108,8 +111,8 @@ def _repeated_calls(graph: onnx.GraphProto) -> set[str]:
     for parent, c in seen:
         m = _CALL_SUFFIX.match(c)
         if m and (parent, m.group(1)) in seen:
-            out.add(f"{parent}/{m.group(1)}")
-    # keys are "<qualified parent>/<name>"; re-key with qualified parents on the fly (see below)
+            qual = torch_module_from_node(f"/{parent}/X") if parent else ""
+            out.add(f"{qual or ''}/{m.group(1)}")
     return out
 
 
@@ -171,9 +174,10 @@ class _Namer:
     def __init__(self, model: onnx.ModelProto, producers: Mapping[str, onnx.NodeProto]) -> None:
         self.recorded = _recorded(model)
         self.producers = producers
-        self.repeated = _qualified_repeats(model.graph)
+        self.repeated = _repeated_calls(model.graph)
         self.inits = {t.name for t in model.graph.initializer}
         self.consts = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant" and n.output}
+        self._own: dict[str, str | None] = {}
 
     def scope(self, node: onnx.NodeProto) -> str | None:
         """The framework name the node's own scope gives (dynamo, legacy path, Keras/tf2onnx scope)."""
@@ -197,6 +201,11 @@ class _Namer:
 
     def own(self, t: str) -> str | None:
         """Framework name of tensor ``t`` from its producer alone (None when nothing names it)."""
+        if t not in self._own:
+            self._own[t] = self._read_own(t)
+        return self._own[t]
+
+    def _read_own(self, t: str) -> str | None:
         name = self.recorded.get(t)
         if name is not None:
             return name
@@ -212,21 +221,10 @@ class _Namer:
                 w = self.param(node, 1)
                 b = self.param(node, 2) if node.op_type in _CONV_OPS else None
                 name = b if b is not None and b != w else w
+        if name is None:
+            m = _PADDLE_VAR.match(t)
+            name = m.group(1) if m else None
         return name
-
-
-def _qualified_repeats(graph: onnx.GraphProto) -> set[str]:
-    """``qualified parent/name`` of modules a legacy export calls more than once (``relu`` and ``relu_1``)."""
-    raw = _repeated_calls(graph)
-    if not raw:
-        return set()
-    out: set[str] = set()
-    # qualify the parent path with the same reading torch_module_from_node does (no repeats inside)
-    for key in raw:
-        parent, name = key.rsplit("/", 1)
-        qual = torch_module_from_node("/" + parent + "/X") if parent else ""
-        out.add(f"{qual or ''}/{name}")
-    return out
 
 
 @dataclass(frozen=True)
@@ -235,10 +233,12 @@ class ModelNames:
 
     ``tensors``: every float tensor -> its unique key (``Model.all_layers``).
     ``layers``: each default-capture tensor -> (layer key, fused framework names in graph order).
+    ``aliases``: torch container module -> the tensor that is its output (selectable by that name).
     """
 
     tensors: dict[str, str]
     layers: dict[str, tuple[str, tuple[str, ...]]]
+    aliases: dict[str, str]
 
 
 def simple_names(
@@ -286,19 +286,45 @@ def _tensor_names(namer: _Namer, model: onnx.ModelProto, tensors: Sequence[str])
         n = raw[t]
         if n:
             last_of[n] = t
+    last_in = _last_in_subtree(tensors, raw)
     result: dict[str, str] = {}
     used: set[str] = set()
-    for t in tensors:
+    for i, t in enumerate(tensors):
         n = raw[t]
         if n is None:
             cand = numbered.get(t, t) if is_generated(t) else t
-        elif last_of[n] == t:
+        elif last_of[n] == t and last_in.get(n, i) == i:
+            # the module's output: its last tensor, unless a child module computes after it
+            # (a C2f's Concat is not the C2f's output; its cv2 is)
             cand = n
         else:
             op = producers[t].op_type if t in producers else "tensor"
             cand = f"{n}/{op}"
         result[t] = _unique(cand, used)
     return result
+
+
+def _last_in_subtree(tensors: Sequence[str], raw: Mapping[str, str | None]) -> dict[str, int]:
+    """For each torch module path (and every ancestor), the index of the last tensor made inside it."""
+    last_in: dict[str, int] = {}
+    for i, t in enumerate(tensors):
+        n = raw.get(t)
+        if not n or "/" in n:
+            continue
+        parts = n.split(":")[0].split(".")
+        for k in range(1, len(parts)):
+            last_in[".".join(parts[:k])] = i
+        last_in[n] = i
+    return last_in
+
+
+def _container_aliases(tensors: Sequence[str], raw: Mapping[str, str | None], names: Mapping[str, str]) -> dict[str, str]:
+    """``{module path: tensor}`` for torch containers (``layer1.0``, ``model.4``) that no tensor is
+    named after: a container's output is the last tensor computed inside it."""
+    taken = set(names.values())
+    parents = {n.split(":")[0].rpartition(".")[0] for n in raw.values() if n and "/" not in n and "." in n}
+    return {p: tensors[i] for p, i in _last_in_subtree(tensors, raw).items() if p not in taken and any(
+        q == p or q.startswith(p + ".") for q in parents)}
 
 
 def _unique(cand: str, used: set[str]) -> str:
@@ -343,14 +369,13 @@ def _chain(captured: str, op_type: str, producers: Mapping[str, onnx.NodeProto],
     return [head, *rest]
 
 
-def _wraps_only(parent: str, chain: Sequence[onnx.NodeProto], node_paths: Sequence[tuple[onnx.NodeProto, str | None]],
-                consumers: Mapping[str, list[onnx.NodeProto]]) -> bool:
+def _wraps_only(parent: str, chain: Sequence[onnx.NodeProto], inside: Mapping[str, list[onnx.NodeProto]]) -> bool:
     """True when module ``parent`` computes this layer and nothing after it: no other conv or pool
     inside it, and nothing inside it reads the layer's tensors except the layer's own nodes."""
     members = {id(n) for n in chain}
     made = {o for n in chain for o in n.output}
-    for node, path in node_paths:
-        if id(node) in members or not _inside(path, parent):
+    for node in inside.get(parent, ()):
+        if id(node) in members:
             continue
         if node.op_type in _CONV_OPS or "Pool" in node.op_type or any(i in made for i in node.input):
             return False
@@ -385,59 +410,14 @@ def name_model(
     numbered = _op_order_names(model)
     order = {id(n): k for k, n in enumerate(model.graph.node)}
     chains = {t: _chain(t, op, producers, order) for t, op in captured}
-    node_paths = [(n, namer.scope(n)) for n in model.graph.node if n.op_type != "Constant"]
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    inside = _submodule_nodes(model.graph, namer)
     base: dict[str, tuple[str, list[str]]] = {}
     for t, _op in captured:
         chain = chains[t]
-        head = chain[0] if chain else None
-        scoped = namer.scope(head) if head is not None else None
-        if head is not None and head.op_type in _CONV_OPS and _dynamo_scope(head) is not None:
-            # dynamo puts a folded conv in its BN's scope; the conv's weights keep the conv's name
-            scoped = namer.param(head, 1) or scoped
-        rec_t = namer.recorded.get(t)
-        rec_head = namer.recorded.get(head.output[0]) if head is not None and head.output else None
-        folded_conv = (head is not None and head.op_type in _CONV_OPS and len(chain) == 1 and scoped is not None
-                       and rec_t is not None and scoped != rec_t)  # the recorded name is the folded BN's
-        if rec_t is not None and not folded_conv and (
-                rec_head is None or rec_head == rec_t or rec_head.startswith(rec_t + "/")):
-            # a converter recorded the conv and its activation as one framework layer (Conv2D(activation=...))
-            scoped = None
-            name: str | None = rec_t
-        else:
-            name = scoped
-        if name is None and head is not None and head.op_type in _CONV_OPS + _ATTACHED:
-            name = namer.param(head, 1)
-        own_t = namer.own(t)
-        if name is None:
-            name = own_t if own_t is not None else (None if is_generated(t) else t)
-        if name is None and head is not None:
-            name = numbered.get(head.output[0])
-        if name is None:
-            name = per_tensor.get(t, t)
-        # a wrapper module that owns exactly this conv and its BN / activation is the layer
-        if scoped is not None and head is not None and head.op_type in _CONV_OPS and "." in scoped:
-            parent = _parent(scoped)
-            last = namer.own(chain[-1].output[0])
-            if parent and _inside(last, parent) and not _inside(last, scoped.split(":")[0]) and _wraps_only(
-                    parent, chain, node_paths, consumers):
-                name = parent
-        # fused: framework names of the tensors after the conv (its BN, its activation), each
-        # selectable exactly; the conv's own tensor counts when something else names it (a BN
-        # folded into it, or the conv module when a wrapper is the key)
-        fused: list[str] = []
-        for node in chain:
-            o = node.output[0] if node.output else ""
-            n = per_tensor.get(o)
-            if not n or "/" in n or n == name or n in fused:
-                continue
-            if namer.own(o) is None and (node is head or is_generated(o)):
-                continue
-            fused.append(n)
-        base[t] = (name, fused)
+        name, scoped = _layer_name(namer, t, chain, numbered, per_tensor)
+        if scoped is not None and _is_wrapper_of(namer, scoped, chain, inside):
+            name = _parent(scoped)
+        base[t] = (name, _fused_names(namer, chain, name, per_tensor))
     # several convs under one name (a Keras SeparableConv2D: depthwise, then pointwise + BN + act):
     # the last one is the layer's output and keeps the name, earlier ones are parts ("name/depthwise")
     last_of = {name: t for t, (name, _f) in base.items()}
@@ -450,7 +430,83 @@ def name_model(
             name = f"{name}/{part if part and not is_generated(part) else (head.op_type if head else 'part')}"
         key = _unique(name, used)
         layers[t] = (key, tuple(f for f in fused if f != key))
-    return ModelNames(per_tensor, layers)
+    raw = {t: namer.own(t) for t in tensors}
+    aliases = {p: t for p, t in _container_aliases(tensors, raw, per_tensor).items() if p not in used}
+    return ModelNames(per_tensor, layers, aliases)
+
+
+def _layer_name(namer: _Namer, t: str, chain: Sequence[onnx.NodeProto], numbered: Mapping[str, str],
+                per_tensor: Mapping[str, str]) -> tuple[str, str | None]:
+    """(key, the conv's own scope name or None) of the layer captured at ``t``, before wrappers."""
+    head = chain[0] if chain else None
+    scoped = namer.scope(head) if head is not None else None
+    if head is not None and head.op_type in _CONV_OPS and _dynamo_scope(head) is not None:
+        # dynamo puts a folded conv in its BN's scope; the conv's weights keep the conv's name
+        scoped = namer.param(head, 1) or scoped
+    rec_t = namer.recorded.get(t)
+    rec_head = namer.recorded.get(head.output[0]) if head is not None and head.output else None
+    conv_name = (scoped or namer.param(head, 1)) if head is not None and head.op_type in _CONV_OPS else None
+    # a lone conv whose recorded name is not its own holds a folded BN's value: the conv names the layer
+    folded_conv = len(chain) == 1 and conv_name not in (None, rec_t)
+    if rec_t is not None and not folded_conv and (
+            rec_head is None or rec_head == rec_t or rec_head.startswith(rec_t + "/")):
+        return rec_t, None  # a converter recorded conv + activation as one layer (Conv2D(activation=...))
+    name = scoped
+    if name is None and head is not None and head.op_type in _CONV_OPS + _ATTACHED:
+        name = namer.param(head, 1)
+    if name is None:
+        own_t = namer.own(t)
+        name = own_t if own_t is not None else (None if is_generated(t) else t)
+    if name is None and head is not None:
+        name = numbered.get(head.output[0])
+    return name or per_tensor.get(t, t), scoped
+
+
+def _submodule_nodes(graph: onnx.GraphProto, namer: _Namer) -> dict[str, list[onnx.NodeProto]]:
+    """``{torch module path: the nodes made inside its sub-modules}`` (legacy paths, dynamo scopes)."""
+    inside: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        if n.op_type == "Constant" or not (n.name.startswith("/") or n.metadata_props):
+            continue
+        path = namer.scope(n)
+        if path and "." in path:
+            parts = path.split(":")[0].split(".")
+            for k in range(1, len(parts)):
+                inside.setdefault(".".join(parts[:k]), []).append(n)
+    return inside
+
+
+def _is_wrapper_of(namer: _Namer, scoped: str, chain: Sequence[onnx.NodeProto],
+                   inside: Mapping[str, list[onnx.NodeProto]]) -> bool:
+    """Does the conv's parent module compute exactly this conv and the BN / activation after it
+    (Ultralytics' ``Conv``, torchvision's ``Conv2dNormActivation``)? Then its name is the key."""
+    head = chain[0] if chain else None
+    if head is None or head.op_type not in _CONV_OPS or "." not in scoped:
+        return False
+    parent = _parent(scoped)
+    last = namer.own(chain[-1].output[0])
+    return bool(parent and _inside(last, parent) and last != scoped and not _inside(last, scoped.split(":")[0])
+                and _wraps_only(parent, chain, inside))
+
+
+def _fused_names(namer: _Namer, chain: Sequence[onnx.NodeProto], name: str,
+                 per_tensor: Mapping[str, str]) -> list[str]:
+    """Framework names of the tensors after the conv (its BN, its activation), each selectable
+    exactly; the conv's own tensor counts when something else names it (a BN folded into it, or
+    the conv module when a wrapper is the key)."""
+    head = chain[0] if chain else None
+    fused: list[str] = []
+    for node in chain:
+        o = node.output[0] if node.output else ""
+        n = per_tensor.get(o)
+        if not n or "/" in n or n == name or n in fused:
+            continue
+        if namer.own(o) is None and (node is head or is_generated(o)):
+            continue
+        if _PADDLE_VAR.match(o) and head is not None and namer.own(o) == namer.own(head.output[0]):
+            continue  # the conv op's own Paddle variable (conv2d_55.tmp_0, + bias: .tmp_1)
+        fused.append(n)
+    return fused
 
 
 def closest(name: str, choices: Sequence[str], n: int = 5) -> list[str]:
@@ -464,11 +520,15 @@ def closest(name: str, choices: Sequence[str], n: int = 5) -> list[str]:
 _BN_LIKE = re.compile(r"(batch_?norm|(^|[._/])bn\d*($|[._/])|_bn$|^bn)", re.IGNORECASE)
 
 
-def folded_hint(name: str, model: onnx.ModelProto) -> str | None:
-    """Why a BN-like name may be missing: the exporter folded BatchNormalization into the conv."""
+def folded_hint(name: str, model: onnx.ModelProto, names: Sequence[str] = ()) -> str | None:
+    """Why a BN-like name may be missing: the exporter folded BatchNormalization into the conv.
+
+    Said only when the graph has no BatchNormalization node and no other BN-like name (``names``:
+    the model's layer names), so a typo in a model whose BNs are all there is just a typo.
+    """
     if not _BN_LIKE.search(name):
         return None
-    if any(n.op_type == "BatchNormalization" for n in model.graph.node):
+    if any(n.op_type == "BatchNormalization" for n in model.graph.node) or any(_BN_LIKE.search(n) for n in names):
         return None
     return (f"'{name}' looks like a BatchNormalization layer, and this export has none: the exporter folded it "
             "into the conv before it (that conv's layer holds its value); re-export with keep_batchnorm=True "
@@ -494,7 +554,7 @@ def output_keys(
         key = None
         node = producers.get(o.name)
         # dynamo names tensors after aten ops ("linear", "relu_1"): as made up as "Identity:0"
-        if is_generated(o.name) or (node is not None and _dynamo_scope(node) is not None):
+        if is_generated(o.name) or (node is not None and node.name == f"node_{o.name}" and _dynamo_scope(node)):
             t = o.name
             for _ in range(4):
                 key = namer.own(t)

@@ -17,8 +17,9 @@ import numpy as np
 
 from .errors import InputError
 from .normalization import choose_normalization
+from .sizing import Geometry
 
-__all__ = ["preprocess_image", "load_image", "upright", "NORMALISATIONS"]
+__all__ = ["preprocess_image", "preprocess_with_geometry", "load_image", "upright", "NORMALISATIONS"]
 
 NORMALISATIONS = ("0-1", "none", "-1-1", "imagenet", "caffe")
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -153,6 +154,7 @@ def preprocess_image(
     model: Any = None,
     *,
     size: tuple[int, int] | None = None,
+    resize: str | None = None,
     normalize: str | None = None,
     mean: Sequence[float] | float | None = None,
     std: Sequence[float] | float | None = None,
@@ -165,8 +167,12 @@ def preprocess_image(
     """Read ``image`` (path, bytes, PIL image, or a list of them) into a batch fitted to ``model``.
 
     The model (``Model``, path, bytes or ModelProto) gives the input's layout, channel count,
-    size and dtype; any of them can be overridden. ``size`` is (height, width) and is needed only
-    when the model's spatial dims are dynamic (otherwise the image keeps its own size).
+    size and dtype; any of them can be overridden. ``size`` is (height, width); without it the
+    size is the model's fixed size, else its metadata's, else the image's aspect with the long
+    side at most 640 and each side a multiple of the network's stride (see :mod:`onnxact.sizing`).
+    A list of images is fed at one size: the first image's aspect, long side 640 (as ``check`` does).
+    ``resize``: ``"stretch"`` (default for fixed-size models), ``"letterbox"`` (aspect kept,
+    grey padding; default for dynamic models) or ``"crop"`` (aspect kept, centre crop).
     ``normalize``: ``"0-1"`` (x/255 as in the seed), ``"none"``, ``"-1-1"``,
     ``"imagenet"``, ``"caffe"`` (BGR minus the Caffe means); or pass ``mean``/``std``, which are
     applied to the 0-1 scaled values per channel. Default: the model's metadata, else raw pixels
@@ -174,18 +180,41 @@ def preprocess_image(
     ``onnxact.normalization.choose_normalization`` says which). ``max_bytes`` bounds the decoded
     image and the float32 input built from it (default 256 MiB, see :mod:`onnxact.limits`):
     larger ones are refused before they are allocated. Returns an array of shape (N, ...).
+    :func:`preprocess_with_geometry` also returns how each image was fitted.
     """
-    if isinstance(image, (list, tuple)):
-        if not image:
-            raise InputError("no images given")
-        parts = [preprocess_image(i, model, size=size, normalize=normalize, mean=mean, std=std, layout=layout,
-                                  dtype=dtype, channels=channels, input_name=input_name, max_bytes=max_bytes)
-                 for i in image]
-        shapes = {p.shape for p in parts}
-        if len(shapes) > 1:
-            raise InputError("the images have different sizes and the model's input is dynamic; pass size=(h, w)")
-        return np.concatenate(parts, axis=0)
+    return preprocess_with_geometry(image, model, size=size, resize=resize, normalize=normalize, mean=mean,
+                                    std=std, layout=layout, dtype=dtype, channels=channels,
+                                    input_name=input_name, max_bytes=max_bytes)[0]
 
+
+def preprocess_with_geometry(
+    image: Any,
+    model: Any = None,
+    *,
+    size: tuple[int, int] | None = None,
+    resize: str | None = None,
+    normalize: str | None = None,
+    mean: Sequence[float] | float | None = None,
+    std: Sequence[float] | float | None = None,
+    layout: str | None = None,
+    dtype: str | None = None,
+    channels: int | None = None,
+    input_name: str | None = None,
+    max_bytes: int | str | None = None,
+) -> tuple[np.ndarray, list[Geometry]]:
+    """:func:`preprocess_image`, plus one :class:`~onnxact.sizing.Geometry` per image: the record
+    of scale, padding and crop that :func:`onnxact.sizing.map_to_image` needs to put maps back
+    on the original image."""
+    from .sizing import RESIZE_MODES, check_size, default_resize, fit_image, resolve_size
+
+    many = isinstance(image, (list, tuple))
+    if many and not image:
+        raise InputError("no images given")
+    if resize is not None and resize not in RESIZE_MODES:
+        raise InputError(f"resize must be one of {', '.join(RESIZE_MODES)}, not '{resize}'")
+    if size is not None:
+        size = check_size(size)
+    m = None
     inp = None
     defaults: dict[str, Any] = {}
     if model is not None:
@@ -209,33 +238,42 @@ def preprocess_image(
     lay = layout or (inp.layout if inp is not None and inp.layout in ("NCHW", "NHWC") else "NCHW")
     if lay not in ("NCHW", "NHWC"):
         raise InputError(f"layout must be NCHW or NHWC, not {lay}")
-    c_model, h_model, w_model = _spatial(inp.shape, lay) if inp is not None else (None, None, None)
+    c_model = _spatial(inp.shape, lay)[0] if inp is not None else None
     c = channels or c_model or (1 if defaults.get("color") == "grey" else 3)
     if c not in (1, 3, 4):
         raise InputError(f"the model's input has {c} channels; an image gives 1, 3 or 4 — pass an array instead")
-    img = _to_rgb_or_grey(load_image(image, max_bytes=max_bytes), c)
-    target = size or ((h_model, w_model) if h_model and w_model else None)
+    mode = resize or (default_resize(m, inp) if m is not None and inp is not None else "stretch")
+    pictures = [_to_rgb_or_grey(load_image(i, max_bytes=max_bytes), c) for i in (image if many else [image])]
+    first = pictures[0]
+    if m is not None and inp is not None:
+        # one size for all (a batch has one shape): a list, like a scan, takes the first image's
+        # aspect at the default long side, so a thumbnail that comes first does not shrink the rest
+        target = resolve_size(m, (first.size[1], first.size[0]), size, input_info=inp, upscale=len(pictures) > 1)
+    else:
+        target = size
+    if target is None and len({p.size for p in pictures}) > 1:
+        raise InputError("the images have different sizes and the model's input takes any size; pass size=(h, w)")
     from .limits import check_input_bytes
 
-    th, tw = (int(target[0]), int(target[1])) if target is not None else (img.size[1], img.size[0])
-    if th <= 0 or tw <= 0:
-        raise InputError(f"size must be positive, got {target}")
+    th, tw = (int(target[0]), int(target[1])) if target is not None else (first.size[1], first.size[0])
     what = f"the input '{inp.name}'" if inp is not None else "the input"
     check_input_bytes((c, th, tw), 4, f"{what} at {th}x{tw}", max_bytes)  # before resizing to it
-    if target is not None:
-        if img.size != (tw, th):
-            from PIL import Image
-
-            img = img.resize((tw, th), Image.BILINEAR)
-    x = np.asarray(img, dtype=np.float32)
-    if x.ndim == 2:
-        x = x[:, :, None] if c == 1 else np.repeat(x[:, :, None], c, axis=2)
-    # user > metadata > the graph's own normalisation > guessed 0-1 (see normalization.py)
-    norm = choose_normalization(m if model is not None else None, normalize, mean, std, inp.name if inp else None)
-    x = _normalise(x, "0-1" if norm.preset == "mean/std" else norm.preset, mean, std).astype(np.float32)
-    if lay == "NCHW":
-        x = x.transpose(2, 0, 1)
     out_dtype = dtype or (inp.dtype if inp is not None and inp.dtype in ("float32", "float16", "float64", "uint8") else "float32")
-    if out_dtype == "uint8":
-        x = np.clip(x, 0, 255)
-    return np.ascontiguousarray(x[None]).astype(out_dtype, copy=False)
+    # user > metadata > the graph's own normalisation > guessed 0-1 (see normalization.py)
+    norm = choose_normalization(m, normalize, mean, std, inp.name if inp else None)
+    preset = "0-1" if norm.preset == "mean/std" else norm.preset
+    arrays: list[np.ndarray] = []
+    geometry: list[Geometry] = []
+    for img in pictures:
+        fitted, g = fit_image(img, target or (img.size[1], img.size[0]), mode if target else "stretch")
+        x = np.asarray(fitted, dtype=np.float32)
+        if x.ndim == 2:  # grey, widened to the model's channels only now (a quarter of the memory before)
+            x = x[:, :, None] if c == 1 else np.repeat(x[:, :, None], c, axis=2)
+        x = _normalise(x, preset, mean, std).astype(np.float32)
+        if lay == "NCHW":
+            x = x.transpose(2, 0, 1)
+        if out_dtype == "uint8":
+            x = np.clip(x, 0, 255)
+        arrays.append(x)
+        geometry.append(g)
+    return np.ascontiguousarray(np.stack(arrays)).astype(out_dtype, copy=False), geometry

@@ -8,6 +8,7 @@ outputs are not held twice). Batches larger than a fixed batch dimension are spl
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,19 @@ import numpy as np
 from .errors import InputError, ModelError
 from .model import Model
 
-__all__ = ["prepare_feeds", "run_model", "run_session", "ort_value_to_numpy"]
+__all__ = ["Feeds", "prepare_feeds", "run_model", "run_session", "ort_value_to_numpy", "run_failure", "quiet_run_options"]
+
+
+class Feeds(dict):
+    """``{input name: array}`` for onnxruntime, plus how each image was fitted when the feeds were
+    made from images: ``geometry[input name]`` is one :class:`~onnxact.sizing.Geometry` per sample."""
+
+    geometry: dict[str, list[Any]]
+
+    def __init__(self, data: Mapping[str, np.ndarray] | None = None,
+                 geometry: Mapping[str, list[Any]] | None = None) -> None:
+        super().__init__(data or {})
+        self.geometry = dict(geometry or {})
 
 
 
@@ -29,21 +42,23 @@ def _is_image_ref(x: Any) -> bool:
     return hasattr(x, "mode") and hasattr(x, "convert")  # PIL image
 
 
-def prepare_feeds(model: Model, x: Any, **preprocess_kw: Any) -> dict[str, np.ndarray]:
+def prepare_feeds(model: Model, x: Any, **preprocess_kw: Any) -> Feeds:
     """Turn an ndarray, ``{input name: array}``, image path(s) or PIL image into onnxruntime feeds.
 
     Each array is checked against its input (``onnxact.feeds.check_array``: rank, fixed dims,
     dtype) and inputs given with one sample are repeated to the batch of the others (a
     ``sample_rate`` or ``im_info`` given once for 8 images). A model without inputs takes
     ``None`` or ``{}``. Missing inputs are an error here; ``onnxact.feeds.fill_missing`` fills
-    the fixed-shape ones with zeros first when that is wanted.
+    the fixed-shape ones with zeros first when that is wanted. Returns a dict (``Feeds``) whose
+    ``.geometry`` records how images were fitted (size, letterbox padding, crop).
     """
     from .feeds import MissingInputError, broadcast_batch, check_array, input_info
 
     names = [i.name for i in model.inputs]
+    geometry: dict[str, list[Any]] = {}
     if not names:
         if x is None or (isinstance(x, Mapping) and not x):
-            return {}
+            return Feeds()
         raise InputError(f"{model.name} has no inputs (all its values are constants); pass x=None")
     if x is None:
         raise InputError("no input given; pass an image path, an array or {input name: array}")
@@ -55,26 +70,86 @@ def prepare_feeds(model: Model, x: Any, **preprocess_kw: Any) -> dict[str, np.nd
             raise MissingInputError(
                 f"input '{missing[0].name}' is missing; the model needs: {', '.join(names)}; pass {{name: array}} "
                 "for each (onnxact.feeds.fill_missing fills fixed-shape ones with zeros)", missing)
-        feeds = {k: (_image_feed(model, v, k, preprocess_kw) if _is_image_ref(v) else check_array(model, k, v))
-                 for k, v in x.items()}
-        return broadcast_batch(model, feeds)
+        feeds = {k: (_image_feed(model, v, k, preprocess_kw, geometry) if _is_image_ref(v)
+                     else check_array(model, k, v)) for k, v in x.items()}
+        return Feeds(broadcast_batch(model, feeds), geometry)
     if len(names) != 1:
         raise InputError(f"the model has {len(names)} inputs ({', '.join(names)}); pass a dict {{name: array}}")
     if _is_image_ref(x):
-        return {names[0]: _image_feed(model, x, names[0], preprocess_kw)}
-    return {names[0]: check_array(model, names[0], x)}
+        return Feeds({names[0]: _image_feed(model, x, names[0], preprocess_kw, geometry)}, geometry)
+    return Feeds({names[0]: check_array(model, names[0], x)})
 
 
-def _image_feed(model: Model, x: Any, name: str, kw: Mapping[str, Any]) -> np.ndarray:
+def _image_feed(model: Model, x: Any, name: str, kw: Mapping[str, Any], geometry: dict[str, list[Any]]) -> np.ndarray:
     from .feeds import check_array
-    from .preprocess import preprocess_image
+    from .preprocess import preprocess_with_geometry
 
     if isinstance(x, (str, os.PathLike)) and Path(x).suffix.lower() in (".npy",):
         try:
             return check_array(model, name, np.load(x, allow_pickle=False))
         except (OSError, ValueError) as e:
             raise InputError(f"cannot read array file {x}: {e}") from None
-    return check_array(model, name, preprocess_image(x, model, input_name=name, **kw))
+    arr, geometry[name] = preprocess_with_geometry(x, model, input_name=name, **kw)
+    return check_array(model, name, arr)
+
+
+_RUN_OPTIONS: Any = None
+
+
+def quiet_run_options() -> Any:
+    """RunOptions that keep onnxruntime's own red ``[E:onnxruntime ...]`` log lines off the user's
+    terminal: a failed run is reported once, as our one-line error (session options at severity 3
+    still print errors, so the run's severity is 4, fatal only)."""
+    global _RUN_OPTIONS
+    if _RUN_OPTIONS is None:
+        import onnxruntime as ort
+
+        ro = ort.RunOptions()
+        ro.log_severity_level = 4
+        _RUN_OPTIONS = ro
+    return _RUN_OPTIONS
+
+
+_ORT_NOISE = (
+    (re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*"), ""),
+    (re.compile(r"Non-zero status code returned while running "), ""),
+    (re.compile(r"(\w+) node\. Name:\s*'([^']*)'\s*(?:Status Message:\s*)?"), r"\1 node '\2': "),
+    (re.compile(r"(?:\S*/)?[\w.-]+\.(?:h|cc|cpp):\d+\s+(?:[A-Z][a-z]+[A-Z]\w*\s+)?"), ""),  # source file, function
+    (re.compile(r"(?:\b[\w<>*&]+ )?onnxruntime::[\w:<>]+\([^)]*\)(?: const)?\s*"), ""),  # C++ signature
+    (re.compile(r"Status Message:\s*"), ""),
+)
+
+
+def _shorten(text: str, limit: int = 240) -> str:
+    """``text`` cut at a word boundary (never mid-word), with an ellipsis when cut."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit + 1].rsplit(" ", 1)[0].rstrip(" ,;:")
+    return (cut if cut else text[:limit]) + " ..."
+
+
+def run_failure(model: Model, feeds: Mapping[str, np.ndarray], error: BaseException) -> str:
+    """The one-line message of a failed run: onnxruntime's reason without its C++ noise, the size
+    fed, and (for an image input whose size is not fixed) which ``--size`` to try."""
+    from .sizing import image_input, network_stride
+
+    msg = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    for pat, repl in _ORT_NOISE:
+        msg = pat.sub(repl, msg)
+    fed = ", ".join(f"{k} {'x'.join(str(d) for d in np.shape(v))}" for k, v in feeds.items())
+    out = f"onnxruntime failed to run {model.name} on {fed}: {_shorten(msg)}"
+    inp = image_input(model)
+    if inp is not None and inp.name in feeds:
+        hw = [inp.shape[1], inp.shape[2]] if inp.layout == "NHWC" else [inp.shape[2], inp.shape[3]]
+        if not all(isinstance(d, int) and d > 0 for d in hw):
+            a = np.shape(feeds[inp.name])
+            h, w = (a[1], a[2]) if inp.layout == "NHWC" else (a[2], a[3])
+            st = network_stride(model)
+            hint = f" (multiples of {st[0]} x {st[1]})" if st and st[0] != st[1] else \
+                f" (multiples of {st[0]})" if st else ""
+            out += f"; the input was {h}x{w} (height x width): try another size with --size H W{hint}"
+    return out
 
 
 def _fixed_batch(model: Model) -> int | None:
@@ -139,7 +214,7 @@ def run_session(sess: Any, names: Sequence[str], feeds: Mapping[str, np.ndarray]
     raw = getattr(sess, "_sess", None)
     views = getattr(sess, "_onnxact_views", None)
     if raw is not None and views is not False:
-        outs = raw.run(list(names), dict(feeds), None)
+        outs = raw.run(list(names), dict(feeds), quiet_run_options())
         if views is None:
             try:
                 sess._onnxact_views = _gives_views(outs)
@@ -149,14 +224,15 @@ def run_session(sess: Any, names: Sequence[str], feeds: Mapping[str, np.ndarray]
     try:
         inputs = {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()}
     except Exception:  # noqa: BLE001 - e.g. string inputs: take the ordinary path
-        return sess.run(list(names), dict(feeds))
+        return sess.run(list(names), dict(feeds), quiet_run_options())
     if raw is not None and hasattr(raw, "run_with_ort_values"):
-        outs = raw.run_with_ort_values({k: v._get_c_value() for k, v in inputs.items()}, list(names), None)
+        outs = raw.run_with_ort_values({k: v._get_c_value() for k, v in inputs.items()}, list(names),
+                                       quiet_run_options())
     else:
-        outs = sess.run_with_ort_values(list(names), inputs)
+        outs = sess.run_with_ort_values(list(names), inputs, quiet_run_options())
     outs = list(outs)  # iterating the pybind vector makes new Python objects every time
     if not all(ov.is_tensor() for ov in outs):  # sequences/maps (ZipMap...): the ordinary path converts them
-        return sess.run(list(names), dict(feeds))
+        return sess.run(list(names), dict(feeds), quiet_run_options())
     return [ort_value_to_numpy(ov) for ov in outs]
 
 
@@ -181,8 +257,7 @@ def run_model(
         try:
             results.append(run_session(sess, out_names, part))
         except Exception as e:  # noqa: BLE001 - onnxruntime's errors: wrong input values or a model bug
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelError(f"onnxruntime failed to run {model.name}: {msg[:300]}") from None
+            raise ModelError(run_failure(model, part, e)) from None
     if len(results) == 1:
         merged = results[0]
     else:

@@ -33,6 +33,7 @@ import numpy as np
 from .activations import LayerInfo
 from .errors import InputError, ModelError
 from .model import Model, load
+from .run import quiet_run_options, run_failure
 from .stats_graph import StatOutputs, add_channel_stats, split_unknown_rank
 
 __all__ = [
@@ -236,10 +237,9 @@ class StatsRunner:
 
     def _run_session(self, x: np.ndarray) -> dict[str, np.ndarray]:
         try:
-            return dict(zip(self._fetch, self.session.run(self._fetch, self._feeds(x))))
+            return dict(zip(self._fetch, self.session.run(self._fetch, self._feeds(x), quiet_run_options())))
         except Exception as e:  # noqa: BLE001 - onnxruntime's errors: input values that don't fit
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise InputError(f"onnxruntime failed to run {self.model.name} on the images: {msg[:300]}") from None
+            raise InputError(run_failure(self.model, {self.input_name: x}, e)) from None
 
     def _feeds(self, x: np.ndarray) -> dict[str, np.ndarray]:
         if not self.extra:
@@ -483,6 +483,9 @@ class DeadFilterReport:
         self.notes: list[str] = []
         #: the image preprocessing the scan used (``normalization.Normalization.to_json()``), if known
         self.preprocessing: dict[str, Any] | None = None
+        #: ``{"size": [h, w], "resize": mode, "dynamic": bool}``: the one size every image was fed
+        #: at (``dynamic``: resolved by onnxact.sizing, the model's own size is not fixed), if known
+        self.input_size: dict[str, Any] | None = None
         for name, st in stats.layers.items():
             info = stats.infos[name]
             max_abs = st.max_abs
@@ -549,7 +552,7 @@ class DeadFilterReport:
             "failed_images": [{"path": p, "reason": r} for p, r in self.failed],
             "eps": self.eps, "tau": self.tau, "layers": self.per_layer,
             **{k: [f.to_json() for f in self.findings[k]] for k in KINDS},
-            "notes": list(self.notes), "preprocessing": self.preprocessing,
+            "notes": list(self.notes), "preprocessing": self.preprocessing, "input_size": self.input_size,
         }
 
     def to_json(self, path: Any = None, indent: int | None = 2) -> str:
@@ -609,6 +612,35 @@ def _write(path: Any, text: str) -> None:
     write_text(path, text)  # atomic, never through a link; OutputError when it cannot
 
 
+def scan_preprocess(model: Model, images: Any, preprocess_kw: Mapping[str, Any]) -> dict[str, Any]:
+    """``preprocess_kw`` with one ``size`` for the whole scan, so every batch has one shape
+    whatever the photo sizes in the folder (a model with dynamic height/width would otherwise
+    get each photo at its own size). Resolved from the first readable image (see
+    :func:`onnxact.sizing.scan_size`); a fixed-size model or a scan of arrays is left as is."""
+    from .images import ArrayRef, expand_sources
+    from .preprocess import load_image
+    from .sizing import image_input, resolve_size, scan_size
+
+    kw = dict(preprocess_kw)
+    inp = image_input(model)
+    if inp is None:
+        return kw
+    if kw.get("size") is not None:
+        kw["size"] = resolve_size(model, None, kw["size"])  # checked once, before any image
+        return kw
+    first = None
+    for item in expand_sources(images)[:16]:
+        if isinstance(item, ArrayRef):
+            return kw
+        try:
+            first = load_image(item)
+            break
+        except InputError:
+            continue
+    kw["size"] = scan_size(model, first)
+    return kw
+
+
 def _reads_images(sources: Any) -> bool:
     """Are any of the scan's sources image files (preprocessed), not ready arrays (.npy/.npz, ndarrays)?"""
     import os
@@ -659,6 +691,7 @@ def find_dead_filters(
         why = f" ({notes[0]})" if notes else ""
         raise ModelError(f"{m.name} has no capturable conv/pool layers to check{why}; pass layer_names= or op_types=")
     thr = eps if threshold is None else threshold
+    preprocess_kw = scan_preprocess(m, images, preprocess_kw)
     if engine == "local":
         stats = scan(m, images, layers=layers, threshold=thr, batch_size=batch_size, strict=strict,
                      show_progress=show_progress, count_above=threshold is not None, inputs=inputs, **preprocess_kw)
@@ -683,4 +716,16 @@ def find_dead_filters(
 
         chosen = {k: preprocess_kw[k] for k in ("normalize", "mean", "std") if preprocess_kw.get(k) is not None}
         report.preprocessing = choose_normalization(m, **chosen).to_json()
+        report.input_size = _input_size_record(m, preprocess_kw)
     return report
+
+
+def _input_size_record(model: Model, kw: Mapping[str, Any]) -> dict[str, Any] | None:
+    from .sizing import default_resize, fixed_hw, image_input
+
+    inp = image_input(model)
+    if inp is None or not kw.get("size"):
+        return None
+    fixed = fixed_hw(inp)
+    return {"size": list(kw["size"]), "resize": kw.get("resize") or default_resize(model),
+            "dynamic": not (fixed[0] and fixed[1])}

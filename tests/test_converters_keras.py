@@ -58,7 +58,7 @@ def test_default_capture_is_keras_layer_names(branchy):
     acts = onnxact.get_activations(from_keras(m), x, layout="source")
     for k, v in acts.items():
         if "/" in k:  # part of a layer, not its output: the depthwise half of a SeparableConv2D
-            assert k.split("/")[0] in ref and k.split("/")[0] in acts
+            assert k == "a_sep/depthwise" and "a_sep" in acts
             continue
         assert k in ref, f"{k!r} is not a Keras layer name"
         # a conv read after its own BatchNormalization / Activation layers is keyed by the conv and
@@ -66,8 +66,11 @@ def test_default_capture_is_keras_layer_names(branchy):
         fused = acts.layers[k].fused
         assert all(f in ref for f in fused), fused
         _close(v, ref[fused[-1] if fused else k], k)
+    assert acts.layers["stem_conv"].fused == ("stem_bn", "stem_relu")
+    assert acts.layers["a_sep"].fused == ("a_bn", "a_relu")
     # a Conv2D(activation="relu") is one layer, read after its activation
-    assert {"b_conv", "head_conv", "stem_pool", "head_avgpool"} <= set(acts)
+    assert {"stem_conv", "a_sep", "b_conv", "head_conv", "stem_pool", "head_avgpool"} <= set(acts)
+    assert not {"stem_bn", "stem_relu", "a_bn", "a_relu"} & set(acts)
     # without layout="source" the arrays are the ONNX tensors' own NCHW
     nchw = onnxact.get_activations(from_keras(m), x, layer_names=["b_conv"])
     assert nchw["b_conv"].shape == (2, 8, 16, 16)

@@ -199,6 +199,7 @@ def test_yolo_detector_has_no_predictions_and_a_many_channel_cam_map(yolo_detect
     assert rc == 0, stderr
     assert f"| {name}. Layer: chosen by --cam-layer" in (out2 / "index.html").read_text()
     assert class_activation_map(m, acts=acts, cam_layer=name).map.shape == (10, 10)
+    assert name == "model.22.cv3.2.1"  # the Ultralytics Conv module's path (issue 20, names)
 
 
 def test_malformed_names_metadata_is_one_line_exit_2(yolo_detector, tmp_path, capsys):
@@ -327,12 +328,10 @@ def test_serve_refuses_unknown_head_options_before_serving(built, yolo_detector,
 
 def test_viewer_page_shows_each_classifier_output_and_no_classes_for_a_detector(built, yolo_detector, tmp_path):
     """The page itself (Chromium): outputs labelled by name, a detector's note, the CAM caption."""
-    import socket
-    import threading
-    import time
     from pathlib import Path
 
-    uvicorn = pytest.importorskip("uvicorn")
+    from viewer_support import live_server
+
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path("/usr/bin/chromium").exists():
         pytest.skip("no chromium at /usr/bin/chromium")
@@ -345,38 +344,24 @@ def test_viewer_page_shows_each_classifier_output_and_no_classes_for_a_detector(
     errors: list[str] = []
     for key, path in (("two", built["two_classifiers"][0]), ("yolo", yolo_detector)):
         app = create_app(path, gallery, scan_dead=False)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        t = threading.Thread(target=srv.run, daemon=True)
-        t.start()
-        deadline = time.time() + 20
-        while not srv.started and time.time() < deadline:
-            time.sleep(0.05)
-        try:
-            with sync_api.sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
-                page = browser.new_page(viewport={"width": 1280, "height": 800})
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.goto(f"http://127.0.0.1:{port}/")
-                page.locator(".thumb").first.click()
-                if key == "two":
-                    page.wait_for_selector("#predictions .pred")
-                    seen["preds"] = page.locator("#predictions").inner_text()
-                    seen["n"] = page.locator("#predictions .pred").count()
-                    page.locator("#predictions .pred").last.click()  # a gender class: its own exact CAM
-                    page.wait_for_selector("#single .caption:has-text('Class activation map for')")
-                else:
-                    page.wait_for_selector("#predictions li:has-text('no classifier head')")
-                    page.locator(".tab[data-view=cam]").click()
-                    page.wait_for_selector("#single .caption:has-text('Layer:')")
-                seen[key] = page.locator("#single .caption").inner_text()
-                browser.close()
-        finally:
-            srv.should_exit = True
-            t.join(10)
-            app.state.viewer.close()
+        with live_server(app, log_level="warning") as base, sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{base}/")
+            page.locator(".thumb").first.click()
+            if key == "two":
+                page.wait_for_selector("#predictions .pred")
+                seen["preds"] = page.locator("#predictions").inner_text()
+                seen["n"] = page.locator("#predictions .pred").count()
+                page.locator("#predictions .pred").last.click()  # a gender class: its own exact CAM
+                page.wait_for_selector("#single .caption:has-text('Class activation map for')")
+            else:
+                page.wait_for_selector("#predictions li:has-text('no classifier head')")
+                page.locator(".tab[data-view=cam]").click()
+                page.wait_for_selector("#single .caption:has-text('Layer:')")
+            seen[key] = page.locator("#single .caption").inner_text()
+            browser.close()
         assert errors == []
     assert seen["n"] == 5 and seen["preds"].index("age") < seen["preds"].index("gender")
     assert "Class activation map for class" in seen["two"] and "features" in seen["two"]

@@ -146,3 +146,19 @@ def test_cli_ray_address_nowhere_is_one_line_exit_2(folder):
     assert len(lines) == 1 and "Traceback" not in p.stderr
     assert lines[0].startswith("onnxact: error: cannot reach the Ray cluster at ray://127.0.0.1:")
     assert p.stdout == ""
+
+
+def test_ray_matches_local_on_a_dynamic_model_with_mixed_photo_sizes(cluster, tmp_path):
+    """PP-OCR det takes any height/width but only multiples of 32: both engines feed every image at
+    the one size resolved for the scan, whatever the photo sizes (issue 20)."""
+    from tests import subjects
+
+    rng = np.random.default_rng(2)
+    for i, (h, w) in enumerate([(400, 600), (50, 40), (1, 1), (640, 427), (300, 451)]):
+        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(tmp_path / f"p{i}.png")
+    det = str(subjects.rapidocr_models()["det"])
+    kw = dict(batch_size=2, show_progress=False, layer_names=None, op_types=["Conv"])
+    loc = find_dead_filters(det, str(tmp_path), **kw)
+    rem = find_dead_filters(det, str(tmp_path), engine="ray", workers=2, **kw)
+    _same(rem, loc)
+    assert rem.images == 5 and not rem.failed

@@ -197,7 +197,7 @@ def test_model_over_2gb_external_data(tmp_path: Path) -> None:
         m = onnxact.load(p)
         assert m.external_data_dir == d.resolve()
         acts = onnxact.get_activations(m, IMG)
-        assert list(acts) == ["relu1", "pool1", "relu2", "gap"]
+        assert list(acts) == ["conv1", "pool1", "conv2", "gap"]
         np.testing.assert_array_equal(acts.outputs["big_head"], np.zeros(2, np.float32))
         assert p.stat().st_size == size_before and sha(p) == head_before
     finally:
@@ -210,7 +210,7 @@ def test_model_over_2gb_external_data(tmp_path: Path) -> None:
 def test_opsets_7_to_21(opset: int) -> None:
     proto = build(f"conv_opset{opset}")
     acts = onnxact.get_activations(proto, IMG)
-    assert list(acts) == ["relu1", "pool1", "relu2", "gap"]
+    assert list(acts) == ["conv1", "pool1", "conv2", "gap"]
     assert [acts.layers[k].layout for k in acts] == ["NCHW"] * 4
     for k in acts:
         np.testing.assert_allclose(acts[k], reference(proto, {"x": IMG}, acts.layers[k].tensor), rtol=1e-5, atol=1e-6)
@@ -221,7 +221,7 @@ def test_dynamic_batch_and_spatial() -> None:
     assert m.inputs[0].shape == ("N", 3, "H", "W")
     x = np.random.default_rng(2).random((3, 3, 20, 24), dtype=np.float32)
     acts = onnxact.get_activations(m, x)
-    assert acts["relu1"].shape == (3, 4, 20, 24) and acts["pool1"].shape == (3, 4, 10, 12)
+    assert acts["conv1"].shape == (3, 4, 20, 24) and acts["pool1"].shape == (3, 4, 10, 12)
     assert acts.layers["pool1"].shape == (3, 4, 10, 12)  # concrete shape recorded after the run
     # an image needs a size when the model's spatial dims are dynamic; the image's own size is kept
     from PIL import Image
@@ -237,7 +237,7 @@ def test_two_image_inputs(tmp_path: Path) -> None:
     assert [i.name for i in m.inputs] == ["left", "right"] and all(i.is_image for i in m.inputs)
     feeds = input_for(proto)
     acts = onnxact.get_activations(m, feeds)
-    assert list(acts) == ["left_relu", "right_relu", "pool"]
+    assert list(acts) == ["left_conv", "right_conv", "pool"]
     for k in acts:
         np.testing.assert_allclose(acts[k], reference(proto, feeds, acts.layers[k].tensor), rtol=1e-5, atol=1e-6)
     refused(onnxact.InputError, lambda: onnxact.get_activations(m, feeds["left"]), "2 inputs", "dict")
@@ -258,7 +258,7 @@ def test_signal_1d_input() -> None:
     assert not m.inputs[0].is_image and m.inputs[0].layout == "NCW"
     feeds = input_for(proto)
     acts = onnxact.get_activations(m, feeds["sig"])
-    assert list(acts) == ["relu1", "pool1", "conv2", "gap"]
+    assert list(acts) == ["conv1", "pool1", "conv2", "gap"]
     assert all(acts.layers[k].layout == "NCW" for k in acts) and acts.layers["pool1"].channel_axis == 1
     for k in acts:
         np.testing.assert_allclose(acts[k], reference(proto, feeds, acts.layers[k].tensor), rtol=1e-5, atol=1e-6)
@@ -271,8 +271,8 @@ def test_token_sequence_input(tmp_path: Path) -> None:
     assert m.inputs[0].dtype == "int64" and not m.inputs[0].is_image
     ids = np.arange(12, dtype=np.int64)[None] % 50
     acts = onnxact.get_activations(m, ids)
-    assert list(acts) == ["relu", "pool"] and acts["relu"].shape == (1, 6, 12)
-    np.testing.assert_allclose(acts["relu"], reference(proto, {"ids": ids}, acts.layers["relu"].tensor), rtol=1e-6)
+    assert list(acts) == ["conv", "pool"] and acts["conv"].shape == (1, 6, 12)
+    np.testing.assert_allclose(acts["conv"], reference(proto, {"ids": ids}, acts.layers["conv"].tensor), rtol=1e-6)
     refused(onnxact.InputError, lambda: onnxact.get_activations(m, ids.astype(np.float32) + 0.5), "int64")
     p = tmp_path / "img.png"
     p.write_bytes(_png())
@@ -318,7 +318,7 @@ def test_float16_model() -> None:
         np.testing.assert_allclose(acts[k].astype(np.float32), ref[k], rtol=2e-2, atol=2e-2)
     # a float32 array is cast to the model's float16 input
     acts32 = onnxact.get_activations(m16, IMG)
-    assert acts32["relu1"].dtype == np.float16
+    assert acts32["conv1"].dtype == np.float16
 
 
 def test_float16_upcast_for_statistics_and_pictures() -> None:

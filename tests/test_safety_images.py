@@ -57,8 +57,8 @@ def big_png(path: Path, width: int, height: int, *, bits: int = 8, colour: int =
     return path
 
 
-def conv_model(path: Path, hw: int) -> Path:
-    """Conv 1x1 -> Relu -> GlobalMaxPool on a [1, 3, hw, hw] input: a 160-byte model."""
+def conv_model(path: Path, hw: int | str) -> Path:
+    """Conv 1x1 -> Relu -> GlobalMaxPool on a [1, 3, hw, hw] input (``hw`` a name: dynamic): a 160-byte model."""
     w = numpy_helper.from_array(np.ones((1, 3, 1, 1), np.float32), "w")
     g = helper.make_graph(
         [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
@@ -277,9 +277,9 @@ def test_model_input_bound_in_the_library(tmp_path):
     with pytest.raises(onnxact.InputError, match="12000x12000"):
         onnxact.get_activations(model, img)
     # a dynamic model: the size asked for is bounded the same way, before resizing to it
-    small = onnxact.load(conv_model(tmp_path / "m.onnx", 16))
+    dynamic = onnxact.load(conv_model(tmp_path / "m.onnx", "s"))
     with pytest.raises(onnxact.InputError, match="at 20000x20000"):
-        onnxact.preprocess_image(img, small, size=(20000, 20000))
+        onnxact.preprocess_image(img, dynamic, size=(20000, 20000))
 
 
 def test_batches_are_cut_to_stay_within_the_bound(tmp_path):

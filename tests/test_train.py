@@ -62,8 +62,31 @@ def test_trains_above_chance_and_exports(shapes, framework, tmp_path):
     if framework == "torch":
         x = np.transpose(x, (0, 3, 1, 2))
     acts = onnxact.get_activations(model, x)
-    assert len(acts) == 6  # three conv and three pool layers
+    # three conv and three pool layers, named as the Keras model names them, in both frameworks
+    assert list(acts) == ["conv1", "pool1", "conv2", "pool2", "conv3", "pool3"]
     assert np.allclose(acts.outputs[model.output_names[0]].sum(), 1, atol=1e-4)  # softmax probabilities
+    assert list(acts.outputs) == ["predictions"]  # the framework's output name (Keras: not "Identity:0")
+    # the same values as the framework's own layers, under the same names
+    if framework == "torch":
+        import torch
+
+        ref = {}
+        hooks = [getattr(res.model, k).register_forward_hook(lambda _m, _i, o, k=k: ref.__setitem__(k, o.numpy()))
+                 for k in acts]
+        with torch.no_grad():
+            probs = res.model(torch.from_numpy(x)).numpy()
+        for h in hooks:
+            h.remove()
+    else:
+        import keras
+
+        layers = [res.model.get_layer(k) for k in acts]
+        outs = keras.Model(res.model.inputs, [la.output for la in layers] + list(res.model.outputs))(x)
+        ref = {k: np.transpose(np.asarray(o), (0, 3, 1, 2)) for k, o in zip(acts, outs[:-1])}
+        probs = np.asarray(outs[-1])
+    for k, v in acts.items():
+        np.testing.assert_allclose(v, ref[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    np.testing.assert_allclose(acts.outputs["predictions"], probs, rtol=1e-4, atol=1e-6)
 
 
 def test_seed_architecture_by_default():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import socket
-import threading
 import time
 
 import numpy as np
@@ -17,7 +16,7 @@ pytest.importorskip("httpx")
 import tiny  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
-from viewer_support import listening, needs_proc, no_upload_folders_left, serve_process  # noqa: E402,F401
+from viewer_support import listening, live_server, needs_proc, no_upload_folders_left, serve_process  # noqa: E402,F401
 
 from onnxact.viewer.app import MAX_UPLOAD_BYTES, create_app  # noqa: E402
 
@@ -220,29 +219,14 @@ def test_model_without_class_vector_and_without_images(tmp_path):
 
 def test_live_server_over_http(gallery):
     import httpx
-    import uvicorn
 
     app = create_app(tiny.conv_net(), gallery, allowed_hosts=["127.0.0.1", "localhost"])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    try:
-        deadline = time.time() + 15
-        while not srv.started and time.time() < deadline:
-            time.sleep(0.05)
-        base = f"http://127.0.0.1:{port}"
+    with live_server(app) as base:
         iid = httpx.get(f"{base}/api/images").json()[0]["id"]
         assert httpx.get(f"{base}/api/images/{iid}/layers/0/tiles/0.png").status_code == 200
         # DNS-rebinding guard: a foreign Host header is refused
         r = httpx.get(f"{base}/api/model", headers={"Host": "evil.example"})
         assert r.status_code == 400 and r.json()["detail"] == "host not allowed"
-    finally:
-        srv.should_exit = True
-        t.join(10)
-        app.state.viewer.close()
 
 
 def test_upload_limit_constant_is_sane():

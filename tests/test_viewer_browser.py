@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
 import time
 from pathlib import Path
 
@@ -21,7 +19,7 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from viewer_support import no_upload_folders_left  # noqa: E402,F401 - autouse: no upload folder left behind
+from viewer_support import live_server, no_upload_folders_left  # noqa: E402,F401 - autouse: no upload folder left behind
 
 CHROMIUM = os.environ.get("ONNXACT_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -30,12 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "models" / "demo_cnn.onnx"
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no chromium at {CHROMIUM}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _gallery(tmp: Path) -> Path:
@@ -79,19 +71,8 @@ def server(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("viewer")
     app = create_app(_model(tmp), _gallery(tmp))
-    port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    deadline = time.time() + 20
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", tmp
-    srv.should_exit = True
-    t.join(10)
-    app.state.viewer.close()
+    with live_server(app) as base:
+        yield base, tmp
 
 
 def test_page_pick_image_and_layer_shows_tiles(server):

@@ -6,15 +6,12 @@ Each test backs a row of docs/robustness.md, section "Safety: hostile images and
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import signal
-import socket
 import tempfile
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,7 +27,7 @@ import tiny  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 from PIL import Image  # noqa: E402
-from viewer_support import listening, needs_proc, no_upload_folders_left, serve_process  # noqa: E402,F401
+from viewer_support import listening, live_server, needs_proc, no_upload_folders_left, serve_process  # noqa: E402,F401
 
 from onnxact.viewer.app import create_app  # noqa: E402
 from tests.test_safety_images import big_png, peak_rss_mb  # noqa: E402
@@ -63,24 +60,6 @@ def client(gallery):
 
 def ids(c) -> dict[str, str]:
     return {i["name"]: i["id"] for i in c.get("/api/images").json()}
-
-
-@contextlib.contextmanager
-def live_server(app):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    deadline = time.time() + 20
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        t.join(10)
 
 
 # --------------------------------------------------------------------------- same-origin writes
@@ -136,7 +115,7 @@ def test_upload_is_validated_off_the_event_loop(gallery, monkeypatch):
     monkeypatch.setattr(state_mod, "check_upload", slow_check)
     app = create_app(tiny.conv_net(), gallery, scan_dead=False)
     try:
-        with live_server(app) as base, ThreadPoolExecutor(1) as pool:
+        with live_server(app, close_app=False) as base, ThreadPoolExecutor(1) as pool:
             upload = pool.submit(httpx.post, f"{base}/api/images", files={"file": ("x.png", png(), "image/png")},
                                  timeout=60)
             assert started.wait(30)
@@ -337,7 +316,7 @@ def test_in_chromium_another_site_cannot_upload_but_the_page_can(gallery, tmp_pa
     app = create_app(tiny.conv_net(), gallery, scan_dead=False)
     state = app.state.viewer
     try:
-        with live_server(app) as base:
+        with live_server(app, close_app=False) as base:
             page_html = (ATTACK % (base64.b64encode(png()).decode(), base)).encode()
 
             class Evil(http.server.BaseHTTPRequestHandler):

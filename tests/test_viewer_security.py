@@ -11,8 +11,6 @@ import io
 import json
 import os
 import socket
-import threading
-import time
 import zlib
 
 import numpy as np
@@ -24,7 +22,7 @@ uvicorn = pytest.importorskip("uvicorn")
 import tiny  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
-from viewer_support import no_upload_folders_left  # noqa: E402,F401 - autouse: no upload folder left behind
+from viewer_support import live_server, no_upload_folders_left  # noqa: E402,F401 - autouse: no upload folder left behind
 
 from onnxact.viewer.app import create_app  # noqa: E402
 
@@ -64,19 +62,8 @@ def world(tmp_path_factory):
 def live(world):
     tmp, images = world
     app = create_app(tiny.conv_net(), images, max_upload=200_000)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    deadline = time.time() + 15
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield port, app
-    srv.should_exit = True
-    t.join(10)
-    app.state.viewer.close()
+    with live_server(app) as base:
+        yield int(base.rsplit(":", 1)[1]), app
 
 
 def raw_get(port: int, target: str) -> tuple[int, bytes, bytes]:

@@ -1,5 +1,6 @@
-"""For the viewer tests: a private temporary folder checked for left-over upload folders, and a real
-``onnxact serve`` process whose listening sockets can be read.
+"""For the viewer tests: a private temporary folder checked for left-over upload folders, a real
+``onnxact serve`` process whose listening sockets can be read, and a real uvicorn server for an
+app in a thread (:func:`live_server`).
 
 Every ``ViewerState`` keeps uploads in an ``onnxact-uploads-*`` folder under the temporary
 directory and must remove it when closed (and ``onnxact serve`` on Ctrl-C or SIGTERM). The
@@ -16,8 +17,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,3 +93,32 @@ def serve_process(*args: str):
         if p.poll() is None:
             p.kill()
         p.wait(10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def live_server(app: Any, log_level: str = "critical", close_app: bool = True) -> Iterator[str]:
+    """Serve ``app`` on 127.0.0.1; yields its base URL; stops the server (and closes the viewer state
+    unless ``close_app`` is false) afterwards."""
+    import uvicorn
+
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    deadline = time.time() + 20
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        t.join(10)
+        if close_app:
+            app.state.viewer.close()

@@ -13,7 +13,14 @@ import sys
 
 from ..errors import InputError
 from ..normalization import Normalization
-from .common import add_input_option, add_normalize_options, add_provider_option, complete_inputs, normalize_kwargs
+from .common import (
+    add_input_option,
+    add_normalize_options,
+    add_provider_option,
+    add_size_options,
+    complete_inputs,
+    preprocess_kwargs,
+)
 
 DESCRIPTION = """Scan a dataset for dead, dormant and constant filters and fail the build when any are found.
 
@@ -45,6 +52,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
     p.add_argument("--layers", nargs="+", metavar="LAYER", help="check only these layers (names or ONNX tensors)")
     p.add_argument("--op-types", nargs="+", metavar="OP", help="check only layers of these op types")
     add_normalize_options(p)
+    add_size_options(p)
     add_input_option(p)
     add_provider_option(p)
     p.add_argument("--engine", choices=["local", "ray"], default="local", help="local (default) or a Ray cluster")
@@ -95,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--address and --workers need --engine ray")
     _refuse_outputs_over_inputs(args)
     allow = load_allow_list(args.allow) if args.allow else set()
-    kw = normalize_kwargs(args)
+    kw = preprocess_kwargs(args)
     model = load(args.model, providers=args.provider, threads=args.threads)
     given = input_specs(model, args.input)
     data = scan_input(model, list(given))  # the input the IMAGES feed; the others are fixed for the dataset
@@ -111,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
     if args.junit:
         report.to_junit(args.junit, fail_on=fail_on, allow=allow)
     print(report.table())
+    if report.input_size and report.input_size["dynamic"]:
+        h, w = report.input_size["size"]
+        print(f"every image fed as --size {h} {w} ({report.input_size['resize']})")
     for note in report.notes[:3]:
         print(f"onnxact: note: {note}", file=sys.stderr)
     if len(report.notes) > 3:  # --op-types Mul on an int8 model skips dozens of scale products

@@ -9,7 +9,7 @@ from ..preprocess import NORMALISATIONS
 
 __all__ = ["add_capture_options", "add_preprocess_options", "capture_kwargs", "preprocess_kwargs", "add_provider_option",
            "add_normalize_options", "normalize_kwargs", "normalization_of", "warn_if_guessed",
-           "add_input_option", "complete_inputs"]
+           "add_input_option", "complete_inputs", "add_size_options"]
 
 
 def add_capture_options(p: argparse.ArgumentParser) -> None:
@@ -50,12 +50,36 @@ def add_preprocess_options(p: argparse.ArgumentParser) -> None:
     """--normalize, --mean, --std, --size, --layout."""
     g = p.add_argument_group("preprocessing")
     add_normalize_options(g)
-    g.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="resize images to H W (needed only for models with dynamic spatial size)")
+    add_size_options(g)
+
+
+def _side(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive whole number of pixels (--size H W, e.g. --size 640 640)")
+    return v
+
+
+def add_size_options(p: Any) -> None:
+    """--size H W and --resize stretch|letterbox|crop (see onnxact.sizing)."""
+    from ..sizing import DEFAULT_LONG_SIDE, RESIZE_MODES
+
+    p.add_argument("--size", type=_side, nargs=2, metavar=("H", "W"), default=None,
+                   help="feed images at H x W pixels (default: the model's fixed size, else its metadata, else the "
+                        f"image's aspect with the long side at most {DEFAULT_LONG_SIDE}, rounded to the network's stride)")
+    p.add_argument("--resize", choices=RESIZE_MODES, default=None,
+                   help="how an image is fitted: stretch (default for fixed-size models), letterbox (aspect kept, "
+                        "grey padding; default for dynamic models and Ultralytics detectors) or crop (aspect kept, "
+                        "centre crop; default for Ultralytics classifiers)")
 
 
 def preprocess_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = normalize_kwargs(args)
+    if getattr(args, "resize", None):
+        out["resize"] = args.resize
     if getattr(args, "size", None):
         out["size"] = tuple(args.size)
     return out

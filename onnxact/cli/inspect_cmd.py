@@ -166,6 +166,24 @@ def _display_input(acts: Any, sample: int, fallback: Path | None) -> Any:
     return None if fallback is None else str(fallback)
 
 
+def _fed(geometry: Any) -> str:
+    """`` (600x400 px) fed as --size 416 608 (letterbox)``: what the model saw, in --size's order."""
+    if geometry is None:
+        return ""
+    (h, w), (ih, iw) = geometry.input_size, geometry.image_size
+    how = "as is" if (h, w) == (ih, iw) else geometry.mode
+    return f" ({iw}x{ih} px) fed as --size {h} {w} ({how})"
+
+
+def _original(image: Path) -> Any:
+    """The image as preprocessing read it (same decoder, same orientation), at most 1024 px a side."""
+    from ..preprocess import load_image
+
+    img = load_image(image).convert("RGB")
+    img.thumbnail((1024, 1024))
+    return img
+
+
 def _table(rows: list[list[str]], headers: list[str]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) if i < 3 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths)))
@@ -185,7 +203,7 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, nam
     """
     import numpy as np
 
-    from ..activations import Activations
+    from ..activations import Activations, Outputs
     from ..render import _prepare_dir, display_activations, display_heatmaps, load_display_image, save_png
     from ..report import layer_stats, predict, write_report
 
@@ -196,12 +214,17 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, nam
         return a[sample:sample + 1] if a.ndim >= 2 else a
 
     one = Activations({k: pick(v) for k, v in acts.items()}, acts.layers,
-                      outputs={k: pick(v) for k, v in acts.outputs.items()},
+                      outputs=Outputs({k: pick(v) for k, v in acts.outputs.items()},
+                                      getattr(acts.outputs, "tensors", None)),  # keeps ONNX names reachable
                       model_sha256=acts.model_sha256, class_names=class_names,
-                      inputs={k: pick(v) for k, v in acts.inputs.items()})
+                      inputs={k: pick(v) for k, v in acts.inputs.items()},
+                      geometry=acts.geometry[sample:sample + 1] if acts.geometry else None)
     from PIL import Image
 
-    shown = _display_input(acts, sample, image)
+    geometry = one.geometry[0] if one.geometry else None
+    # the original picture when the geometry of its fit is known (maps are put back onto it),
+    # else what the model saw
+    shown = _original(image) if geometry is not None and image is not None else _display_input(acts, sample, image)
     base = None if shown is None else load_display_image(shown)
     if base is not None and max(base.shape[:2]) < 256:  # small model inputs (64x64): draw overlays big enough to read
         f = 256 / max(base.shape[:2])
@@ -255,10 +278,12 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, nam
             if res.class_name is None and class_names and res.class_index is not None \
                     and res.class_index < len(class_names):
                 res.class_name = class_names[res.class_index]
-            save_png(res.overlay(base, alpha=0.4), out / "cam.png")
+            from ..render import overlay
+
+            save_png(np.asarray(overlay(base, res.map, alpha=0.4, geometry=geometry)), out / "cam.png")
             cam_entry = (Path("cam.png"), res.caption)
     page = write_report(out, stats, title=f"onnxact: {Path(str(getattr(model, 'path', '') or 'model')).name}",
-                        subtitle=f"input {name} | {len(stats)} layers"
+                        subtitle=f"input {name}{_fed(geometry)} | {len(stats)} layers"
                         + (f" | preprocessing: {norm.describe()}" if norm is not None else ""), grids=grids, heatmaps=heats,
                         inputs=[Path("input.png")] if base is not None else [], cam=cam_entry,
                         predictions=predictions, notes=notes,
@@ -308,8 +333,11 @@ def run(args: argparse.Namespace) -> int:
             pages.append((name, *_write_one(args, model, part, index, name, image, sub, class_names, n, norm)))
         if n > 1:
             _index_of_reports(stage, pages)
-        if not args.no_arrays:
+        if not args.no_arrays and len(captures) == 1:
             _save_arrays(acts, stage, class_names, norm)
+        elif not args.no_arrays:  # one capture per image, each at its own size: one file per image
+            for (part, _), (_, page, _, _) in zip(captures, pages):
+                _save_arrays(part, page.parent, class_names, norm)
     out = folder.path
     t_total = time.perf_counter() - t0
     stats = pages[0][2]
@@ -320,7 +348,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name}{label}: " + ", ".join(f"{cls or i} {100 * p:.1f}%" for i, cls, p in top))
         if not preds:
             print(f"{name}: {preds.reason}")
+    geometry = acts.geometry[0] if acts.geometry else None
     print(f"{len(stats)} layers captured in {t_capture:.2f}s, everything written in {t_total:.2f}s")
+    if geometry is not None:
+        note = "" if n == 1 else " (each image at its own resolved size)" if len(captures) > 1 else \
+            " (all images at this size)"
+        print(f"{'input' if n == 1 else Path(names[0]).name}{_fed(geometry)}{note}")
     files, size = _written(out)
     print(f"wrote {files} files, {_human(size)} to {out}")
     print(f"report: {out / 'index.html'}")
@@ -330,15 +363,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _save_arrays(acts: Any, out: Path, class_names: list[str] | None, norm: Any) -> None:
-    """All images' arrays in one ``activations.npz`` (+ one ``manifest.json``) at the top of DIR.
+    """All images' arrays in one ``activations.npz`` (+ one ``manifest.json``) in ``out``: DIR.
 
     Why one file: per-image copies repeated the model's layer metadata and split a batch that
     ``load_activations(DIR)`` now returns whole (sample ``i`` is image ``i`` on the command line).
+    Images captured one by one at their own sizes (a dynamic model without --size) can't share
+    arrays: each gets its own file in its own report folder.
     """
     from ..activations import Activations, save_activations
 
     whole = Activations(acts, acts.layers, outputs=acts.outputs, model_sha256=acts.model_sha256,
-                        class_names=class_names, inputs=acts.inputs)
+                        class_names=class_names, inputs=acts.inputs, geometry=acts.geometry)
     whole.preprocessing = norm.to_json() if norm is not None else None
     save_activations(whole, out)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import InputError, missing_dependency
 from ..signals import Terminated
-from .common import add_normalize_options, normalization_of, normalize_kwargs, warn_if_guessed
+from .common import add_normalize_options, add_size_options, normalization_of, preprocess_kwargs, warn_if_guessed
 from .head_options import add_head_options, check_head_options
 
 _LOCAL = ("127.0.0.1", "localhost", "::1")
@@ -39,6 +39,7 @@ def add_parser(sub, name: str, help: str) -> None:
     p.add_argument("--labels", metavar="FILE", help="class names: one per line, or a JSON list (default: the model's)")
     p.add_argument("--open", action="store_true", help="open the page in a web browser")
     add_normalize_options(p)
+    add_size_options(p)
     add_head_options(p)
     p.set_defaults(func=run)
 
@@ -72,12 +73,17 @@ def run(args: argparse.Namespace) -> int:
     model = load(args.model)
     norm = normalization_of(model, args)
     check_head_options(args, model)
+    preprocess = preprocess_kwargs(args)
+    if preprocess.get("size"):
+        from ..sizing import resolve_size
+
+        resolve_size(model, None, preprocess["size"])  # a size the model's fixed input rejects: exit 2 now
     host = args.host
     local = host in _LOCAL
     port = _free_port(host, args.port)
     # the Host check stays on whatever --host is: a wildcard bind answers only the names given
     allowed = [*_LOCAL, *([] if host in ("0.0.0.0", "::") else [host]), *args.allowed_host]
-    app = create_app(model, args.images_dir, args.labels, allowed_hosts=allowed, preprocess=normalize_kwargs(args),
+    app = create_app(model, args.images_dir, args.labels, allowed_hosts=allowed, preprocess=preprocess,
                      cam_layer=args.cam_layer, class_output=args.class_output)
     if not local:
         print(f"onnxact: warning: serving on {host}, not 127.0.0.1: anyone who can reach this address can "

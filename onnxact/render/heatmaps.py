@@ -73,14 +73,19 @@ def load_display_image(image: Any, index: int = 0) -> np.ndarray:
 
 def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
     """Half-pixel-centre bilinear weights (as PIL / OpenCV / ONNX Resize ``half_pixel``)."""
-    src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    return bilinear_rows((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, n_in)
+
+
+def bilinear_rows(src: np.ndarray, n_in: int) -> np.ndarray:
+    """The (len(src) x n_in) matrix that samples a length-``n_in`` signal bilinearly at positions
+    ``src`` (clipped to the signal): each row holds two weights summing to 1."""
     src = np.clip(src, 0, n_in - 1)
     i0 = np.floor(src).astype(int)
     i1 = np.minimum(i0 + 1, n_in - 1)
     w1 = (src - i0).astype(np.float32)
-    m = np.zeros((n_out, n_in), np.float32)
-    m[np.arange(n_out), i0] += 1 - w1
-    m[np.arange(n_out), i1] += w1
+    m = np.zeros((len(src), n_in), np.float32)
+    m[np.arange(len(src)), i0] += 1 - w1
+    m[np.arange(len(src)), i1] += w1
     return m
 
 
@@ -104,9 +109,33 @@ def _unit(maps: np.ndarray) -> np.ndarray:
     return np.where(rng > 0, (m - mn) / np.where(rng > 0, rng, 1.0), 0.0).astype(np.float32)
 
 
+def _geometry_for(base: np.ndarray, geometry: Any) -> Any:
+    """``geometry`` when ``base`` is the original image (any scale), None when it is the model
+    input itself (maps then align by a plain resize, padding and all)."""
+    if geometry is None:
+        return None
+    th, tw = geometry.input_size
+    return None if base.shape[:2] == (th, tw) else geometry
+
+
+def _onto(maps01: np.ndarray, height: int, width: int, geometry: Any) -> np.ndarray:
+    """Maps over the model input onto a ``height x width`` picture: through ``geometry`` (see
+    :func:`onnxact.sizing.map_to_image`; NaN where the model saw nothing) or a plain resize."""
+    if geometry is None:
+        return np.clip(resize_bilinear(maps01, height, width), 0.0, 1.0)
+    from ..sizing import map_to_image
+
+    return np.clip(map_to_image(maps01, geometry, (height, width)), 0.0, 1.0)
+
+
 def overlay(image: Any, heat: np.ndarray, cmap: Any = "jet", alpha: float = 0.3, *, normalize: bool = True,
-            index: int = 0) -> Any:
-    """One map (any size, any range) resized bilinearly onto ``image`` and blended -> PIL image."""
+            index: int = 0, geometry: Any = None) -> Any:
+    """One map (any size, any range) resized bilinearly onto ``image`` and blended -> PIL image.
+
+    ``geometry`` (an :class:`onnxact.sizing.Geometry`, e.g. ``acts.geometry[0]``): the map covers
+    the letterboxed / cropped model input and ``image`` is the original: the map is un-padded /
+    un-cropped onto it. Ignored when ``image`` is the model input itself.
+    """
     from PIL import Image
 
     base = load_display_image(image, index)
@@ -115,15 +144,19 @@ def overlay(image: Any, heat: np.ndarray, cmap: Any = "jet", alpha: float = 0.3,
         raise InputError(f"heat map must be 2-D, got shape {h.shape}")
     # normalise before resizing: min-max is exact on the source map, so a constant map stays flat
     h = _unit(h) if normalize else np.clip(np.nan_to_num(h, nan=0.0), 0, 1)
-    r = np.clip(resize_bilinear(h, base.shape[0], base.shape[1]), 0.0, 1.0)
+    r = _onto(h, base.shape[0], base.shape[1], _geometry_for(base, geometry))
     return Image.fromarray(_blend(base, r, cmap, alpha))
 
 
 def _blend(base: np.ndarray, heat01: np.ndarray, cmap: Any, alpha: float) -> np.ndarray:
+    """Colour ``heat01`` and blend it on ``base``; NaN (never seen by the model) keeps the base."""
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"alpha must be between 0 and 1, not {alpha}")
-    col = colormap_lut(cmap)[np.rint(heat01 * 255).astype(np.uint8)].astype(np.float32)
+    unseen = np.isnan(heat01)
+    col = colormap_lut(cmap)[np.rint(np.nan_to_num(heat01) * 255).astype(np.uint8)].astype(np.float32)
     out = (1.0 - alpha) * (base * 255.0) + alpha * col
+    if unseen.any():
+        out[unseen] = base[unseen] * 255.0
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
@@ -131,8 +164,13 @@ def display_heatmaps(acts: Mapping[str, Any], image: Any, save: bool = False,
                      directory: str | os.PathLike[str] = ".", merge_filters: bool = False, cmap: Any = "jet",
                      alpha: float = 0.3, *, layers: Sequence[str] | str | None = None, index: int = 0,
                      max_tile: int = 80, max_side: int = 1024, data_format: str | None = None,
-                     fmt: str = "image", show: bool | None = None, progress: bool | str = False) -> Pictures:
+                     fmt: str = "image", show: bool | None = None, progress: bool | str = False,
+                     geometry: Any = None) -> Pictures:
     """Overlay each filter map (or, with ``merge_filters``, the layer's mean map) on ``image``.
+
+    ``image`` may be the model input (``x``) or the original picture: with the original, the maps
+    go through ``geometry`` (default ``acts.geometry[index]``, recorded by ``get_activations`` when
+    it read the image) so letterbox padding and crops are undone and the maps line up with it.
 
     Each map is resized bilinearly to the image, scaled to [0, 1] (constant maps are flat),
     coloured with ``cmap`` and blended at ``alpha``. Per-filter overlays of a layer are tiled
@@ -143,6 +181,10 @@ def display_heatmaps(acts: Mapping[str, Any], image: Any, save: bool = False,
     keys = _select(acts, layers)
     colormap_lut(cmap)
     base_full = load_display_image(image, index)
+    if geometry is None:
+        recorded = getattr(acts, "geometry", None) or []
+        geometry = recorded[index] if -len(recorded) <= index < len(recorded) else None
+    geometry = _geometry_for(base_full, geometry)
     out_dir = _prepare_dir(directory) if save else None
     infos = getattr(acts, "layers", None) or {}
     positions = {k: i for i, k in enumerate(acts.keys())}
@@ -170,7 +212,7 @@ def display_heatmaps(acts: Mapping[str, Any], image: Any, save: bool = False,
         maps, _ = sample_tiles(arr, layout, sample)
         if merge_filters:
             maps = maps.mean(axis=0, keepdims=True)
-        heat = np.clip(resize_bilinear(_unit(maps), th, tw), 0.0, 1.0)  # unit first: constant stays flat
+        heat = _onto(_unit(maps), th, tw, geometry)  # unit first: constant stays flat
         tiles = np.stack([_blend(base, m, cmap, alpha) for m in heat])
         grid = tile_grid(tiles, sep=2, fill=255) if len(tiles) > 1 else tiles[0]
         op, act = getattr(info, "op_type", None), getattr(info, "activation", None)

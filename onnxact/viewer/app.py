@@ -58,7 +58,8 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
     model's own class names. ``allowed_hosts`` turns on Host-header checking (DNS rebinding).
     ``scan_dead``: count dead filters over the gallery (``onnxact.stats``) in a background thread;
     until it is done (or without it) the counts cover the images viewed so far. ``preprocess``:
-    ``normalize=`` / ``mean=`` / ``std=`` for every image (default: see onnxact.normalization).
+    keyword arguments of ``preprocess_image`` for every image: ``size`` / ``resize`` (default: see
+    onnxact.sizing), ``normalize`` / ``mean`` / ``std`` (default: see onnxact.normalization).
     ``cam_layer`` / ``class_output``: the CAM's layer and the classifier output, as in ``inspect``.
     """
     m = load(model)

@@ -58,7 +58,6 @@ class ViewerState:
                  cache_entries: int = 16, cache_bytes: int = 1 << 30, max_upload: int = MAX_UPLOAD_BYTES,
                  preprocess: dict[str, Any] | None = None) -> None:
         self.model = model
-        self.preprocess = dict(preprocess or {})  # normalize= / mean= / std= chosen by the user
         self.root = images_dir.resolve() if images_dir is not None else None
         self.labels = labels
         self.max_upload = max_upload
@@ -72,7 +71,9 @@ class ViewerState:
         self._scanned = False
         self.channel_max: dict[int, np.ndarray] = {}  # running max per channel over images seen
         self.seen: set[str] = set()
-        self.size = self._input_size()
+        # size / resize / normalize / mean / std chosen by the user, for every capture; without a
+        # size each image gets the size onnxact.sizing resolves for it (a scan: one size for all)
+        self.preprocess: dict[str, Any] = dict(preprocess or {})
         self.dataset_dead: dict[str, int] | None = None  # {layer name: dead count} from onnxact.stats
         self.dataset_images = 0
 
@@ -84,8 +85,7 @@ class ViewerState:
             paths = [str(e.path) for e in self.scan()[:limit]]
             if not paths:
                 return
-            kw: dict[str, Any] = {**self.preprocess, **({"size": self.size} if self.size else {})}
-            report = find_dead_filters(self.model, paths, show_progress=False, **kw)
+            report = find_dead_filters(self.model, paths, show_progress=False, **self.preprocess)
             counts: dict[str, int] = {}
             for name, _ in report.dead:
                 counts[name] = counts.get(name, 0) + 1
@@ -101,15 +101,6 @@ class ViewerState:
         self._tmp.cleanup()
 
     # -- images -----------------------------------------------------------------------------
-    def _input_size(self) -> tuple[int, int] | None:
-        """The size to resize images to when the model's spatial dims are dynamic (224 x 224)."""
-        imgs = [i for i in self.model.inputs if len(i.shape) == 4]
-        if not imgs:
-            return None
-        i = imgs[0]
-        hw = (i.shape[1], i.shape[2]) if i.layout == "NHWC" else (i.shape[2], i.shape[3])
-        return None if all(isinstance(d, int) and d > 0 for d in hw) else (224, 224)
-
     def scan(self) -> list[ImageEntry]:
         """Index the image files under IMAGES_DIR (symlinks that leave it are skipped)."""
         if self.root is None:
@@ -240,19 +231,29 @@ class ViewerState:
     def _compute(self, entry: ImageEntry) -> Capture:
         from ..capture import get_activations
         from ..limits import decode_slot
-        from ..preprocess import preprocess_image
+        from ..preprocess import preprocess_with_geometry
 
-        kw: dict[str, Any] = {**self.preprocess, **({"size": self.size} if self.size else {})}
         with decode_slot():  # decoded once, for the model and for display
             img = self._decoded(entry)
             try:
-                x = preprocess_image(img, self.model, **kw)
+                x, geometry = preprocess_with_geometry(img, self.model, **self.preprocess)
             except OnnxactError as e:
                 raise InputError(self.public(str(e), entry)) from None
-            img.thumbnail((384, 384))
-            display = np.asarray(img.convert("RGB"), dtype=np.uint8)
+            stretched = geometry[0].mode == "stretch"
+            if stretched:
+                img.thumbnail((384, 384))
+                display = np.asarray(img.convert("RGB"), dtype=np.uint8)
             del img
         acts = get_activations(self.model, x, output_format="numbered")
+        if not stretched:
+            # letterboxed or cropped: show what the model saw, so tiles laid over it line up
+            from PIL import Image
+
+            from ..render import load_display_image
+
+            seen = Image.fromarray(np.rint(load_display_image(x, 0) * 255).astype(np.uint8))
+            seen.thumbnail((384, 384))
+            display = np.asarray(seen.convert("RGB"), dtype=np.uint8)
         nbytes = acts.nbytes + sum(np.asarray(v).nbytes for v in acts.outputs.values()) + display.nbytes
         return Capture(acts, display, nbytes=nbytes)
 
