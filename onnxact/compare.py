@@ -312,15 +312,23 @@ class _Session:
             self.acc = {p.name: Accumulator() for p in self.pairs}
         infos = getattr(a, "layers", None) or {}
         n = 0
-        for p in self.pairs:
+        for p in list(self.pairs):
             va, vb = np.asarray(a[p.a_key]), np.asarray(b[p.b_key])
             if p.perm is not None and vb.ndim == len(p.perm):
                 vb = vb.transpose(p.perm)
             if va.shape != vb.shape and _squeezed(va.shape) == _squeezed(vb.shape):
                 vb = vb.reshape(va.shape)
-            if va.shape != vb.shape:
-                raise InputError(f"layer {p.name}: A's shape {va.shape} and B's {vb.shape} changed between batches "
-                                 "(models with dynamic shapes: compare images of one size per call)")
+            # images of another size (dynamic H/W) change the maps, not the per-channel sums; a
+            # pair whose A and B shapes part on a later batch is listed, never an exception halfway
+            channels = self.acc[p.name].ch_a2
+            if va.shape != vb.shape or (channels is not None and p.axis is not None and va.ndim > p.axis
+                                        and va.shape[p.axis] != channels.size):
+                why = f"A's shape {va.shape} and B's {vb.shape} part on image {self.images + 1} and after"
+                self.pairs.remove(p)
+                del self.acc[p.name]
+                self.un_a.append(Unmatched("a", p.a_key, why))
+                self.un_b.append(Unmatched("b", p.b_key, why))
+                continue
             self.acc[p.name].update(va, vb, p.axis)
             n = max(n, va.shape[0] if va.ndim else 1)
             if self.keep and p.name not in self.samples:
