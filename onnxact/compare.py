@@ -7,12 +7,14 @@ written by ``save_activations``). A dataset is streamed: each batch only adds to
 (``sum A^2``, ``sum B^2``, ``sum AB``, ``sum (A-B)^2``, per-channel error, max |A-B|), so memory
 stays flat in the number of images.
 
-Layers are matched once (``plan``): by the layer name where each side reads the layer (a conv
+Layers are matched once (``plan``, in ``compare_match.py``): by the layer name where each side reads the layer (a conv
 read after its BN/ReLU is read at its last fused layer; a framework side holds every module's own
 output), then by name, by ONNX tensor name, then by position when both sides' remaining conv/pool
 sequences have the same shapes; ``map={a: b}`` overrides. Layouts are reconciled (NHWC <-> NCHW)
 by transposing B into A's layout. A pair whose shapes still differ is listed as unmatched with the
-reason, never an exception halfway.
+reason, never an exception halfway. Two ONNX sides whose capture sets differ (a QDQ graph from
+``quantize_static`` stops at each conv's DequantizeLinear) are aligned first: B is read at A's
+tensors, or at their ``_DequantizeLinear_Output`` copies (``_OnnxSide.align``).
 
 A framework side's ``Activations`` carries ``raw_outputs = True`` (each key is that layer's own
 output, nothing fused) and ``lookup_only`` (keys that can be matched but are not listed when
