@@ -282,3 +282,12 @@ def test_rapidocr_det_fp32_vs_its_qdq_has_finite_sqnr_on_every_layer(tmp_path):
     assert all(math.isfinite(la.sqnr_db) for la in r.layers), r.table()
     assert sum(la.b_tensor.endswith("_DequantizeLinear_Output") for la in r.layers) > len(r.layers) // 2
     assert r.layers[0].sqnr_db > 20 and r.first_divergence is not None
+
+
+def test_fp32_vs_fp16_feeds_b_its_own_dtype():
+    from .models.make_models import build
+
+    x = np.random.default_rng(0).random((3, 3, 16, 16), dtype=np.float32)
+    r = compare(conv_net(13), build("float16"), x)
+    assert [la.name for la in r.layers] == ["conv1", "pool1", "conv2", "gap"]
+    assert all(50 < la.sqnr_db < 100 for la in r.layers), r.table()  # fp16 rounding: ~70 dB, not equal
