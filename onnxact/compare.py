@@ -295,9 +295,11 @@ def _batches(feeder: _OnnxSide | None, x: Any, batch_size: int, strict: bool, fa
     from .run import _is_image_ref
 
     if isinstance(x, Mapping):
+        if feeder is None:
+            raise InputError("two framework sides take x as one array (their example input), not {name: array}")
         from .run import prepare_feeds
 
-        yield dict(x) if feeder is None else prepare_feeds(feeder.model, x, **preprocess_kw)
+        yield prepare_feeds(feeder.model, x, **preprocess_kw)
         return
     if isinstance(x, np.ndarray) or (not _is_image_ref(x) and hasattr(x, "__array__")):
         arr = np.asarray(x)
@@ -349,6 +351,9 @@ def compare(a: Any, b: Any, x: Any, *, rtol: float | None = None, min_sqnr: floa
     """
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, not {batch_size}")
+    if x is None:
+        raise InputError("no input given: pass images, an array or {input name: array} "
+                         "(a torch or Keras side needs an example input)")
     sa = _side(a, layer_names, providers, threads)
     sb = _side(b, layer_names, providers if providers_b is None else providers_b, threads)
     feeder = sa if isinstance(sa, _OnnxSide) else sb if isinstance(sb, _OnnxSide) else None

@@ -257,6 +257,8 @@ def test_bad_input_is_one_line_exit_2(nets, capsys, tmp_path):
     module = pytest.importorskip("torch").nn.Conv2d(3, 4, 3)
     with pytest.raises(onnxact.InputError, match="neither side is an ONNX model"):
         compare(module, module, "photo.jpg")
+    with pytest.raises(onnxact.InputError, match="needs an example input"):
+        compare(module, str(p["fp32"]), None)
 
 
 def test_rapidocr_det_fp32_vs_its_qdq_has_finite_sqnr_on_every_layer(tmp_path):
