@@ -192,8 +192,9 @@ def test_keras_model_vs_its_export_within_1e4(tmp_path):
     assert [u.name for u in r.unmatched_a] == ["a_sep/depthwise"]
 
 
-def test_cli_json_schema_junit_html_and_exit_codes(nets, capsys):
+def test_cli_json_schema_junit_html_and_exit_codes(nets, capsys, monkeypatch):
     d, p = nets
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
     out = d / "cli"
     out.mkdir(exist_ok=True)
     rc = main(["compare", str(p["fp32"]), str(p["qdq"]), str(d / "x16.npy"), "--json", str(out / "r.json"),
@@ -201,6 +202,7 @@ def test_cli_json_schema_junit_html_and_exit_codes(nets, capsys):
     text, err = capsys.readouterr()
     assert rc == 1, err
     assert ">>  conv1" in text and "FAILED: first divergence at conv1" in text
+    assert f"::error file={p['qdq']},title=onnxact compare::first divergence at layer conv1" in text
     rep = json.loads((out / "r.json").read_text())
     assert list(rep) == ["a", "b", "images", "first_divergence", "layers", "unmatched_a", "unmatched_b"]
     assert rep["a"] == "fp32.onnx" and rep["b"] == "qdq.onnx" and rep["images"] == 5

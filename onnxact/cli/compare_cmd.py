@@ -105,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"report written to {Path(args.html) / 'index.html'}")
     if report:
         r = report.layer(report.first_divergence)
+        if os.environ.get("GITHUB_ACTIONS"):  # shows in the pull request, as `onnxact check` does
+            print(f"::error file={args.b},title=onnxact compare::first divergence at layer {r.name}: rel_l2 "
+                  f"{r.rel_l2:.3g}, SQNR {r.sqnr_db:.1f} dB ({report.tolerance_text()})")
         print(f"FAILED: first divergence at {r.name} (rel_l2 {r.rel_l2:.3g}, SQNR {r.sqnr_db:.1f} dB; "
               f"{report.tolerance_text()})")
         return 1
