@@ -3,8 +3,9 @@
     python -m bench.compare                       # prints a Markdown table
     python -m bench.compare --rss N               # (child) compare over N images, print peak RSS as JSON
 
-Subject: the 10-block Conv-BN-ReLU net (bench/models.py) in fp32 and its int8 QDQ version made by
-``onnxruntime.quantization.quantize_static`` (calibrated on 4 random inputs). Speed: the same
+Subjects: the 10-block Conv-BN-ReLU net (bench/models.py) in fp32 vs its int8 QDQ version made by
+``onnxruntime.quantization.quantize_static`` (calibrated on 4 random inputs), and vs an fp32 copy
+with one conv channel scaled by 1.5. Speed: the same
 random batches through (a) a plain onnxruntime session of A then one of B (the floor, 1.0x) and
 (b) ``onnxact.compare(A, B, x)`` (capture of every conv/pool layer of both + streamed metrics),
 medians of blocks taken in turn (bench.common.blocks). Memory: peak RSS of a whole compare over a
@@ -50,11 +51,29 @@ def subjects(size: int = SIZE) -> tuple[Path, Path]:
     return fp32, qdq
 
 
-def speed(batch: int = 8, batches: int = 2, per_round: int = 2, rounds: int = 3) -> dict[str, float]:
+def scaled_copy(size: int = SIZE) -> Path:
+    """The fp32 net with block 3's conv scaled by 1.5 in channel 5: an fp32 vs fp32 pair (nothing to unfuse)."""
+    import onnx
+    from onnx import numpy_helper
+
+    fp32, _ = subjects(size)
+    path = CACHE / f"cmp_tenblock_{size}_scaled.onnx"
+    if not path.exists():
+        m = onnx.load(str(fp32))
+        for t in m.graph.initializer:
+            if t.name in ("w3", "b3"):
+                arr = numpy_helper.to_array(t).copy()
+                arr[5] *= 1.5
+                t.CopyFrom(numpy_helper.from_array(arr, t.name))
+        onnx.save(m, path)
+    return path
+
+
+def speed(pair: str = "qdq", batch: int = 8, batches: int = 2, per_round: int = 2, rounds: int = 3) -> dict[str, float]:
     import onnxact
 
     fp32, qdq = subjects()
-    a, b = onnxact.load(fp32), onnxact.load(qdq)
+    a, b = onnxact.load(fp32), onnxact.load(qdq if pair == "qdq" else scaled_copy())
     x = np.random.default_rng(0).random((batch * batches, 3, SIZE, SIZE), dtype=np.float32)
     pa, pb = a.build_session(a.proto), b.build_session(b.proto)
 
@@ -105,16 +124,20 @@ def main() -> None:
     ap.add_argument("--rss", type=int, metavar="N")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--sizes", default="50,1000")
+    ap.add_argument("--no-rss", action="store_true", help="speed only")
     a = ap.parse_args()
     if a.rss:
         rss_child(a.rss, a.batch)
         return
-    s = speed(a.batch)
     print(f"Machine: {machine()}")
     print("| subject | images | batch | plain A + plain B (s) | compare (s) | compare / plain | load avg |")
     print("|---|---|---|---|---|---|---|")
-    print(f"| 10-block {SIZE}x{SIZE} fp32 vs QDQ int8 | {s['images']} | {s['batch']} | {s['plain_s']:.3f} | "
-          f"{s['compare_s']:.3f} | **{s['ratio']:.2f}x** | {s['load']:.1f} |", flush=True)
+    for pair, label in (("qdq", "fp32 vs QDQ int8"), ("scaled", "fp32 vs fp32 (one channel x1.5)")):
+        s = speed(pair, a.batch)
+        print(f"| 10-block {SIZE}x{SIZE} {label} | {s['images']} | {s['batch']} | {s['plain_s']:.3f} | "
+              f"{s['compare_s']:.3f} | **{s['ratio']:.2f}x** | {s['load']:.1f} |", flush=True)
+    if a.no_rss:
+        return
     ns = a.sizes.split(",")
     res = {n: run_json(["-m", "bench.compare", "--rss", n, "--batch", str(a.batch)]) for n in ns}
     print()
