@@ -278,10 +278,20 @@ def _follow_integer(
     The int32 accumulator means nothing to a user until it is cast and multiplied by the input
     scale times the weight scale (a tensor computed at run time from ``DynamicQuantizeLinear``,
     so not a constant); the float product is the conv's output in the units of the float model.
+    The old ``onnx.quantize`` 0.1.0 tool (ddddocr's models) adds the bias to the accumulator
+    first: ``ConvInteger -> Add(int32 bias) -> Cast -> Mul``. That bias is computed at run time
+    too (``Floor(bias / (x_scale * w_scale))``), and an Add on an int32 tensor can only add an
+    int32 one, so any single Add followed by the float Cast is taken as that bias.
     Returns the node giving that float value (the Mul, or the Cast when no scale follows).
     Only called on the integer op's own output, so an ordinary ``Cast -> Mul`` is never taken.
     """
     users = consumers.get(tensor, [])
+    if (len(users) == 1 and users[0].op_type == "Add" and tensor not in graph_outputs
+            and len(users[0].input) == 2 and list(users[0].input).count(tensor) == 1 and users[0].output
+            and users[0].output[0] and users[0].output[0] not in graph_outputs):
+        biased = consumers.get(users[0].output[0], [])
+        if len(biased) == 1 and biased[0].op_type == "Cast":
+            tensor, users = users[0].output[0], biased
     if len(users) != 1 or users[0].op_type != "Cast" or users[0].input[0] != tensor:
         return None
     cast = users[0]

@@ -37,10 +37,22 @@ __all__ = [
 
 _KERAS_SUFFIX = re.compile(r"_\d+$")
 _CALL_SUFFIX = re.compile(r"^(.*)_(\d+)$")
-#: Tensor / node names that exporters make up and that mean nothing to a user.
+#: Tensor / node names that exporters make up and that mean nothing to a user: old torch (``849``,
+#: ``onnx::Add_6``, ``/Conv_51_output_0``), tf2onnx (``Conv__99:0``), Paddle2ONNX (``p2o.Conv.0``; its
+#: PIR exporter writes ``p2o.pd_op.hardswish.26.0`` = op, op count, output index, and ``Add.1`` /
+#: ``helper.constant.0`` for its own nodes), keras2onnx (``convolution_output3``, ``biased_tensor_name2``,
+#: ``p_re_lu_7/add:0_pooling0``: a tensor name with a suffix glued on), and quantizers' names built on
+#: a made-up one (``390_bias_add_cast_output``, ``Conv_0_quant_scales_mul:0``).
 _GENERATED = re.compile(
-    r"^(\d+|onnx::.*|/.*_output_\d+|[A-Z][A-Za-z]*(_{1,2}\d+(:\d+)?|:\d+)|p2o\.[A-Za-z]+\.\d+|[A-Za-z]+@\d+)$"
+    r"^(\d+|onnx::.*|/.*_output_\d+|[A-Z][A-Za-z]*(_{1,2}\d+(:\d+)?|:\d+|\.\d+)|p2o\.[A-Za-z]+\.\d+"
+    r"|p2o\.pd_op\.\w+\.\d+\.\d+|helper\.[a-z_]+\.\d+|[A-Za-z]+@\d+"
+    r"|(convolution_output|biased_tensor_name|adjusted_input|push_transpose_out_)\d*|.*:\d+_\w+"
+    r"|(\d+|[A-Z][A-Za-z]*_\d+)_[a-z]\w*(:\d+)?)$"
 )
+#: A TF / Keras op inside a layer's scope: ``BiasAdd``, ``FusedBatchNormV3``, ``Relu_1``, ``add``, ``kernel``.
+_SCOPED_OP = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(:\d+)?$")
+#: Paddle2ONNX (PIR) copies each parameter under ``<param>_deepcopy_<k>`` (``conv2d_0.w_0_deepcopy_0``).
+_DEEPCOPY = re.compile(r"_deepcopy_\d+$")
 #: Paddle variables: ``relu_0.tmp_0`` is the output of op instance ``relu_0``.
 _PADDLE_VAR = re.compile(r"^([A-Za-z]\w*_\d+)\.tmp_\d+$")
 _CONV_OPS = ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv")
@@ -53,10 +65,18 @@ def is_generated(name: str) -> bool:
 
 
 def keras_layer_from_tensor(tensor: str) -> str | None:
-    """``model_1/conv1_1/Relu:0`` -> ``conv1``; ``sequential/conv2d/BiasAdd:0`` -> ``conv2d``."""
+    """``model_1/conv1_1/Relu:0`` -> ``conv1``; ``sequential/conv2d/BiasAdd:0`` -> ``conv2d``.
+
+    Graphs from TF1-style Keras code (tf2onnx) and keras2onnx have no model scope: the layer is the
+    first of two parts (``conv_stage0_block0_branch2c/BiasAdd:0``, ``max_pooling2d/MaxPool:0``,
+    ``p_re_lu_7/add:0``, weights ``conv2d_8/kernel:0``), when the second one is a plain op name.
+    """
     if "/" not in tensor:
         return None
     parts = tensor.split("/")
+    if len(parts) == 2:
+        ok = parts[0] and not is_generated(parts[0]) and _SCOPED_OP.match(parts[1])
+        return parts[0] if ok else None
     if len(parts) < 3:
         return None
     layer = parts[1]
@@ -119,7 +139,9 @@ def _repeated_calls(graph: onnx.GraphProto) -> set[str]:
 def param_layer(name: str) -> str | None:
     """The layer a weight belongs to: ``functional_1/conv2d_1/convolution/merged_input:0`` -> ``conv2d``,
     ``conv1_weights`` / ``conv1_bn_scale`` -> ``conv1`` / ``conv1_bn``, ``conv2d_0.w_0`` -> ``conv2d_0``,
-    ``layer1.0.conv1.weight`` -> ``layer1.0.conv1``; None when the name says nothing."""
+    ``layer1.0.conv1.weight`` -> ``layer1.0.conv1``, ``conv2d_8/kernel:0`` -> ``conv2d_8`` (keras2onnx),
+    ``conv2d_0.w_0_deepcopy_0`` -> ``conv2d_0`` (Paddle PIR); None when the name says nothing."""
+    name = _DEEPCOPY.sub("", name)
     if not name or is_generated(name) or name.startswith("const_fold"):
         return None
     if "/" in name:
@@ -340,8 +362,11 @@ def _chain(captured: str, op_type: str, producers: Mapping[str, onnx.NodeProto],
            order: Mapping[int, int]) -> list[onnx.NodeProto]:
     """Nodes from the layer's defining op (Conv / pool) to the one that made ``captured``, in graph order.
 
-    Walks back over every non-constant input (``x * Sigmoid(x)`` has two paths back to the conv)
-    and stops at the defining op; the defining op comes first.
+    Walks back (breadth first) over every non-constant input (``x * Sigmoid(x)`` has two paths
+    back to the conv) and stops at the defining op; the defining op comes first, and only nodes
+    that compute from it follow. Side inputs are not part of the layer: a dynamically quantized
+    conv's scale and bias are computed from ``DynamicQuantizeLinear`` of the layer's input (which
+    leads back to the layer before, never walked into).
     """
     tail = producers.get(captured)
     if tail is None:
@@ -349,23 +374,29 @@ def _chain(captured: str, op_type: str, producers: Mapping[str, onnx.NodeProto],
     if tail.op_type == op_type:
         return [tail]
     seen: dict[int, onnx.NodeProto] = {}
-    head = None
+    heads: list[onnx.NodeProto] = []
     todo = [tail]
     while todo and len(seen) < 24:
-        node = todo.pop()
+        node = todo.pop(0)
         if id(node) in seen:
             continue
         seen[id(node)] = node
         if node.op_type == op_type:
-            head = node
+            heads.append(node)
             continue
         for i in node.input:
             p = producers.get(i) if i else None
-            if p is not None and p.op_type != "Constant":
+            if p is not None and p.op_type not in ("Constant", "DynamicQuantizeLinear"):
                 todo.append(p)
-    if head is None:
+    if not heads:
         return [tail]
-    rest = sorted((n for k, n in seen.items() if n is not head), key=lambda n: order.get(id(n), 0))
+    head = max(heads, key=lambda n: order.get(id(n), 0))  # the nearest: an earlier one feeds it
+    made = set(head.output)
+    rest: list[onnx.NodeProto] = []
+    for n in sorted((n for n in seen.values() if n is not head), key=lambda n: order.get(id(n), 0)):
+        if any(i in made for i in n.input):
+            rest.append(n)
+            made.update(n.output)
     return [head, *rest]
 
 

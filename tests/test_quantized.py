@@ -183,3 +183,124 @@ def test_check_op_types_mul_skips_unknown_rank_with_a_note(quantized, tmp_path, 
 
     report = json.loads(js.read_text())
     assert report["notes"] == notes and len(report["layers"]) == len(kept)
+
+
+# --------------------------------------------------------------------------- the old onnx.quantize 0.1.0 tool
+
+
+def _old_quantizer_model(dst):
+    """(int8 model, float model) in the old ``onnx.quantize`` 0.1.0 layout (ddddocr's ``common_old.onnx``).
+
+    That tool adds the bias to the int32 accumulator, as an int32 tensor computed at run time from
+    the input's dynamic scale: ``ConvInteger -> Add(Reshape(Cast(Floor(b / (x_scale * w_scale))))) ->
+    Cast -> Mul(x_scale * w_scale)``. Its names are made up from the torch export's (``10``,
+    ``10_bias_add_cast_output``, ``Conv_0_quant_scales_mul:0``). conv1 has a ReLU and a max pool
+    after it, conv2 no activation (a global pool reads it).
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+    convs = [(rng.normal(0, 0.3, (8, 3, 3, 3)), rng.normal(0, 0.2, 8)),
+             (rng.normal(0, 0.3, (16, 8, 3, 3)), rng.normal(0, 0.2, 16))]
+    nodes, inits, fnodes, finits = [], [], [], []
+
+    def init(name, arr, dtype=None, into=inits):
+        into.append(numpy_helper.from_array(np.asarray(arr, dtype=dtype), name))
+
+    src, fsrc = "x", "x"
+    outs = []
+    for k, (w, b) in enumerate(convs):
+        wn, bn, out = f"{11 + 10 * k}", f"{12 + 10 * k}", f"{10 + 10 * k}"
+        scale = (w.max() - w.min()) / 255
+        zp = np.uint8(round(-w.min() / scale))
+        init(f"{wn}_quantized", np.clip(np.round(w / scale) + zp, 0, 255), np.uint8)
+        init(f"{wn}_zero_point", zp, np.uint8)
+        init(f"{wn}_scale", scale, np.float32)
+        init(bn, b, np.float32)
+        init(f"{bn}_quantized_reshape_shape", [1, -1, 1, 1], np.int64)
+        q = f"{src}_quantized"
+        nodes += [
+            helper.make_node("DynamicQuantizeLinear", [src], [q, f"{src}_scale", f"{src}_zero_point"],
+                             name=f"{src}_QuantizeLinear"),
+            helper.make_node("Mul", [f"{src}_scale", f"{wn}_scale"], [f"{bn}_scale"], name=f"{bn}_scale_node"),
+            helper.make_node("Div", [bn, f"{bn}_scale"], [f"{bn}_tmp_quant:0"], name=f"{bn}_tmp_qaunt"),
+            helper.make_node("Floor", [f"{bn}_tmp_quant:0"], [f"{bn}_quant_rounded:0"], name=f"{bn}_quant_rounded"),
+            helper.make_node("Cast", [f"{bn}_quant_rounded:0"], [f"{bn}_quantized"], to=TensorProto.INT32,
+                             name=f"{bn}_quantized_node"),
+            helper.make_node("ConvInteger", [q, f"{wn}_quantized", f"{src}_zero_point", f"{wn}_zero_point"],
+                             [f"{out}_output_quantized"], pads=[1, 1, 1, 1], name=f"Conv_{3 * k}_quant"),
+            helper.make_node("Reshape", [f"{bn}_quantized", f"{bn}_quantized_reshape_shape"], [f"{out}_reshape"],
+                             name=f"{bn}_quantizedreshape"),
+            helper.make_node("Add", [f"{out}_output_quantized", f"{out}_reshape"], [f"{out}_bias_add"],
+                             name=f"{bn}_quantizedbias_add"),
+            helper.make_node("Cast", [f"{out}_bias_add"], [f"{out}_bias_add_cast_output"], to=TensorProto.FLOAT,
+                             name=f"{out}_bias_add_cast"),
+            helper.make_node("Mul", [f"{src}_scale", f"{wn}_scale"], [f"Conv_{3 * k}_quant_scales_mul:0"],
+                             name=f"Conv_{3 * k}_quant_scales_mul"),
+            helper.make_node("Mul", [f"{out}_bias_add_cast_output", f"Conv_{3 * k}_quant_scales_mul:0"], [out],
+                             name=f"Conv_{3 * k}_quant_output_scale_mul"),
+        ]
+        init(f"w{k}", w, np.float32, finits)
+        init(f"b{k}", b, np.float32, finits)
+        fnodes.append(helper.make_node("Conv", [fsrc, f"w{k}", f"b{k}"], [out], pads=[1, 1, 1, 1]))
+        outs.append(out)
+        if k == 0:
+            for g in (nodes, fnodes):
+                g += [helper.make_node("Relu", [out], ["13"], name="Relu_1"),
+                      helper.make_node("MaxPool", ["13"], ["14"], kernel_shape=[2, 2], strides=[2, 2], name="MaxPool_2")]
+            src = fsrc = "14"
+    for g in (nodes, fnodes):
+        g.append(helper.make_node("GlobalAveragePool", [outs[1]], ["y"], name="GlobalAveragePool_6"))
+    paths = []
+    for tag, g, ii in (("int8", nodes, inits), ("float", fnodes, finits)):
+        graph = helper.make_graph(
+            g, "old_quantizer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 16, 1, 1])], ii)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], producer_name="onnx.quantize",
+                                  producer_version="0.1.0")
+        model.ir_version = 7
+        onnx.checker.check_model(model)
+        paths.append(dst / f"{tag}.onnx")
+        onnx.save(model, str(paths[-1]))
+    return paths[0], paths[1], ["13", outs[1]]
+
+
+def test_old_quantizer_int32_bias_add_is_part_of_the_conv_layer(tmp_path):
+    q, flt, tensors = _old_quantizer_model(tmp_path)
+    m = onnxact.load(q)
+    assert [(la.name, la.op_type, la.tensor, la.activation) for la in m.layers] == [
+        ("convinteger", "ConvInteger", "13", "Relu"), ("maxpool", "MaxPool", "14", None),
+        ("convinteger_1", "ConvInteger", "20", None), ("y", "GlobalAveragePool", "y", None)]
+    # the quantizer's scale and bias plumbing is not a BN / activation of the layer
+    assert all(la.fused == () for la in m.layers)
+    x = _image_batch()
+    acts = onnxact.get_activations(m, x)
+    ref = _promoted_run(q, tensors, x)  # independent: plain onnx editing + onnxruntime
+    fref = _promoted_run(flt, tensors, x)
+    for key, t in zip(("convinteger", "convinteger_1"), tensors):
+        assert acts[key].dtype == np.float32
+        np.testing.assert_array_equal(acts[key], ref[t])
+        # the float result in the float model's units, a few 8-bit steps away from it
+        step = (fref[t].max() - fref[t].min()) / 255
+        assert np.abs(acts[key] - fref[t]).max() <= 4 * step
+        assert not np.array_equal(acts[key], fref[t])
+    # conv2 has no ReLU, and its bias is far above that bound: a value read before the bias Add fails it
+    bias = onnx.numpy_helper.to_array(next(t for t in onnx.load(str(q)).graph.initializer if t.name == "22"))
+    assert np.abs(bias).max() > 8 * step
+
+
+def test_old_quantizer_model_through_check(tmp_path, capsys):
+    q, _flt, _t = _old_quantizer_model(tmp_path)
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for name in ("astronaut.png", "coffee.png"):
+        (images / name).write_bytes(photo(name).read_bytes())
+    js = tmp_path / "c.json"
+    rc = main(["check", str(q), str(images), "--size", "32", "32", "--json", str(js)])
+    cap = capsys.readouterr()
+    assert rc in (0, 1), cap.err
+    import json
+
+    report = json.loads(js.read_text())
+    assert [r["layer"] for r in report["layers"]] == ["convinteger", "maxpool", "convinteger_1", "y"]
+    assert report["images"] == 2 and not report["failed"]

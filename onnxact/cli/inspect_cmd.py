@@ -59,7 +59,8 @@ def add_parser(sub: Any, name: str, help: str) -> None:
     add_head_options(g)
     g.add_argument("--labels", default=None, metavar="FILE", help="class names, one per line (or a JSON list)")
     g.add_argument("--top", type=int, default=5, help="predictions listed (default: %(default)s)")
-    g.add_argument("--embed", action="store_true", help="embed the images in index.html (one self-contained file)")
+    g.add_argument("--embed", action="store_true", help="embed the images in index.html (one self-contained file; "
+                   "with several images, the top index.html holds every image's report)")
     g.add_argument("--no-arrays", action="store_true",
                    help="write no activations.npz / manifest.json (pictures and report only: much smaller)")
     add_capture_options(p)
@@ -166,6 +167,22 @@ def _display_input(acts: Any, sample: int, fallback: Path | None) -> Any:
     return None if fallback is None else str(fallback)
 
 
+def _report_pictures(pics: Any, acts: Any, out: Path) -> tuple[dict[str, Path], dict[str, Any]]:
+    """({layer: preview PNG} for grids too big to show whole, {layer: tile hover map}) for the report."""
+    from ..report_page import tile_map, write_preview
+
+    previews: dict[str, Path] = {}
+    tiles: dict[str, Any] = {}
+    for key, path in zip(pics, pics.paths):
+        small = write_preview(pics[key], out / "previews" / path.name)
+        if small is not None:
+            previews[key] = small.relative_to(out)
+        hover = tile_map(pics.details.get(key), acts[key], acts.layers.get(key)) if key in acts else None
+        if hover is not None:
+            tiles[key] = hover
+    return previews, tiles
+
+
 def _fed(geometry: Any) -> str:
     """`` (600x400 px) fed as --size 416 608 (letterbox)``: what the model saw, in --size's order."""
     if geometry is None:
@@ -195,7 +212,7 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 
 def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, name: str, image: Path | None,
                out: Path, class_names: list[str] | None, n_samples: int,
-               norm: Any = None) -> tuple[Path, list[Any], list[Any]]:
+               norm: Any = None, position: int = 0, bodies: list[str] | None = None) -> tuple[Path, list[Any], list[Any]]:
     """All pictures and the report of one sample (``name``, from ``image`` when it is one) into ``out``.
 
     Returns (index.html, stats, predictions). Without an image input (audio, tables) there is no
@@ -247,6 +264,7 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, nam
     pics = display_activations(one, cmap=args.cmap, save=True, directory=out / "grids", layers=keys,
                                normalize=args.scale, show=False, progress=label + "grids")
     grids: dict[str, Path] = {k: p.relative_to(out) for k, p in zip(pics, pics.paths)}
+    previews, tiles = _report_pictures(pics, one, out)
     notes: list[str] = list(pics.skipped.values())
     if norm is not None and norm.guessed:
         notes.insert(0, f"preprocessing {norm.describe()}: the model states none and its graph does not normalise "
@@ -254,7 +272,9 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, nam
     heats: dict[str, Path] = {}
     hkeys = [k for k in keys if spatial(k)] if args.heatmaps != "none" and base is not None else []
     if hkeys:
-        h = display_heatmaps(one, base, save=True, directory=out / "heatmaps", layers=hkeys,
+        from ..report_page import heatmap_base
+
+        h = display_heatmaps(one, heatmap_base(base), save=True, directory=out / "heatmaps", layers=hkeys,
                              merge_filters=args.heatmaps == "merged", cmap=args.heatmap_cmap, alpha=args.alpha,
                              show=False, progress=label + "heatmaps")
         heats = {k: p.relative_to(out) for k, p in zip(h, h.paths)}
@@ -282,12 +302,19 @@ def _write_one(args: argparse.Namespace, model: Any, acts: Any, sample: int, nam
 
             save_png(np.asarray(overlay(base, res.map, alpha=0.4, geometry=geometry)), out / "cam.png")
             cam_entry = (Path("cam.png"), res.caption)
+    # Several images with --embed: each image's page links its pictures (it sits beside them) and
+    # the top index.html embeds every report (one self-contained file, not two copies of each).
+    report = dict(grids=grids, heatmaps=heats, inputs=[Path("input.png")] if base is not None else [], cam=cam_entry,
+                  predictions=predictions, notes=notes, previews=previews, tiles=tiles,
+                  anchor_prefix=f"s{position}-" if n_samples > 1 else "")
     page = write_report(out, stats, title=f"onnxact: {Path(str(getattr(model, 'path', '') or 'model')).name}",
                         subtitle=f"input {name}{_fed(geometry)} | {len(stats)} layers"
-                        + (f" | preprocessing: {norm.describe()}" if norm is not None else ""), grids=grids, heatmaps=heats,
-                        inputs=[Path("input.png")] if base is not None else [], cam=cam_entry,
-                        predictions=predictions, notes=notes,
-                        embed=args.embed)
+                        + (f" | preprocessing: {norm.describe()}" if norm is not None else ""),
+                        embed=args.embed and bodies is None, **report)
+    if bodies is not None:
+        from ..report import report_body
+
+        bodies.append("".join(report_body(out, stats, embed=True, **report)))
     return page, stats, predictions
 
 
@@ -326,13 +353,17 @@ def run(args: argparse.Namespace) -> int:
         class_names = labels or acts.class_names
         n = len(names)
         pages = []
+        bodies: list[str] | None = [] if args.embed and n > 1 else None
         for s, name in enumerate(names):
             sub = stage if n == 1 else stage / f"{s}_{safe_filename(Path(name).stem)}"
             image = images[s] if images else None
             part, index = captures[s] if len(captures) > 1 else (acts, s)
-            pages.append((name, *_write_one(args, model, part, index, name, image, sub, class_names, n, norm)))
+            pages.append((name, *_write_one(args, model, part, index, name, image, sub, class_names, n, norm,
+                                            position=s, bodies=bodies)))
         if n > 1:
-            _index_of_reports(stage, pages)
+            from ..report_index import write_index
+
+            write_index(stage, pages, bodies=bodies)
         if not args.no_arrays and len(captures) == 1:
             _save_arrays(acts, stage, class_names, norm)
         elif not args.no_arrays:  # one capture per image, each at its own size: one file per image
@@ -393,20 +424,3 @@ def _human(n: int) -> str:
         if n >= step:
             return f"{n / step:.1f} {unit}"
     return f"{n} bytes"
-
-
-def _index_of_reports(out: Path, pages: list[tuple[Any, ...]]) -> Path:
-    import html
-
-    from ..safeio import write_text
-
-    items = []
-    for name, page, _, predictions in pages:
-        rel = page.relative_to(out).as_posix()
-        preds = predictions.top
-        best = f" — {html.escape(str(preds[0][1] or preds[0][0]))} {100 * preds[0][2]:.1f}%" if preds else ""
-        items.append(f"<li><a href='{html.escape(rel)}'>{html.escape(name)}</a>{best}</li>")
-    page = out / "index.html"
-    write_text(page, "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>onnxact reports</title>"
-               "</head><body><h1>onnxact reports</h1><ul>" + "".join(items) + "</ul></body></html>")
-    return page
