@@ -102,7 +102,9 @@ def plan(a: Mapping[str, Any], b: Mapping[str, Any], map: Mapping[str, str] | No
 
     for ka, kb in (map or {}).items():
         take(_resolve(ka, ia, "A"), _resolve(kb, ib, "B"), map_how)
-    # 1. where each side reads the layer (fused end / a framework's own module output)
+    # 1. with a framework side: where the ONNX side reads the layer (a conv read after its ReLU is
+    # that ReLU module's output). Two ONNX sides are matched by key instead: their fused names
+    # can coincide by accident (one model's 'relu1' inside another's 'block1').
     read_b: dict[str, str] = {}
     for kb, info in ib.items():
         read_b.setdefault(_read_name(kb, info, raw_b), kb)
@@ -111,7 +113,7 @@ def plan(a: Mapping[str, Any], b: Mapping[str, Any], map: Mapping[str, str] | No
             ka = _read_name(kb, ib[kb], raw_b)
             if kb not in used and ka in ia and ka not in found:
                 take(ka, kb, "name")
-    else:
+    elif raw_b:
         for ka in prim_a:
             kb = read_b.get(_read_name(ka, ia[ka], raw_a))
             if ka not in found and kb is not None and kb not in used:
