@@ -296,3 +296,27 @@ def test_fp32_vs_fp16_feeds_b_its_own_dtype():
     r = compare(conv_net(13), build("float16"), x)
     assert [la.name for la in r.layers] == ["conv1", "pool1", "conv2", "gap"]
     assert all(50 < la.sqnr_db < 100 for la in r.layers), r.table()  # fp16 rounding: ~70 dB, not equal
+
+
+def test_wild_yolo_module_vs_its_export_on_photos(yolo_detector):
+    """The YOLOv8-shaped detector (legacy exporter, Ultralytics metadata, dynamic H/W) against its
+    own torch module, on photos the ONNX side preprocesses (one 512x512, one 400x600)."""
+    from .models.wild import yolo_module
+    from .subjects import photo
+
+    onnx_layers = [la.name for la in onnxact.load(yolo_detector).layers]
+    r = compare(yolo_module(), str(yolo_detector), [str(photo("astronaut.png")), str(photo("coffee.png"))],
+                rtol=1e-4)
+    assert r.images == 2 and [la.name for la in r.layers] == onnx_layers and not r.unmatched_b, r.table()
+    assert not r, r.table()
+
+
+def test_command_smoke_in_a_subprocess(nets):
+    import subprocess
+    import sys
+
+    d, p = nets
+    code = "import sys; from onnxact.cli import main; sys.exit(main(sys.argv[1:]))"
+    out = subprocess.run([sys.executable, "-c", code, "compare", str(p["fp32"]), str(p["fp32"]), str(d / "x16.npy")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "OK: 4 layers within tolerance" in out.stdout and out.stderr == "", out.stderr
