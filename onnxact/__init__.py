@@ -12,6 +12,7 @@ from typing import Any
 
 from .activations import Activations, InputInfo, LayerInfo, load_activations, save_activations
 from .capture import get_activations
+from .compare import Comparison, compare, compare_activations  # after the submodule import: the name is the function
 from .errors import (
     ConversionError,
     DependencyError,
@@ -32,7 +33,7 @@ __all__ = [
     "InputInfo", "save_activations", "load_activations", "display_activations", "display_heatmaps",
     "class_activation_map", "find_dead_filters", "DeadFilterReport", "demo_paths",
     "OnnxactError", "ModelError", "InputError", "LayerError", "OutputError", "DependencyError",
-    "ConversionError", "ProviderError",
+    "ConversionError", "ProviderError", "compare", "compare_activations", "Comparison",
 ]
 
 #: Public names that live in modules with heavier imports, loaded on first use.

@@ -1,0 +1,153 @@
+"""Issue 16 benchmark: ``onnxact.compare`` vs running both models plainly, and its memory vs image count.
+
+    python -m bench.compare                       # prints a Markdown table
+    python -m bench.compare --rss N               # (child) compare over N images, print peak RSS as JSON
+
+Subjects: the 10-block Conv-BN-ReLU net (bench/models.py) in fp32 vs its int8 QDQ version made by
+``onnxruntime.quantization.quantize_static`` (calibrated on 4 random inputs), and vs an fp32 copy
+with one conv channel scaled by 1.5. Speed: the same
+random batches through (a) a plain onnxruntime session of A then one of B (the floor, 1.0x) and
+(b) ``onnxact.compare(A, B, x)`` (capture of every conv/pool layer of both + streamed metrics),
+medians of blocks taken in turn (bench.common.blocks). Memory: peak RSS of a whole compare over a
+list file of N image paths (50 distinct PNGs repeated), each N in its own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import CACHE, block_medians, blocks, machine, round_ratio, run_json
+
+SIZE = 224
+
+
+def subjects(size: int = SIZE) -> tuple[Path, Path]:
+    """(fp32, qdq) paths of the 10-block net, built and quantized once into the bench cache."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from bench.models import tenblock_onnx
+
+    fp32, qdq = CACHE / f"cmp_tenblock_{size}.onnx", CACHE / f"cmp_tenblock_{size}_qdq.onnx"
+    if not qdq.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        onnx.save(tenblock_onnx(size), fp32)
+        feeds = iter([{"x": np.random.default_rng(i).random((1, 3, size, size), dtype=np.float32)} for i in range(4)])
+
+        class Reader(CalibrationDataReader):
+            def get_next(self):  # type: ignore[override]
+                return next(feeds, None)
+
+        quantize_static(str(fp32), str(qdq), Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    return fp32, qdq
+
+
+def scaled_copy(size: int = SIZE) -> Path:
+    """The fp32 net with block 3's conv scaled by 1.5 in channel 5: an fp32 vs fp32 pair (nothing to unfuse)."""
+    import onnx
+    from onnx import numpy_helper
+
+    fp32, _ = subjects(size)
+    path = CACHE / f"cmp_tenblock_{size}_scaled.onnx"
+    if not path.exists():
+        m = onnx.load(str(fp32))
+        for t in m.graph.initializer:
+            if t.name in ("w3", "b3"):
+                arr = numpy_helper.to_array(t).copy()
+                arr[5] *= 1.5
+                t.CopyFrom(numpy_helper.from_array(arr, t.name))
+        onnx.save(m, path)
+    return path
+
+
+def speed(pair: str = "qdq", batch: int = 8, batches: int = 2, per_round: int = 2, rounds: int = 3) -> dict[str, float]:
+    import onnxact
+
+    fp32, qdq = subjects()
+    a, b = onnxact.load(fp32), onnxact.load(qdq if pair == "qdq" else scaled_copy())
+    x = np.random.default_rng(0).random((batch * batches, 3, SIZE, SIZE), dtype=np.float32)
+    pa, pb = a.build_session(a.proto), b.build_session(b.proto)
+
+    def plain() -> None:
+        for i in range(0, len(x), batch):
+            pa.run(None, {"x": x[i:i + batch]})
+            pb.run(None, {"x": x[i:i + batch]})
+
+    def compare() -> None:
+        onnxact.compare(a, b, x, batch_size=batch)
+
+    load = os.getloadavg()[0]
+    t = blocks({"plain": plain, "compare": compare}, per_round=per_round, rounds=rounds)
+    med = block_medians(t)
+    return {"images": len(x), "batch": batch, "plain_s": med["plain"], "compare_s": med["compare"],
+            "ratio": round_ratio(t, "compare", "plain"), "load": max(load, os.getloadavg()[0])}
+
+
+def _images(n_distinct: int = 50) -> Path:
+    from PIL import Image
+
+    folder = CACHE / f"cmp_images_{SIZE}"
+    if not (folder / f"{n_distinct - 1}.png").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        for i in range(n_distinct):
+            Image.fromarray((rng.random((SIZE, SIZE, 3)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def rss_child(n: int, batch: int) -> None:
+    import onnxact
+
+    fp32, qdq = subjects()
+    folder = _images()
+    lst = folder / f"list_{n}.txt"
+    lst.write_text("".join(f"{i % 50}.png\n" for i in range(n)))
+    t0 = time.perf_counter()
+    r = onnxact.compare(str(fp32), str(qdq), str(lst), batch_size=batch, normalize="0-1")
+    dt = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"images": r.images, "layers": len(r.layers), "peak_rss_mb": peak, "seconds": dt,
+                      "first_divergence": r.first_divergence}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rss", type=int, metavar="N")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--sizes", default="50,1000")
+    ap.add_argument("--no-rss", action="store_true", help="speed only")
+    a = ap.parse_args()
+    if a.rss:
+        rss_child(a.rss, a.batch)
+        return
+    print(f"Machine: {machine()}")
+    print("| subject | images | batch | plain A + plain B (s) | compare (s) | compare / plain | load avg |")
+    print("|---|---|---|---|---|---|---|")
+    for pair, label in (("qdq", "fp32 vs QDQ int8"), ("scaled", "fp32 vs fp32 (one channel x1.5)")):
+        s = speed(pair, a.batch)
+        print(f"| 10-block {SIZE}x{SIZE} {label} | {s['images']} | {s['batch']} | {s['plain_s']:.3f} | "
+              f"{s['compare_s']:.3f} | **{s['ratio']:.2f}x** | {s['load']:.1f} |", flush=True)
+    if a.no_rss:
+        return
+    ns = a.sizes.split(",")
+    res = {n: run_json(["-m", "bench.compare", "--rss", n, "--batch", str(a.batch)]) for n in ns}
+    print()
+    print("| images | peak RSS (MB) | seconds | layers | first divergence |")
+    print("|---|---|---|---|---|")
+    for n in ns:
+        r = res[n]
+        print(f"| {n} | {r.get('peak_rss_mb', float('nan')):.0f} | {r.get('seconds', float('nan')):.1f} | "
+              f"{r.get('layers', '?')} | {r.get('first_divergence', r.get('error'))} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,381 @@
+"""Where two models part ways, layer by layer: matching, streamed metrics, and the ``compare`` verb.
+
+Why two layers, as Polygraphy splits ``Comparator.run`` from ``compare_accuracy``: running is
+``get_activations`` (or a framework side from ``onnxact.converters.sides``), comparing is pure
+numpy over two ``{layer: ndarray}`` mappings (``compare_activations``, which also takes folders
+written by ``save_activations``). A dataset is streamed: each batch only adds to per-layer sums
+(``sum A^2``, ``sum B^2``, ``sum AB``, ``sum (A-B)^2``, per-channel error, max |A-B|), so memory
+stays flat in the number of images.
+
+Layers are matched once (``plan``, in ``compare_match.py``): by the layer name where each side reads the layer (a conv
+read after its BN/ReLU is read at its last fused layer; a framework side holds every module's own
+output), then by name, by ONNX tensor name, then by position when both sides' remaining conv/pool
+sequences have the same shapes; ``map={a: b}`` overrides. Layouts are reconciled (NHWC <-> NCHW)
+by transposing B into A's layout. A pair whose shapes still differ is listed as unmatched with the
+reason, never an exception halfway. Two ONNX sides whose capture sets differ (a QDQ graph from
+``quantize_static`` stops at each conv's DequantizeLinear) are aligned first: B is read at A's
+tensors, or at their ``_DequantizeLinear_Output`` copies (``_OnnxSide.align``).
+
+A framework side's ``Activations`` carries ``raw_outputs = True`` (each key is that layer's own
+output, nothing fused) and ``lookup_only`` (keys that can be matched but are not listed when
+left unmatched: a torch ReLU module, a Keras Dropout).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .compare_match import _DQ, Pair, _dequantized, _squeezed, plan
+from .compare_report import Comparison, LayerResult, Unmatched, layer_metrics
+from .errors import InputError
+
+__all__ = ["compare", "compare_activations", "Comparison", "LayerResult", "Pair", "plan", "Accumulator"]
+
+# -- streamed metrics ---------------------------------------------------------------------------
+
+_ROWS = 1024  # rows per float32 partial sum when reducing down columns (channels-last)
+
+
+def _channel_dots(x: np.ndarray, y: np.ndarray, axis: int | None) -> np.ndarray:
+    """sum(x * y) per channel along ``axis`` (one value when None), in float64 across rows.
+
+    Why einsum row dot products: one pass over each operand and no temporaries, 5-8x faster than
+    ``(x * y).sum(axis=..., dtype=float64)`` on 250 MB of activations; each float32 partial sum
+    spans one map row (a channel's H*W) or ``_ROWS`` rows, so its rounding stays near 1e-7.
+    """
+    if x.size == 0:
+        return np.zeros(1 if axis is None else x.shape[axis])
+    if axis is None or x.ndim < 2:
+        r = x.reshape(-1, x.shape[-1]) if x.ndim >= 2 else x.reshape(1, -1)
+        return np.array([np.einsum("ij,ij->i", r, y.reshape(r.shape)).sum(dtype=np.float64)])
+    c = x.shape[axis]
+    if axis == x.ndim - 1:  # channels last: down the columns, a block of rows at a time
+        r, ry = x.reshape(-1, c), y.reshape(-1, c)
+        out = np.zeros(c)
+        for s in range(0, len(r), _ROWS):
+            out += np.einsum("ij,ij->j", r[s:s + _ROWS], ry[s:s + _ROWS])
+        return out
+    pre = int(np.prod(x.shape[:axis]))
+    r = x.reshape(pre * c, -1)
+    return np.einsum("ij,ij->i", r, y.reshape(r.shape)).reshape(pre, c).sum(axis=0, dtype=np.float64)
+
+
+class Accumulator:
+    """Sums for one matched layer over every batch: memory is O(channels), not O(images)."""
+
+    def __init__(self) -> None:
+        self.sum_a2 = self.sum_b2 = self.sum_ab = 0.0
+        self.max_abs = 0.0
+        self.ch_a2: np.ndarray | None = None
+        self.ch_d2: np.ndarray | None = None
+
+    def update(self, a: np.ndarray, b: np.ndarray, axis: int | None) -> None:
+        a = np.asarray(a)
+        b = np.asarray(b)
+        if a.dtype != np.float32 or b.dtype != np.float32:  # fp16 / fp64 sides: one common dtype
+            dt = np.float64 if np.float64 in (a.dtype, b.dtype) else np.float32
+            a, b = a.astype(dt, copy=False), b.astype(dt, copy=False)
+        a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+        d = a - b
+        ch_a2 = _channel_dots(a, a, axis)
+        ch_d2 = _channel_dots(d, d, axis)
+        self.sum_b2 += float(_channel_dots(b, b, None)[0])
+        self.sum_ab += float(_channel_dots(a, b, None)[0])
+        if d.size:
+            self.max_abs = max(self.max_abs, float(d.max()), -float(d.min()))
+        self.sum_a2 += float(ch_a2.sum())
+        self.ch_a2 = ch_a2 if self.ch_a2 is None else self.ch_a2 + ch_a2
+        self.ch_d2 = ch_d2 if self.ch_d2 is None else self.ch_d2 + ch_d2
+
+    def result(self, pair: Pair, rtol: float | None, min_sqnr: float | None) -> LayerResult:
+        sum_d2 = float(self.ch_d2.sum()) if self.ch_d2 is not None else 0.0
+        rel, cos, sqnr = layer_metrics(self.sum_a2, self.sum_b2, self.sum_ab, sum_d2)
+        worst = -1
+        if pair.axis is not None and self.ch_d2 is not None and self.ch_d2.size:
+            # relative error per channel; channels with under 1% of the mean energy are judged
+            # against that floor so float noise on a near-dead channel does not win
+            floor = max(float(self.ch_a2.mean()) * 1e-2, 1e-30)
+            worst = int(np.argmax(self.ch_d2 / np.maximum(self.ch_a2, floor)))
+        ok = (rtol is None or rel <= rtol) and (min_sqnr is None or sqnr >= min_sqnr)
+        return LayerResult(pair.name, pair.a_tensor, pair.b_tensor, rel, cos, sqnr, self.max_abs, worst,
+                           pair.matched_by, bool(ok))
+
+
+def _tolerance(rtol: float | None, min_sqnr: float | None) -> tuple[float | None, float | None]:
+    if rtol is None and min_sqnr is None:
+        rtol = 1e-3
+    for name, v in (("rtol", rtol), ("min_sqnr", min_sqnr)):
+        if v is not None and (not isinstance(v, (int, float)) or math.isnan(v)):
+            raise InputError(f"{name} must be a number, not {v!r}")
+    if rtol is not None and rtol < 0:
+        raise InputError(f"rtol must be >= 0, not {rtol}")
+    return rtol, min_sqnr
+
+
+class _Session:
+    """One comparison in progress: a plan made on the first batch, sums added per batch."""
+
+    def __init__(self, rtol: float | None, min_sqnr: float | None, map: Mapping[str, str] | None,
+                 keep_samples: bool, map_how: str = "map") -> None:
+        self.rtol, self.min_sqnr = _tolerance(rtol, min_sqnr)
+        self.map = dict(map or {})
+        self.map_how = map_how
+        self.keep = keep_samples
+        self.pairs: list[Pair] | None = None
+        self.un_a: list[Unmatched] = []
+        self.un_b: list[Unmatched] = []
+        self.acc: dict[str, Accumulator] = {}
+        self.samples: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.sample_info: dict[str, Any] = {}
+        self.images = 0
+
+    def add(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> None:
+        if self.pairs is None:
+            self.pairs, self.un_a, self.un_b = plan(a, b, self.map, self.map_how)
+            self.acc = {p.name: Accumulator() for p in self.pairs}
+        infos = getattr(a, "layers", None) or {}
+        n = 0
+        for p in list(self.pairs):
+            va, vb = np.asarray(a[p.a_key]), np.asarray(b[p.b_key])
+            if p.perm is not None and vb.ndim == len(p.perm):
+                vb = vb.transpose(p.perm)
+            if va.shape != vb.shape and _squeezed(va.shape) == _squeezed(vb.shape):
+                vb = vb.reshape(va.shape)
+            # images of another size (dynamic H/W) change the maps, not the per-channel sums; a
+            # pair whose A and B shapes part on a later batch is listed, never an exception halfway
+            channels = self.acc[p.name].ch_a2
+            if va.shape != vb.shape or (channels is not None and p.axis is not None and va.ndim > p.axis
+                                        and va.shape[p.axis] != channels.size):
+                why = f"A's shape {va.shape} and B's {vb.shape} part on image {self.images + 1} and after"
+                self.pairs.remove(p)
+                del self.acc[p.name]
+                self.un_a.append(Unmatched("a", p.a_key, why))
+                self.un_b.append(Unmatched("b", p.b_key, why))
+                continue
+            self.acc[p.name].update(va, vb, p.axis)
+            n = max(n, va.shape[0] if va.ndim else 1)
+            if self.keep and p.name not in self.samples:
+                self.samples[p.name] = (np.array(va[:1]), np.array(vb[:1]))
+                self.sample_info[p.name] = infos.get(p.a_key)
+        self.images += n
+
+    def report(self, a_name: str, b_name: str) -> Comparison:
+        layers = [self.acc[p.name].result(p, self.rtol, self.min_sqnr) for p in self.pairs or []]
+        return Comparison(a_name, b_name, self.images, layers, self.un_a, self.un_b, self.rtol, self.min_sqnr,
+                          samples=self.samples, sample_info=self.sample_info)
+
+
+def _as_mapping(x: Any) -> Mapping[str, Any]:
+    if isinstance(x, (str, os.PathLike)):
+        from .activations import load_activations
+
+        return load_activations(x)
+    if not isinstance(x, Mapping):
+        raise InputError(f"compare_activations takes {{layer: array}} mappings or saved folders, not {type(x).__name__}")
+    return x
+
+
+def compare_activations(a: Any, b: Any, *, rtol: float | None = None, min_sqnr: float | None = None,
+                        map: Mapping[str, str] | None = None, names: tuple[str, str] = ("A", "B"),
+                        keep_samples: bool = False) -> Comparison:
+    """Compare two ``{layer: ndarray}`` mappings (or folders written by ``save_activations``).
+
+    Pure: no model is run. Layers are matched as described in the module docstring; a layer
+    diverges when ``rel_l2 > rtol`` (default 1e-3) or, when given, ``sqnr_db < min_sqnr``.
+    """
+    s = _Session(rtol, min_sqnr, map, keep_samples)
+    s.add(_as_mapping(a), _as_mapping(b))
+    return s.report(*names)
+
+
+# -- running the two sides -------------------------------------------------------------------------
+
+def _is_framework(obj: Any, kind: str) -> bool:
+    mods = [c.__module__ or "" for c in type(obj).__mro__]
+    if kind == "torch":
+        return any(m.startswith("torch.nn") for m in mods)
+    return any(m.split(".")[0] in ("keras", "tf_keras") for m in mods) and hasattr(obj, "layers")
+
+
+class _OnnxSide:
+    def __init__(self, model: Any, layer_names: Any, providers: Any, threads: int | None) -> None:
+        from .model import load
+
+        self.model = load(model, providers=providers, threads=threads)
+        self.layer_names = layer_names
+        self.name = self.model.name
+
+    def align(self, other: _OnnxSide) -> dict[str, str] | None:
+        """Read ``other`` where this side reads its layers, when its own capture set does not.
+
+        Why: in a QDQ graph made by ``quantize_static`` every tensor T is followed by Q/DQ, so the
+        capture set stops at a conv's dequantized output instead of after its BN / activation,
+        and the sets differ. Both graphs still hold T (or ``T_DequantizeLinear_Output``): read
+        B there. Returns ``{A key: B tensor}`` and narrows B's capture to those tensors, or None
+        when B's own set already lines up.
+        """
+        mine = self.model.select(self.layer_names)
+        theirs = other.model.select(other.layer_names)
+        keys = {la.name for la in theirs} | {_dequantized(la.tensor) for la in theirs}
+        if all(la.name in keys or la.tensor in keys for la in mine):
+            return None
+        tensors = {la.tensor for la in other.model.all_layers}
+        picks = {}
+        for la in mine:
+            t = next((t for t in (la.tensor + _DQ, la.tensor) if t in tensors), None)
+            if t is not None:
+                picks[la.name] = t
+        if len(picks) <= sum(la.name in keys or la.tensor in keys for la in mine):
+            return None  # no better than the capture sets as they are
+        other.layer_names = list(picks.values())
+        return picks
+
+    def capture(self, feeds: Any) -> Any:
+        from .capture import get_activations
+
+        return get_activations(self.model, feeds, self.layer_names, layout="source")
+
+
+def _side(x: Any, layer_names: Any, providers: Any, threads: int | None) -> Any:
+    if _is_framework(x, "torch"):
+        from .converters.sides import TorchSide
+
+        return TorchSide(x)
+    if _is_framework(x, "keras"):
+        from .converters.sides import KerasSide
+
+        return KerasSide(x)
+    return _OnnxSide(x, layer_names, providers, threads)
+
+
+def _input_feeds(feeder: _OnnxSide, other: Any) -> Any:
+    """A function turning the feeder's feeds into the other side's (renamed, cast), or an InputError."""
+    if not isinstance(other, _OnnxSide):
+        return lambda feeds: next(iter(feeds.values())) if len(feeds) == 1 else feeds
+    ia, ib = feeder.model.inputs, other.model.inputs
+
+    def desc(inputs: Any) -> str:
+        return ", ".join(f"{i.name} {list(i.shape)} {i.dtype}" for i in inputs) or "no inputs"
+
+    def clash(s: tuple[Any, ...], t: tuple[Any, ...]) -> bool:
+        return len(s) != len(t) or any(isinstance(p, int) and isinstance(q, int) and p > 0 and q > 0 and p != q
+                                       for p, q in zip(s, t))
+
+    if len(ia) != len(ib) or (len(ia) > 1 and {i.name for i in ia} != {i.name for i in ib}):
+        raise InputError(f"A and B take different inputs: A has {desc(ia)}; B has {desc(ib)}; "
+                         "compare models with the same inputs")
+    rename = {i.name: j.name for i, j in zip(ia, ib)} if len(ia) == 1 else {i.name: i.name for i in ia}
+    jb = {j.name: j for j in ib}
+    for i in ia:
+        j = jb[rename[i.name]]
+        if clash(tuple(i.shape), tuple(j.shape)):
+            raise InputError(f"A's input {i.name} has shape {list(i.shape)} but B's input {j.name} has "
+                             f"{list(j.shape)}; compare models that take the same input shape and layout")
+
+    def convert(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {}
+        for k, v in feeds.items():
+            j = jb[rename[k]]
+            if j.dtype != str(v.dtype) and np.issubdtype(v.dtype, np.floating) and j.dtype.startswith("float"):
+                v = v.astype(j.dtype)
+            out[j.name] = v
+        return out
+
+    return convert
+
+
+def _batches(feeder: _OnnxSide | None, x: Any, batch_size: int, strict: bool, failed: list[tuple[str, str]],
+             preprocess_kw: dict[str, Any]) -> Iterator[Any]:
+    """Yield feeds ({input: array}, or an array when no ONNX side) batch by batch."""
+    from .run import _is_image_ref
+
+    if isinstance(x, Mapping):
+        if feeder is None:
+            raise InputError("two framework sides take x as one array (their example input), not {name: array}")
+        from .run import prepare_feeds
+
+        yield prepare_feeds(feeder.model, x, **preprocess_kw)
+        return
+    if isinstance(x, np.ndarray) or (not _is_image_ref(x) and hasattr(x, "__array__")):
+        arr = np.asarray(x)
+        if feeder is not None:
+            from .run import prepare_feeds
+
+            name = feeder.model.inputs[0].name if feeder.model.inputs else None
+            rank = len(feeder.model.inputs[0].shape) if name else 0
+            if rank and arr.ndim == rank - 1:
+                arr = arr[None]
+            for s in range(0, max(arr.shape[0], 1), batch_size):
+                yield prepare_feeds(feeder.model, arr[s:s + batch_size])
+            return
+        for s in range(0, max(arr.shape[0], 1), batch_size):
+            yield {"x": arr[s:s + batch_size]}
+        return
+    if feeder is None:
+        raise InputError("neither side is an ONNX model, so images cannot be preprocessed here; pass x as an "
+                         "array (the framework model's example input)")
+    if hasattr(x, "mode") and hasattr(x, "convert"):  # a PIL image
+        from .run import prepare_feeds
+
+        yield prepare_feeds(feeder.model, x, **preprocess_kw)
+        return
+    from .feeds import scan_input
+    from .images import expand_sources, iter_batches
+
+    items = expand_sources(x)
+    name = scan_input(feeder.model, []).name
+    for batch in iter_batches(feeder.model, items, batch_size=batch_size, strict=strict, input_name=name,
+                              **preprocess_kw):
+        failed.extend(batch.failed)
+        if batch.x is not None:
+            yield {name: batch.x}
+
+
+def compare(a: Any, b: Any, x: Any, *, rtol: float | None = None, min_sqnr: float | None = None,
+            map: Mapping[str, str] | None = None, layer_names: Sequence[str] | None = None, batch_size: int = 8,
+            providers: Any = None, providers_b: Any = None, threads: int | None = None, strict: bool = False,
+            keep_samples: bool = False, show_progress: bool = False, **preprocess_kw: Any) -> Comparison:
+    """Run A and B on ``x`` and compare them layer by layer; returns a ``Comparison``.
+
+    Each side is an ONNX model (path, bytes, ModelProto or ``Model``, run with ``providers``; B
+    with ``providers_b`` when given, so "CPU vs CUDA" of one file is a pair), a ``torch.nn.Module``
+    or a ``keras.Model`` (torch / Keras load only then). ``x``: an array (a batch, streamed in
+    ``batch_size`` slices), ``{input: array}``, or images (a file, folder, glob, list file, or a
+    list of them), preprocessed for the first ONNX side; every batch only adds to per-layer sums.
+    ``keep_samples`` keeps the first sample of every matched layer for ``to_html``.
+    """
+    if batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, not {batch_size}")
+    if x is None:
+        raise InputError("no input given: pass images, an array or {input name: array} "
+                         "(a torch or Keras side needs an example input)")
+    sa = _side(a, layer_names, providers, threads)
+    sb = _side(b, layer_names, providers if providers_b is None else providers_b, threads)
+    feeder = sa if isinstance(sa, _OnnxSide) else sb if isinstance(sb, _OnnxSide) else None
+    to_a = (lambda f: f) if feeder is sa else _input_feeds(feeder, sa) if feeder else (lambda f: f["x"])
+    to_b = (lambda f: f) if feeder is sb else _input_feeds(feeder, sb) if feeder else (lambda f: f["x"])
+    how = "map"
+    if not map and isinstance(sa, _OnnxSide) and isinstance(sb, _OnnxSide):
+        picks = sa.align(sb)
+        if picks:
+            map, how = {k: sb.model.layer(t).name for k, t in picks.items()}, "tensor"
+    s = _Session(rtol, min_sqnr, map, keep_samples, how)
+    failed: list[tuple[str, str]] = []
+    batches: Any = _batches(feeder, x, batch_size, strict, failed, preprocess_kw)
+    if show_progress:
+        from .progress import progress
+
+        batches = progress(batches, desc="compare")
+    for feeds in batches:
+        s.add(sa.capture(to_a(feeds)), sb.capture(to_b(feeds)))
+    if s.pairs is None:
+        why = f" (first: {failed[0][0]}: {failed[0][1]})" if failed else ""
+        raise InputError(f"no image could be read, nothing was compared{why}")
+    report = s.report(sa.name, sb.name)
+    report.failed = failed
+    return report
