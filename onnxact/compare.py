@@ -13,8 +13,10 @@ output), then by name, by ONNX tensor name, then by position when both sides' re
 sequences have the same shapes; ``map={a: b}`` overrides. Layouts are reconciled (NHWC <-> NCHW)
 by transposing B into A's layout. A pair whose shapes still differ is listed as unmatched with the
 reason, never an exception halfway. Two ONNX sides whose capture sets differ (a QDQ graph from
-``quantize_static`` stops at each conv's DequantizeLinear) are aligned first: B is read at A's
-tensors, or at their ``_DequantizeLinear_Output`` copies (``_OnnxSide.align``).
+``quantize_static`` stops at each conv's DequantizeLinear) are aligned first, by tensor: B is read
+at A's tensors, or at their ``_DequantizeLinear_Output`` copies (``_OnnxSide.align``); such a copy
+is read at its QuantizeLinear's float input and requantized in numpy, which keeps onnxruntime's
+int8 fusions (``compare_qdq``).
 
 A framework side's ``Activations`` carries ``raw_outputs = True`` (each key is that layer's own
 output, nothing fused) and ``lookup_only`` (keys that can be matched but are not listed when
@@ -30,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .activations import Activations
 from .compare_match import _DQ, Pair, _dequantized, _squeezed, plan
 from .compare_report import Comparison, LayerResult, Unmatched, layer_metrics
 from .errors import InputError
@@ -195,6 +198,10 @@ def compare_activations(a: Any, b: Any, *, rtol: float | None = None, min_sqnr: 
 
 # -- running the two sides -------------------------------------------------------------------------
 
+#: read a QDQ side's DequantizeLinear outputs at their QuantizeLinear inputs and requantize in numpy
+#: (onnxact.compare_qdq); False reads the DQ outputs themselves (the reference the tests check against)
+_REQUANT = True
+
 def _is_framework(obj: Any, kind: str) -> bool:
     mods = [c.__module__ or "" for c in type(obj).__mro__]
     if kind == "torch":
@@ -209,6 +216,7 @@ class _OnnxSide:
         self.model = load(model, providers=providers, threads=threads)
         self.layer_names = layer_names
         self.name = self.model.name
+        self.requant: dict[str, Any] = {}  # {DQ tensor: Requant}, set by align (onnxact.compare_qdq)
 
     def align(self, other: _OnnxSide) -> dict[str, str] | None:
         """Read ``other`` where this side reads its layers, when its own capture set does not.
@@ -221,8 +229,10 @@ class _OnnxSide:
         """
         mine = self.model.select(self.layer_names)
         theirs = other.model.select(other.layer_names)
-        keys = {la.name for la in theirs} | {_dequantized(la.tensor) for la in theirs}
-        if all(la.name in keys or la.tensor in keys for la in mine):
+        # by tensor, not by layer name: a QDQ graph keeps the scope names, so its "block0" (the
+        # conv's DQ output) would pair with A's "block0" read after BN + ReLU, another tensor
+        keys = {_dequantized(la.tensor) for la in theirs}
+        if all(la.tensor in keys for la in mine):
             return None
         tensors = {la.tensor for la in other.model.all_layers}
         picks = {}
@@ -230,15 +240,31 @@ class _OnnxSide:
             t = next((t for t in (la.tensor + _DQ, la.tensor) if t in tensors), None)
             if t is not None:
                 picks[la.name] = t
-        if len(picks) <= sum(la.name in keys or la.tensor in keys for la in mine):
+        if len(picks) <= sum(la.tensor in keys for la in mine):
             return None  # no better than the capture sets as they are
         other.layer_names = list(picks.values())
+        if _REQUANT and (other.model.source_layout or "").upper() not in ("NHWC", "NWC", "NDHWC"):
+            from .compare_qdq import requant_sources
+
+            other.requant = requant_sources(other.model.proto, [t for t in picks.values() if t.endswith(_DQ)])
         return picks
 
     def capture(self, feeds: Any) -> Any:
         from .capture import get_activations
 
-        return get_activations(self.model, feeds, self.layer_names, layout="source")
+        if not self.requant:
+            return get_activations(self.model, feeds, self.layer_names, layout="source")
+        # a QDQ side: read each DQ output's float source (fusions kept), requantize here
+        layers = self.model.select(self.layer_names)
+        reads = list(dict.fromkeys(self.requant[la.tensor].source if la.tensor in self.requant else la.tensor
+                                   for la in layers))
+        src = get_activations(self.model, feeds, reads, output_format="full")
+        data, infos = {}, {}
+        for la in layers:
+            r = self.requant.get(la.tensor)
+            arr = r.apply(src[r.source]) if r is not None else src[la.tensor]
+            data[la.name], infos[la.name] = arr, self.model.shaped(la, arr.shape)
+        return Activations(data, infos)
 
 
 def _side(x: Any, layer_names: Any, providers: Any, threads: int | None) -> Any:

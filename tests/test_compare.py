@@ -7,6 +7,7 @@ against their own exports (both torch exporters, Keras).
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import xml.etree.ElementTree as ET
@@ -115,6 +116,55 @@ def test_fp32_vs_qdq_has_finite_sqnr_everywhere_and_min_sqnr_gates(nets):
     assert not compare(str(p["fp32"]), str(p["qdq"]), x, min_sqnr=low - 1)
     gate = compare(str(p["fp32"]), str(p["qdq"]), x, min_sqnr=low + 0.5)
     assert gate.first_divergence == next(la.name for la in r.layers if la.sqnr_db < low + 0.5)
+
+
+def _quantized(src, dst) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    feeds = iter([{"x": _x(1, seed=10 + i)} for i in range(4)])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):  # type: ignore[override]
+            return next(feeds, None)
+
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+
+
+def _close(u, v, rel=1e-5):
+    if isinstance(u, dict):
+        assert u.keys() == v.keys()
+        return all(_close(u[k], v[k], rel) for k in u)
+    if isinstance(u, list):
+        assert len(u) == len(v)
+        return all(_close(p, q, rel) for p, q in zip(u, v))
+    if isinstance(u, float):
+        assert u == v or abs(u - v) <= rel * max(abs(u), abs(v)), (u, v)
+        return True
+    assert u == v, (u, v)
+    return True
+
+
+def test_qdq_side_read_before_its_quantize_equals_its_dq_outputs(nets, monkeypatch):
+    """Conv -> BN -> ReLU vs its QDQ: each layer is paired with the same tensor's DQ copy (not the
+    conv's DQ output that keeps the scope name), and reading that copy at its QuantizeLinear input,
+    requantized in numpy (what keeps onnxruntime's int8 fusions), gives the same report."""
+    cmp = importlib.import_module("onnxact.compare")
+
+    d, p = nets
+    qdq = d / "base_qdq.onnx"
+    _quantized(p["base"], qdq)
+    x = _x(5, seed=4)
+    fast = compare(str(p["base"]), str(qdq), x, batch_size=2)
+    side = cmp._OnnxSide(str(qdq), None, None, None)
+    cmp._OnnxSide(str(p["base"]), None, None, None).align(side)
+    assert len(side.requant) == len(fast.layers) > 0  # every layer read before its Q
+    monkeypatch.setattr(cmp, "_REQUANT", False)
+    slow = compare(str(p["base"]), str(qdq), x, batch_size=2)
+    base = onnxact.load(str(p["base"]))
+    assert [la.b_tensor for la in fast.layers] == [la.tensor + "_DequantizeLinear_Output" for la in base.select()]
+    assert all(15 < la.sqnr_db < 80 for la in fast.layers), fast.table()
+    assert _close(json.loads(fast.to_json()), json.loads(slow.to_json()))
 
 
 def test_cpu_thread_counts_agree_within_1e5(nets):
