@@ -348,6 +348,25 @@ def test_fp32_vs_fp16_feeds_b_its_own_dtype():
     assert all(50 < la.sqnr_db < 100 for la in r.layers), r.table()  # fp16 rounding: ~70 dB, not equal
 
 
+@pytest.mark.parametrize("keep_io_types", [False, True])
+def test_fp32_vs_its_onnxconverter_common_fp16_copy(nets, tmp_path, keep_io_types):
+    """The usual fp16 path: ``convert_float_to_float16`` of the Conv-BN-ReLU net, with float16 or
+    float32 inputs; every layer pairs with its own tensor, SQNR is finite and fp16-sized, and
+    nothing diverges at rtol 1e-2 (while rtol 1e-5 does: the copy is not the same model)."""
+    from onnxconverter_common import float16
+
+    _d, p = nets
+    half = tmp_path / "half.onnx"
+    onnx.save(float16.convert_float_to_float16(onnx.load(str(p["base"])), keep_io_types=keep_io_types), half)
+    x = _x(4, seed=7)
+    r = compare(str(p["base"]), str(half), x, rtol=1e-2)
+    base = onnxact.load(str(p["base"]))
+    assert [la.b_tensor for la in r.layers] == [la.a_tensor for la in r.layers] == [la.tensor for la in base.select()]
+    assert all(math.isfinite(la.sqnr_db) and 40 < la.sqnr_db < 100 for la in r.layers), r.table()
+    assert r.first_divergence is None and not r.unmatched_a and not r.unmatched_b
+    assert compare(str(p["base"]), str(half), x, rtol=1e-5).first_divergence == r.layers[0].name
+
+
 def test_wild_yolo_module_vs_its_export_on_photos(yolo_detector):
     """The YOLOv8-shaped detector (legacy exporter, Ultralytics metadata, dynamic H/W) against its
     own torch module, on photos the ONNX side preprocesses (one 512x512, one 400x600)."""
