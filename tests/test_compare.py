@@ -158,7 +158,8 @@ def test_qdq_side_read_before_its_quantize_equals_its_dq_outputs(nets, monkeypat
     fast = compare(str(p["base"]), str(qdq), x, batch_size=2)
     side = cmp._OnnxSide(str(qdq), None, None, None)
     cmp._OnnxSide(str(p["base"]), None, None, None).align(side)
-    assert len(side.requant) == len(fast.layers) > 0  # every layer read before its Q
+    # every layer read before its Q but the GAP, which onnxruntime fuses with its Q (QLinearGlobalAveragePool)
+    assert sorted(side.requant) == sorted(la.b_tensor for la in fast.layers if la.name != "gap")
     monkeypatch.setattr(cmp, "_REQUANT", False)
     slow = compare(str(p["base"]), str(qdq), x, batch_size=2)
     base = onnxact.load(str(p["base"]))
@@ -314,7 +315,7 @@ def test_bad_input_is_one_line_exit_2(nets, capsys, tmp_path):
         compare(module, str(p["fp32"]), None)
 
 
-def test_rapidocr_det_fp32_vs_its_qdq_has_finite_sqnr_on_every_layer(tmp_path):
+def test_rapidocr_det_fp32_vs_its_qdq_has_finite_sqnr_on_every_layer(tmp_path, monkeypatch):
     """A real Paddle export quantized by quantize_static: every layer of A is read in B too
     (where B's own capture set stops at each conv's DequantizeLinear, before BN / HardSwish)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -337,6 +338,11 @@ def test_rapidocr_det_fp32_vs_its_qdq_has_finite_sqnr_on_every_layer(tmp_path):
     assert all(math.isfinite(la.sqnr_db) for la in r.layers), r.table()
     assert sum(la.b_tensor.endswith("_DequantizeLinear_Output") for la in r.layers) > len(r.layers) // 2
     assert r.layers[0].sqnr_db > 20 and r.first_divergence is not None
+    # its Q inputs made by Conv / HardSigmoid / Add are fused by onnxruntime: read as DQ outputs, so
+    # the report is the one reading every DQ output (reading those Q inputs changed SQNR by 3%)
+    monkeypatch.setattr(importlib.import_module("onnxact.compare"), "_REQUANT", False)
+    assert _close(json.loads(r.to_json()), json.loads(compare(m, str(tmp_path / "det_qdq.onnx"), photos,
+                                                              size=(192, 192)).to_json()))
 
 
 def test_fp32_vs_fp16_feeds_b_its_own_dtype():
