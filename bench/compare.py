@@ -1,11 +1,13 @@
 """Issue 16 benchmark: ``onnxact.compare`` vs running both models plainly, and its memory vs image count.
 
     python -m bench.compare                       # prints a Markdown table
+    python -m bench.compare --det --no-rss        # also rapidocr det fp32 vs QDQ, speed only
     python -m bench.compare --rss N               # (child) compare over N images, print peak RSS as JSON
 
 Subjects: the 10-block Conv-BN-ReLU net (bench/models.py) in fp32 vs its int8 QDQ version made by
 ``onnxruntime.quantization.quantize_static`` (calibrated on 4 random inputs), and vs an fp32 copy
-with one conv channel scaled by 1.5. Speed: the same
+with one conv channel scaled by 1.5; rapidocr det (fetched by tests/subjects.py) vs its QDQ
+version (calibrated on two photos at 480x480; ``--det`` adds it). Speed: the same
 random batches through (a) a plain onnxruntime session of A then one of B (the floor, 1.0x) and
 (b) ``onnxact.compare(A, B, x)`` (capture of every conv/pool layer of both + streamed metrics),
 medians of blocks taken in turn (bench.common.blocks). Memory: peak RSS of a whole compare over a
@@ -69,18 +71,51 @@ def scaled_copy(size: int = SIZE) -> Path:
     return path
 
 
+DET_SIZE = 480
+
+
+def det_subjects() -> tuple[Path, Path]:
+    """(fp32, qdq) paths of rapidocr det; the QDQ copy is made once into the bench cache."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    import onnxact
+    from tests.subjects import photo, rapidocr_models
+
+    det = Path(rapidocr_models()["det"])
+    qdq = CACHE / f"cmp_det_qdq_{DET_SIZE}.onnx"
+    if not qdq.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        m = onnxact.load(det)
+        feeds = iter([{"x": onnxact.preprocess_image(str(photo(p)), m, size=(DET_SIZE, DET_SIZE))}
+                      for p in ("astronaut.png", "coffee.png")])
+
+        class Reader(CalibrationDataReader):
+            def get_next(self):  # type: ignore[override]
+                return next(feeds, None)
+
+        quantize_static(str(det), str(qdq), Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    return det, qdq
+
+
 def speed(pair: str = "qdq", batch: int = 8, batches: int = 2, per_round: int = 2, rounds: int = 3) -> dict[str, float]:
     import onnxact
 
-    fp32, qdq = subjects()
-    a, b = onnxact.load(fp32), onnxact.load(qdq if pair == "qdq" else scaled_copy())
-    x = np.random.default_rng(0).random((batch * batches, 3, SIZE, SIZE), dtype=np.float32)
+    if pair == "det":
+        fa, fb = det_subjects()
+        size = DET_SIZE
+    else:
+        fa, fq = subjects()
+        fb, size = (fq if pair == "qdq" else scaled_copy()), SIZE
+    a, b = onnxact.load(fa), onnxact.load(fb)
+    x = np.random.default_rng(0).random((batch * batches, 3, size, size), dtype=np.float32)
     pa, pb = a.build_session(a.proto), b.build_session(b.proto)
+    name = a.inputs[0].name
 
     def plain() -> None:
         for i in range(0, len(x), batch):
-            pa.run(None, {"x": x[i:i + batch]})
-            pb.run(None, {"x": x[i:i + batch]})
+            pa.run(None, {name: x[i:i + batch]})
+            pb.run(None, {name: x[i:i + batch]})
 
     def compare() -> None:
         onnxact.compare(a, b, x, batch_size=batch)
@@ -88,7 +123,7 @@ def speed(pair: str = "qdq", batch: int = 8, batches: int = 2, per_round: int = 
     load = os.getloadavg()[0]
     t = blocks({"plain": plain, "compare": compare}, per_round=per_round, rounds=rounds)
     med = block_medians(t)
-    return {"images": len(x), "batch": batch, "plain_s": med["plain"], "compare_s": med["compare"],
+    return {"images": len(x), "batch": batch, "size": size, "plain_s": med["plain"], "compare_s": med["compare"],
             "ratio": round_ratio(t, "compare", "plain"), "load": max(load, os.getloadavg()[0])}
 
 
@@ -125,6 +160,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--sizes", default="50,1000")
     ap.add_argument("--no-rss", action="store_true", help="speed only")
+    ap.add_argument("--det", action="store_true", help="also rapidocr det fp32 vs QDQ (fetches the model)")
     a = ap.parse_args()
     if a.rss:
         rss_child(a.rss, a.batch)
@@ -132,9 +168,12 @@ def main() -> None:
     print(f"Machine: {machine()}")
     print("| subject | images | batch | plain A + plain B (s) | compare (s) | compare / plain | load avg |")
     print("|---|---|---|---|---|---|---|")
-    for pair, label in (("qdq", "fp32 vs QDQ int8"), ("scaled", "fp32 vs fp32 (one channel x1.5)")):
+    pairs = [("qdq", "10-block", "fp32 vs QDQ int8"), ("scaled", "10-block", "fp32 vs fp32 (one channel x1.5)")]
+    if a.det:
+        pairs.append(("det", "rapidocr det", "fp32 vs QDQ int8"))
+    for pair, net, label in pairs:
         s = speed(pair, a.batch)
-        print(f"| 10-block {SIZE}x{SIZE} {label} | {s['images']} | {s['batch']} | {s['plain_s']:.3f} | "
+        print(f"| {net} {s['size']}x{s['size']} {label} | {s['images']} | {s['batch']} | {s['plain_s']:.3f} | "
               f"{s['compare_s']:.3f} | **{s['ratio']:.2f}x** | {s['load']:.1f} |", flush=True)
     if a.no_rss:
         return

@@ -231,16 +231,17 @@ class _OnnxSide:
         theirs = other.model.select(other.layer_names)
         # by tensor, not by layer name: a QDQ graph keeps the scope names, so its "block0" (the
         # conv's DQ output) would pair with A's "block0" read after BN + ReLU, another tensor
+        # (A the QDQ side, B the float one: A's DQ copy pairs with B's own tensor)
         keys = {_dequantized(la.tensor) for la in theirs}
-        if all(la.tensor in keys for la in mine):
+        if all(_dequantized(la.tensor) in keys for la in mine):
             return None
         tensors = {la.tensor for la in other.model.all_layers}
         picks = {}
         for la in mine:
-            t = next((t for t in (la.tensor + _DQ, la.tensor) if t in tensors), None)
+            t = next((t for t in (la.tensor + _DQ, la.tensor, _dequantized(la.tensor)) if t in tensors), None)
             if t is not None:
                 picks[la.name] = t
-        if len(picks) <= sum(la.tensor in keys for la in mine):
+        if len(picks) <= sum(_dequantized(la.tensor) in keys for la in mine):
             return None  # no better than the capture sets as they are
         other.layer_names = list(picks.values())
         if _REQUANT and (other.model.source_layout or "").upper() not in ("NHWC", "NWC", "NDHWC"):

@@ -156,6 +156,9 @@ def test_qdq_side_read_before_its_quantize_equals_its_dq_outputs(nets, monkeypat
     _quantized(p["base"], qdq)
     x = _x(5, seed=4)
     fast = compare(str(p["base"]), str(qdq), x, batch_size=2)
+    back = compare(str(qdq), str(p["base"]), x, batch_size=2)  # the QDQ side as A: its own set, by tensor
+    assert back.layers and all(la.a_tensor == la.b_tensor + "_DequantizeLinear_Output" for la in back.layers)
+    assert all(15 < la.sqnr_db < 80 for la in back.layers), back.table()
     side = cmp._OnnxSide(str(qdq), None, None, None)
     cmp._OnnxSide(str(p["base"]), None, None, None).align(side)
     # every layer read before its Q but the GAP, which onnxruntime fuses with its Q (QLinearGlobalAveragePool)
