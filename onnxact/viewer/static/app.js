@@ -295,7 +295,8 @@ function tileLoaded(token, start, n) {
   window.__onnxact.tilesShownAt = now;
   window.__onnxact.tilesShownMs = now - (window.__onnxact.layerClickAt ?? start);
   const L = S.model.layers[S.layer];
-  status(`${L.name} · ${L.activation ? L.op_type + "+" + L.activation : L.op_type} · ${shapeText(L.captured_shape || L.shape)} · ${n} filters · shown in ${Math.round(window.__onnxact.tilesShownMs)} ms · click a tile to enlarge`);
+  const hint = L.kind && L.kind !== "maps" ? "one picture of the whole layer" : "click a tile to enlarge";
+  status(`${L.name} · ${L.activation ? L.op_type + "+" + L.activation : L.op_type} · ${shapeText(L.captured_shape || L.shape)} · ${n} filters · shown in ${Math.round(window.__onnxact.tilesShownMs)} ms · ${hint}`);
   document.body.dataset.tilesReady = String(token);
 }
 
