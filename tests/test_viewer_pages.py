@@ -162,6 +162,9 @@ def test_detector_gets_no_predictions(yolo_detector, folder):
         layers = c.get("/api/model", params={"image": iid}).json()["layers"]
         assert layers and all(L["captured_shape"] for L in layers)
         assert any(not all(isinstance(d, int) for d in L["shape"][2:]) for L in layers if L["shape"])
+        cam = c.get(f"/api/images/{iid}/cam.png")  # class-agnostic, captioned with the layer's name
+        assert cam.headers["x-cam-method"] == "eigencam" and cam.headers["x-cam-layer"] in {L["name"] for L in layers}
+        assert cam.headers["x-cam-layer"] in cam.headers["x-cam-caption"]
     finally:
         c.app.state.viewer.close()
 
@@ -273,6 +276,10 @@ def test_page_unknown_dims_and_one_by_one(signed_net, folder, tmp_path):
             assert page.locator("#tiles .tile").count() == 0
             (w, h), std = _stats(page.locator("#tiles .layer-picture").screenshot())
             assert w > 200 and h > 100 and std > 20
+            page.locator(".tab[data-view=cam]").click()  # the CAM caption names the layer, not an index
+            page.wait_for_function("document.querySelector('#single .caption')"
+                                   " && document.querySelector('#single .caption').textContent.includes(' on ')")
+            assert "on conv" in page.locator("#single .caption").inner_text()
             assert not errors, errors
         finally:
             browser.close()
