@@ -47,16 +47,22 @@ def audio_net():
 HOOKED = ("relu1", "pool1", "relu2", "pool2")  # graph order of the default capture set
 
 
-@pytest.fixture(scope="module")
-def audio(tmp_path_factory):
+def export_audio_net(d: Path):
+    """The audio net exported by the legacy exporter to ``d/audio.onnx``; returns (path, module)."""
     import torch
 
-    d = tmp_path_factory.mktemp("audio")
     net = audio_net()
     args = (torch.randn(1, 1, 512), torch.tensor(16000, dtype=torch.int64), torch.tensor([1.0]))
     torch.onnx.export(net, args, str(d / "audio.onnx"), dynamo=False, opset_version=13,
                       input_names=["waveform", "sample_rate", "gain"], output_names=["logits"],
                       dynamic_axes={"waveform": {0: "batch", 2: "time"}, "logits": {0: "batch"}})
+    return d / "audio.onnx", net
+
+
+@pytest.fixture(scope="module")
+def audio(tmp_path_factory):
+    d = tmp_path_factory.mktemp("audio")
+    _, net = export_audio_net(d)
     rng = np.random.default_rng(0)
     np.save(d / "w.npy", rng.standard_normal((1, 1, 2000)).astype(np.float32))
     np.save(d / "waves.npy", rng.standard_normal((6, 1, 1500)).astype(np.float32))

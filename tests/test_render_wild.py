@@ -285,17 +285,9 @@ def test_keract_data_format_and_fig_size_mean_what_they_mean():
 
 @pytest.fixture(scope="module")
 def audio_model(tmp_path_factory):
-    import torch
+    from .test_inputs_cli import export_audio_net
 
-    from .test_inputs_cli import audio_net
-
-    d = tmp_path_factory.mktemp("audio_pictures")
-    net = audio_net()
-    args = (torch.randn(1, 1, 512), torch.tensor(16000, dtype=torch.int64), torch.tensor([1.0]))
-    torch.onnx.export(net, args, str(d / "audio.onnx"), dynamo=False, opset_version=13,
-                      input_names=["waveform", "sample_rate", "gain"], output_names=["logits"],
-                      dynamic_axes={"waveform": {0: "batch", 2: "time"}, "logits": {0: "batch"}})
-    return d / "audio.onnx", net
+    return export_audio_net(tmp_path_factory.mktemp("audio_pictures"))
 
 
 def test_audio_net_maps_are_channels_by_time_pictures_with_torch_ranges(audio_model):

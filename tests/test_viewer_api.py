@@ -99,7 +99,9 @@ def test_predictions_tiles_stats_heatmap_cam(client):
     s = client.get(f"/api/images/{iid}/layers/2/stats").json()
     assert s["channels"] == 8 and len(s["channel_max"]) == 8 and s["shape"] == [1, 8, 16, 16]
     assert s["min"] >= 0 and s["max"] >= s["mean"]
-    assert s["dead_on_image"] == sum(v <= 0 for v in s["channel_max"])
+    # after a ReLU (min >= 0) max |a| == max, so check's rule (max |a| <= 0) picks the channels whose max is 0
+    assert s["dead_channels"] == [c for c, v in enumerate(s["channel_max"]) if v <= 0]
+    assert s["dead_on_image"] == len(s["dead_channels"])
 
     h = client.get(f"/api/images/{iid}/layers/1/heatmap.png?alpha=0.5")
     assert h.status_code == 200 and Image.open(io.BytesIO(h.content)).size == (32, 32)

@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, File, Query, UploadFile
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import InputError
 from ..model import load
-from .payloads import _cache_headers, _cam_method, _class_map, _png, _predictions, _unit
+from .payloads import _cache_headers, _cam_method, _class_map, _dead_channels, _png, _predictions, _unit
 from .schema import (
     Colormap,
     Error,
@@ -40,7 +40,7 @@ from .schema import (
     Predictions,
 )
 from .security import _ID_PATTERN, MAX_UPLOAD_BYTES, BodyLimit, _http, install_guards
-from .state import IMAGE_EXTENSIONS, ViewerState, _read_labels
+from .state import IMAGE_EXTENSIONS, PAGE_SIZE, ViewerState, _read_labels
 
 __all__ = ["create_app", "ViewerState", "IMAGE_EXTENSIONS", "MAX_UPLOAD_BYTES"]
 
@@ -76,8 +76,10 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
     }
     png = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
 
+    # no /docs or /redoc: FastAPI's pages load their JS and CSS from a CDN, which the page's CSP
+    # (and an offline machine) refuses; the schema itself is at /openapi.json
     app = FastAPI(title="onnxact viewer", version="1", description=f"Activations of {m.name}, in a browser.",
-                  responses=errors)
+                  responses=errors, docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, limit=max_upload + 64 * 1024)
     app.state.viewer = state
     if scan_dead and root is not None:
@@ -95,25 +97,37 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
 
     # -- model and images ---------------------------------------------------------------------
     @app.get("/api/model", response_model=ModelSummary, summary="Model summary: inputs, outputs and layers")
-    def model_summary() -> Any:
-        out = []
+    def model_summary(image: str | None = Query(None, pattern=_ID_PATTERN,
+                                                description="an image id: `captured_shape` from its capture")) -> Any:
+        from ..render.tiles import layer_kind
+
+        cap = state.capture(image) if image is not None else None  # 404 for an unknown id
+        report = state.dead_report()
+        dead_now = {row["layer"]: row["dead"] for row in report.per_layer}
         with state._lock:
             seen = len(state.seen)
-            cmax = dict(state.channel_max)
+            shapes = dict(state.shapes)
             dataset = state.dataset_dead if state.dataset_images >= seen else None
             n_dataset = state.dataset_images
+        if cap is not None:
+            shapes.update({int(k): [int(d) for d in np.shape(v)] for k, v in cap.acts.items()})
+        out = []
         for i, layer in enumerate(m.layers):
             shape = list(layer.shape) if layer.shape is not None else None
+            got = shapes.get(i)
             ax = layer.channel_axis
             ch = shape[ax] if shape is not None and ax is not None and ax < len(shape) else None
+            if not isinstance(ch, int) and got is not None and ax is not None and ax < len(got):
+                ch = got[ax]
             ch = ch if isinstance(ch, int) else None
-            dead = int((cmax[i] <= 0).sum()) if i in cmax else None
+            dead = dead_now.get(str(i))
             if dataset is not None:
                 dead = dataset.get(layer.name, 0)
+            # how the page draws it: a tile grid ("maps"), or one picture (bars for 1x1 maps, ...)
+            kind = layer_kind(np.broadcast_to(np.float32(0), got), layer.layout) if got else None
             out.append(LayerModel(
                 index=i, name=layer.name, tensor=layer.tensor, op_type=layer.op_type, activation=layer.activation,
-                layout=layer.layout, shape=shape, channels=ch if ch is not None else (
-                    int(cmax[i].size) if i in cmax else None),
+                layout=layer.layout, shape=shape, captured_shape=got, kind=kind, channels=ch,
                 spatial=layer.layout in ("NCHW", "NHWC", "NCDHW", "NDHWC"), dead_filters=dead,
                 dead_over_images=n_dataset if dataset is not None else seen,
             ))
@@ -121,12 +135,18 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
             name=m.name, sha256=m.sha256, framework=m.framework,
             inputs=[InputModel(name=i.name, shape=list(i.shape), dtype=i.dtype, layout=i.layout) for i in m.inputs],
             outputs=list(m.output_names), class_names=state.labels, layers=out, cam_method=cam_method,
+            dead_eps=report.eps,
         )
 
-    @app.get("/api/images", response_model=list[ImageModel], summary="The gallery images and the uploads")
-    def list_images() -> Any:
-        entries = state.scan() + list(state.uploads.values())
-        return [ImageModel(id=e.id, name=e.name, source=e.source) for e in entries]
+    @app.get("/api/images", response_model=list[ImageModel],
+             responses={200: {"headers": {"X-Total-Count": {"description": "images in all pages",
+                                                            "schema": {"type": "integer"}}}}},
+             summary="The uploads (newest first) and the gallery images, a page at a time")
+    def list_images(offset: int = Query(0, ge=0, le=10_000_000),
+                    limit: int = Query(PAGE_SIZE, ge=1, le=PAGE_SIZE)) -> Any:
+        entries, total = state.page(offset, limit)
+        body = [ImageModel(id=e.id, name=e.name, source=e.source).model_dump() for e in entries]
+        return JSONResponse(body, headers={"X-Total-Count": str(total)})
 
     @app.post("/api/images", response_model=ImageModel, status_code=201, summary="Upload an image (max 10 MB)")
     async def upload_image(file: UploadFile = File(...)) -> Any:
@@ -164,10 +184,11 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
         a = np.asarray(cap.acts[str(layer)], dtype=np.float32)
         flat = tiles.reshape(tiles.shape[0], -1)
         cmax = flat.max(axis=1)
+        dead = _dead_channels(cap, layer)
         return LayerStats(
             image=image_id, layer=layer, name=m.layers[layer].name, shape=[int(d) for d in a.shape],
             min=lo, max=hi, mean=float(a.mean()), std=float(a.std()), zero_fraction=float((a == 0).mean()),
-            channels=int(tiles.shape[0]), dead_on_image=int((cmax <= 0).sum()),
+            channels=int(tiles.shape[0]), dead_on_image=len(dead), dead_channels=dead,
             channel_max=[round(float(x), 6) for x in cmax], channel_mean=[round(float(x), 6) for x in flat.mean(1)],
         )
 
@@ -189,6 +210,22 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
         if scale > 1 and max(rgb.shape[:2]) * scale <= 2048:
             rgb = rgb.repeat(scale, axis=0).repeat(scale, axis=1)
         return Response(_png(rgb), media_type="image/png", headers=_cache_headers())
+
+    @app.get("/api/images/{image_id}/layers/{layer}/picture.png", responses=png, response_class=Response,
+             summary="The whole layer as one picture, as the report draws it: a bar chart for 1x1 maps "
+                     "(global pools, squeeze-excite), a channels x time image for 1-D maps, else a tile grid")
+    def picture(image_id: str = ImageId, layer: int = PathParam(ge=0, le=100_000), cmap: Colormap = "viridis",
+                normalize: Normalize = "tile", width: int = Query(720, ge=200, le=2000)) -> Any:
+        from ..render import render_layer
+
+        info = layer_or_404(layer)
+        cap = state.capture(image_id)
+        key = str(layer)
+        if key not in cap.acts:
+            raise _http(404, f"layer {layer} was not captured for this image")
+        pic = render_layer(info.name, np.asarray(cap.acts[key]), cap.acts.layers.get(key), cmap=cmap,
+                           normalize=normalize, max_width=width, channel_numbers=True)
+        return Response(_png(np.asarray(pic.image.convert("RGB"))), media_type="image/png", headers=_cache_headers())
 
     @app.get("/api/images/{image_id}/layers/{layer}/heatmap.png", responses=png, response_class=Response,
              summary="A filter's map (or, with channel=-1, the mean of the layer's maps) over the image")

@@ -23,6 +23,7 @@ class Capture:
     tiles: dict[int, tuple[np.ndarray, float, float]] = field(default_factory=dict)
     nbytes: int = 0
     cams: dict[tuple[int, str | None], tuple[np.ndarray, dict[str, str]]] = field(default_factory=dict)  # CAMs by (class, output)
+    stats: Any = None  # onnxact.stats.ChannelStats of this image (per-channel reductions), made once
 
 
 class LRUCache:

@@ -72,6 +72,19 @@ def _predictions(m: Model, acts: Any, labels: list[str] | None, k: int, output: 
             "others": groups[1:]}
 
 
+def _dead_channels(cap: Capture, layer: int) -> list[int]:
+    """Channels of ``layer`` dead on this image, by ``check``'s definition (max |a| <= eps, with its
+    default eps): :class:`onnxact.stats.DeadFilterReport` over this capture's statistics."""
+    from ..stats import ChannelStats, DeadFilterReport
+
+    key = str(layer)
+    st = cap.stats.layers.get(key) if cap.stats is not None else None
+    if st is None:
+        return []
+    report = DeadFilterReport(ChannelStats({key: st}, {key: cap.stats.infos[key]}, 1))
+    return [c for _, c in report.dead]
+
+
 def _class_map(m: Model, cap: Capture, class_index: int, cam_layer: str | None = None,
                output: str | None = None) -> tuple[np.ndarray, dict[str, str]] | None:
     """A 2-D class activation map + headers describing it (method, the layer's name, why), from

@@ -26,6 +26,8 @@ class LayerModel(BaseModel):
     activation: str | None
     layout: str
     shape: list[Any] | None
+    captured_shape: list[int] | None = None  # the shape captured for an image (unknown dims filled in)
+    kind: str | None = None  # "maps" (a tile grid), "channels" (1x1 maps: bars), "sequence", "vector"
     channels: int | None
     spatial: bool
     dead_filters: int | None
@@ -40,6 +42,7 @@ class ModelSummary(BaseModel):
     class_names: list[str] | None
     layers: list[LayerModel]
     cam_method: str
+    dead_eps: float = 0.0  # a filter is dead when max |a| <= dead_eps over the images (as in `check`)
 
 class ImageModel(BaseModel):
     id: str
@@ -76,6 +79,7 @@ class LayerStats(BaseModel):
     zero_fraction: float
     channels: int
     dead_on_image: int
+    dead_channels: list[int] = []  # channels with max |a| <= eps on this image
     channel_max: list[float]
     channel_mean: list[float]
 

@@ -25,7 +25,9 @@ from .security import _ALLOWED_FORMATS, MAX_UPLOAD_BYTES, _http, check_upload
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MAX_UPLOADS = 64
-MAX_GALLERY = 2000
+#: Images listed per page of GET /api/images (the page asks for more on scroll); the gallery
+#: itself is indexed whole, however large.
+PAGE_SIZE = 2000
 #: Captures of different images run in parallel, of one image once: one lock per stripe of ids,
 #: a fixed table whatever ids are asked for.
 _LOCK_STRIPES = 64
@@ -69,7 +71,10 @@ class ViewerState:
         self._lock = threading.Lock()
         self._capture_locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self._scanned = False
-        self.channel_max: dict[int, np.ndarray] = {}  # running max per channel over images seen
+        # per-channel reductions over the images seen (onnxact.stats), merged capture by capture
+        self.running: dict[str, Any] = {}  # {layer key: stats.LayerStats}
+        self.running_infos: dict[str, Any] = {}
+        self.shapes: dict[int, list[int]] = {}  # each layer's shape in the latest capture
         self.seen: set[str] = set()
         # size / resize / normalize / mean / std chosen by the user, for every capture; without a
         # size each image gets the size onnxact.sizing resolves for it (a scan: one size for all)
@@ -119,10 +124,6 @@ class ViewerState:
                 st = real.stat()
                 digest = hashlib.sha256(f"{rel}\0{st.st_mtime_ns}\0{st.st_size}".encode()).hexdigest()[:16]
                 found["g" + digest] = ImageEntry("g" + digest, rel, real, "gallery")
-                if len(found) >= MAX_GALLERY:
-                    break
-            if len(found) >= MAX_GALLERY:
-                break
         with self._lock:
             self.gallery = found
             self._scanned = True
@@ -198,7 +199,7 @@ class ViewerState:
                 return c
             c = self._compute(entry)
             self.cache.put(key, c)
-            self._record(image_id, c.acts)
+            self._record(image_id, c)
             return c
 
     def _decoded(self, entry: ImageEntry) -> Any:
@@ -245,6 +246,7 @@ class ViewerState:
                 display = np.asarray(img.convert("RGB"), dtype=np.uint8)
             del img
         acts = get_activations(self.model, x, output_format="numbered")
+        stats = _channel_stats(acts)
         if not stretched:
             # letterboxed or cropped: show what the model saw, so tiles laid over it line up
             from PIL import Image
@@ -255,23 +257,37 @@ class ViewerState:
             seen.thumbnail((384, 384))
             display = np.asarray(seen.convert("RGB"), dtype=np.uint8)
         nbytes = acts.nbytes + sum(np.asarray(v).nbytes for v in acts.outputs.values()) + display.nbytes
-        return Capture(acts, display, nbytes=nbytes)
+        return Capture(acts, display, nbytes=nbytes, stats=stats)
 
-    def _record(self, image_id: str, acts: Activations) -> None:
-        """Fold this image's per-channel maxima into the running dead-filter counts."""
+    def _record(self, image_id: str, cap: Capture) -> None:
+        """Merge this image's per-channel statistics into the running ones (dead counts over the images seen)."""
         with self._lock:
-            if image_id in self.seen:
+            self.shapes.update({int(k): [int(d) for d in np.shape(v)] for k, v in cap.acts.items()})
+            if image_id in self.seen or cap.stats is None:
                 return
             self.seen.add(image_id)
-            for k, arr in acts.items():
-                info = acts.layers.get(k)
-                ax = info.channel_axis if info is not None else None
-                a = np.asarray(arr)
-                if ax is None or a.ndim < 2:
-                    continue
-                mx = np.moveaxis(a, ax, 0).reshape(a.shape[ax], -1).max(axis=1)
-                i = int(k)
-                self.channel_max[i] = mx if i not in self.channel_max else np.maximum(self.channel_max[i], mx)
+            for k, st in cap.stats.layers.items():
+                old = self.running.get(k)
+                self.running[k] = st if old is None or old.channels != st.channels else old.merge(st)
+                self.running_infos[k] = cap.stats.infos[k]
+
+    def dead_report(self) -> Any:
+        """``onnxact.stats.DeadFilterReport`` over the images seen: the definition ``check`` uses."""
+        from ..stats import ChannelStats, DeadFilterReport
+
+        with self._lock:
+            stats = ChannelStats(dict(self.running), dict(self.running_infos), len(self.seen))
+        return DeadFilterReport(stats, model_name=self.model.name)
+
+    def page(self, offset: int, limit: int) -> tuple[list[ImageEntry], int]:
+        """Uploads (newest first) then the gallery in path order: ``limit`` entries from ``offset``, and the total."""
+        with self._lock:
+            uploads = list(reversed(self.uploads.values()))
+        # the first page walks the folder again (new files show up); later pages read that index,
+        # so paging through a big folder is not one walk per page
+        gallery = (self.scan() if offset == 0 else list(self._gallery_index().values())) if self.root is not None else []
+        entries = uploads + gallery
+        return entries[offset:offset + limit], len(entries)
 
     def layer_tiles(self, cap: Capture, layer: int) -> tuple[np.ndarray, float, float]:
         """(n, h, w) float32 tiles of one layer for sample 0, plus the layer's min and max."""
@@ -288,3 +304,25 @@ class ViewerState:
             t = (tiles, float(tiles.min(initial=0.0)), float(tiles.max(initial=0.0)))
             cap.tiles[layer] = t
         return t
+
+
+class _Named(dict):  # a {key: array} mapping carrying the layer records, as ChannelStats reads them
+    layers: dict[str, Any]
+
+
+def _channel_stats(acts: Activations) -> Any:
+    """One image's per-channel statistics (``onnxact.stats.ChannelStats``), for layers with a channel axis."""
+    from ..stats import ChannelStats
+
+    named = _Named()
+    named.layers = {}
+    for k, arr in acts.items():
+        info = acts.layers.get(k)
+        a = np.asarray(arr)
+        if info is None or info.channel_axis is None or a.ndim < 2 or a.size == 0 or info.channel_axis >= a.ndim:
+            continue
+        if not np.issubdtype(a.dtype, np.number):
+            continue
+        named[k] = np.nan_to_num(a.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
+        named.layers[k] = info
+    return ChannelStats.from_activations(named)

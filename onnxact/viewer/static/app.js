@@ -5,7 +5,9 @@ const $ = (sel) => document.querySelector(sel);
 const S = {
   model: null, images: [], image: null, layer: null, view: "filters", overlay: false, opacity: 0.6,
   normalize: "tile", cmap: "viridis", stats: null, preds: null, camClass: -1, renderToken: 0,
+  imagesTotal: 0, imagesLoading: false,
 };
+const PAGE = 200; // images asked for per request; more load on scroll or with the "more" button
 window.__onnxact = { layerClickAt: null, tilesShownAt: null, tilesShownMs: null };
 
 function el(tag, attrs = {}, ...kids) {
@@ -43,17 +45,17 @@ const shapeText = (s) => (s ? s.map((d, i) => (typeof d === "number" ? d : (i ==
 const fmt = (v) => (Math.abs(v) >= 1000 || (Math.abs(v) < 0.001 && v !== 0) ? v.toExponential(2) : (+v.toFixed(4)).toString());
 const imgBase = () => `/api/images/${S.image}`;
 
+// [height, width] of a layer's maps: the captured shape where the model's own has unknown dims
 function mapDims(layer) {
-  const s = layer && layer.shape;
+  const s = layer && (layer.captured_shape || layer.shape);
   if (!s || s.length < 3) return null;
-  if (layer.layout === "NHWC") return [s[1], s[2]];
-  if (layer.layout === "NCHW") return [s[2], s[3]];
-  return null;
+  const d = layer.layout === "NHWC" ? [s[1], s[2]] : (layer.layout === "NCHW" ? [s[2], s[3]] : null);
+  return d && d.every((x) => Number.isInteger(x) && x > 0) ? d : null;
 }
 
 // ------------------------------------------------------------------ model + layers
 async function loadModel() {
-  const m = await (await api("/api/model")).json();
+  const m = await (await api(S.image ? `/api/model?image=${encodeURIComponent(S.image)}` : "/api/model")).json();
   S.model = m;
   const inp = m.inputs.map((i) => `${i.name} ${shapeText(i.shape)}`).join(", ");
   $("#model-info").replaceChildren(
@@ -72,38 +74,77 @@ function renderLayers() {
   list.replaceChildren();
   const seen = m.layers.length ? m.layers[0].dead_over_images : 0;
   $("#dead-note").textContent = seen ? `dead over ${seen} image${seen > 1 ? "s" : ""}` : "dead: pick an image";
+  $("#dead-note").title = `dead: max |activation| <= ${m.dead_eps} on every image seen (as onnxact check)`;
   for (const L of m.layers) {
     if (q && !L.name.toLowerCase().includes(q) && !L.op_type.toLowerCase().includes(q)) continue;
     const op = L.activation ? `${L.op_type}+${L.activation}` : L.op_type;
     let dead = null;
     if (L.dead_filters !== null) {
       dead = el("span", { class: `dead ${L.dead_filters ? "some" : "zero"}`,
-        title: `${L.dead_filters} of ${L.channels ?? "?"} filters never positive on the images seen`,
+        title: `${L.dead_filters} of ${L.channels ?? "?"} filters with max |a| <= ${m.dead_eps} on the images seen`,
         text: L.dead_filters ? `${L.dead_filters} dead` : "0 dead" });
     }
     const li = el("li", { class: `layer${S.layer === L.index ? " active" : ""}`, "data-index": L.index,
       title: `${L.tensor} (${L.layout})`, onclick: () => selectLayer(L.index) },
       el("span", { class: "idx", text: L.index }), el("span", { class: "lname", text: L.name }), dead || el("span"),
-      el("span", { class: "meta" }, el("span", { class: "op", text: op }), el("span", { text: shapeText(L.shape) }),
+      el("span", { class: "meta" }, el("span", { class: "op", text: op }), el("span", { text: shapeText(L.captured_shape || L.shape) }),
         el("span", { class: "nf", text: L.channels ? `${L.channels} ch` : "" })));
     list.append(li);
   }
 }
 
 // ------------------------------------------------------------------ images
+function thumb(im) {
+  return el("div", { class: `thumb${S.image === im.id ? " active" : ""}`, "data-id": im.id, title: im.name,
+    onclick: () => selectImage(im.id) },
+    el("img", { src: `/api/images/${im.id}/image.png?size=128`, alt: im.name, loading: "lazy" }),
+    el("span", { class: "tag", text: im.source === "upload" ? "upload" : im.name.split("/").pop() }));
+}
+
+async function fetchImages(offset) {
+  const r = await api(`/api/images?offset=${offset}&limit=${PAGE}`);
+  S.imagesTotal = +(r.headers.get("X-Total-Count") || 0);
+  return r.json();
+}
+
+function moreButton() {
+  const left = S.imagesTotal - S.images.length;
+  if (left <= 0) return null;
+  return el("button", { class: "btn more", id: "more-images", text: `${left} more…`, onclick: loadMoreImages });
+}
+
 async function loadImages(selectId) {
-  S.images = await (await api("/api/images")).json();
+  S.images = await fetchImages(0);
   const g = $("#gallery");
   g.replaceChildren();
   if (!S.images.length) g.append(el("div", { class: "empty", text: "No images yet: upload one →" }));
-  for (const im of S.images) {
-    const t = el("div", { class: `thumb${S.image === im.id ? " active" : ""}`, "data-id": im.id, title: im.name,
-      onclick: () => selectImage(im.id) },
-      el("img", { src: `/api/images/${im.id}/image.png?size=128`, alt: im.name, loading: "lazy" }),
-      el("span", { class: "tag", text: im.source === "upload" ? "upload" : im.name.split("/").pop() }));
-    g.append(t);
-  }
+  for (const im of S.images) g.append(thumb(im));
+  const more = moreButton();
+  if (more) g.append(more);
+  g.dataset.count = String(S.images.length);
   if (selectId) await selectImage(selectId);
+}
+
+async function loadMoreImages() {
+  if (S.imagesLoading || S.images.length >= S.imagesTotal) return;
+  S.imagesLoading = true;
+  try {
+    const page = await fetchImages(S.images.length);
+    const known = new Set(S.images.map((x) => x.id));
+    const fresh = page.filter((x) => !known.has(x.id));
+    S.images.push(...fresh);
+    const g = $("#gallery");
+    const old = $("#more-images");
+    if (old) old.remove();
+    for (const im of fresh) g.append(thumb(im));
+    const more = fresh.length ? moreButton() : null;
+    if (more) g.append(more);
+    g.dataset.count = String(S.images.length);
+  } catch (e) {
+    status(e.message, true);
+  } finally {
+    S.imagesLoading = false;
+  }
 }
 
 async function selectImage(id) {
@@ -194,9 +235,24 @@ function tileUrl(ch, scale = 1) {
   return `${imgBase()}/layers/${S.layer}/tiles/${ch}.png?cmap=${S.cmap}&normalize=${S.normalize}` + (scale > 1 ? `&scale=${scale}` : "");
 }
 
+function renderPicture(L, token) {
+  // 1x1 maps (global pools, squeeze-excite) and 1-D maps: one picture (a bar chart, a channels x
+  // time image) as the report draws it, not a grid of identical or hair-thin tiles
+  const box = $("#tiles");
+  const width = Math.max(200, Math.min(2000, Math.round(box.clientWidth || 720)));
+  const img = el("img", { class: "layer-picture", alt: `${L.name}: one value per channel`,
+    src: `${imgBase()}/layers/${L.index}/picture.png?cmap=${S.cmap}&normalize=${S.normalize}&width=${width}` });
+  const start = performance.now();
+  img.addEventListener("load", () => tileLoaded(token, start, L.channels || 0));
+  box.replaceChildren(el("div", { class: "picture-box" }, img));
+  status(`${L.name} · ${shapeText(L.captured_shape || L.shape)} · ${L.kind === "channels" ? "one value per channel" : "1-D maps"} · loading…`);
+}
+
 function renderTiles(L, token) {
   const box = $("#tiles");
   box.replaceChildren();
+  box.classList.toggle("as-picture", !!L.kind && L.kind !== "maps");
+  if (L.kind && L.kind !== "maps") { renderPicture(L, token); return; }
   const n = L.channels || (S.stats && S.stats.layer === L.index ? S.stats.channels : 0);
   if (!n) { status(`${L.name}: ${shapeText(L.shape)}: nothing to tile`); return; }
   const dims = mapDims(L);
@@ -216,12 +272,12 @@ function renderTiles(L, token) {
   box.append(frag);
   applyOverlay();
   markDead();
-  status(`${L.name} · ${L.activation ? L.op_type + "+" + L.activation : L.op_type} · ${shapeText(L.shape)} · ${n} filters · loading…`);
+  status(`${L.name} · ${L.activation ? L.op_type + "+" + L.activation : L.op_type} · ${shapeText(L.captured_shape || L.shape)} · ${n} filters · loading…`);
 }
 
 function visibleTilesDone() {
   const view = $("#view").getBoundingClientRect();
-  const imgs = document.querySelectorAll("#tiles .tile img");
+  const imgs = document.querySelectorAll("#tiles .tile img, #tiles .layer-picture");
   let seen = 0;
   for (const img of imgs) {
     const r = img.getBoundingClientRect();
@@ -239,7 +295,8 @@ function tileLoaded(token, start, n) {
   window.__onnxact.tilesShownAt = now;
   window.__onnxact.tilesShownMs = now - (window.__onnxact.layerClickAt ?? start);
   const L = S.model.layers[S.layer];
-  status(`${L.name} · ${L.activation ? L.op_type + "+" + L.activation : L.op_type} · ${shapeText(L.shape)} · ${n} filters · shown in ${Math.round(window.__onnxact.tilesShownMs)} ms · click a tile to enlarge`);
+  const hint = L.kind && L.kind !== "maps" ? "one picture of the whole layer" : "click a tile to enlarge";
+  status(`${L.name} · ${L.activation ? L.op_type + "+" + L.activation : L.op_type} · ${shapeText(L.captured_shape || L.shape)} · ${n} filters · shown in ${Math.round(window.__onnxact.tilesShownMs)} ms · ${hint}`);
   document.body.dataset.tilesReady = String(token);
 }
 
@@ -290,7 +347,7 @@ async function loadStats(index) {
       ["mean", fmt(s.mean)], ["std", fmt(s.std)], ["zeros", `${(s.zero_fraction * 100).toFixed(1)}%`],
       ["dead here", `${s.dead_on_image} / ${s.channels}`]];
     dl.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
-    drawSpark(s.channel_max);
+    drawSpark(s.channel_max, s.dead_channels);
     markDead();
     if (S.view === "filters" && !document.querySelector("#tiles .tile") && s.channels) render();
   } catch (e) {
@@ -298,7 +355,8 @@ async function loadStats(index) {
   }
 }
 
-function drawSpark(values) {
+function drawSpark(values, dead) {
+  const isDead = new Set(dead || []);
   const c = $("#spark");
   c.hidden = !values.length;
   const ctx = c.getContext("2d");
@@ -308,16 +366,16 @@ function drawSpark(values) {
   const bw = w / values.length;
   values.forEach((v, i) => {
     const bh = Math.max(1, ((v - lo) / (hi - lo || 1)) * (h - 2));
-    ctx.fillStyle = v <= 0 ? "#ffb454" : "#5ea1ff";
+    ctx.fillStyle = isDead.has(i) ? "#ffb454" : "#5ea1ff";
     ctx.fillRect(i * bw, h - bh, Math.max(bw - (bw > 3 ? 1 : 0), 0.5), bh);
   });
-  c.title = "max activation per filter (orange: never positive)";
+  c.title = `max activation per filter (orange: dead here, max |a| <= ${S.model ? S.model.dead_eps : 0})`;
 }
 
 function markDead() {
   if (!S.stats || S.stats.layer !== S.layer || S.stats.image !== S.image) return;
-  const mx = S.stats.channel_max;
-  document.querySelectorAll("#tiles .tile").forEach((t) => t.classList.toggle("dead-tile", mx[+t.dataset.ch] <= 0));
+  const dead = new Set(S.stats.dead_channels);
+  document.querySelectorAll("#tiles .tile").forEach((t) => t.classList.toggle("dead-tile", dead.has(+t.dataset.ch)));
 }
 
 function applyOverlay() {
@@ -338,7 +396,7 @@ function openModal(ch) {
   $("#modal-heat").src = `${imgBase()}/layers/${S.layer}/heatmap.png?channel=${ch}&alpha=${Math.min(S.opacity, 0.9).toFixed(2)}`;
   $("#modal-title").textContent = `${L.name} · filter ${ch} of ${L.channels}`;
   const s = S.stats && S.stats.layer === S.layer ? S.stats : null;
-  $("#modal-meta").textContent = s ? `max ${fmt(s.channel_max[ch])} · mean ${fmt(s.channel_mean[ch])}${s.channel_max[ch] <= 0 ? " · dead on this image" : ""} · ← → to step through filters` : "";
+  $("#modal-meta").textContent = s ? `max ${fmt(s.channel_max[ch])} · mean ${fmt(s.channel_mean[ch])}${s.dead_channels.includes(ch) ? " · dead on this image" : ""} · ← → to step through filters` : "";
   $("#modal").hidden = false;
   $("#modal").dataset.ch = ch;
 }
@@ -361,6 +419,10 @@ function wire() {
   $("#tile-size").addEventListener("input", (e) => document.documentElement.style.setProperty("--tile", `${e.target.value}px`));
   $("#upload").addEventListener("change", (e) => upload(e.target.files[0]));
   $("#layer-filter").addEventListener("input", renderLayers);
+  $("#gallery").addEventListener("scroll", (e) => {
+    const g = e.target;
+    if (g.scrollLeft + g.clientWidth >= g.scrollWidth - 200 || g.scrollTop + g.clientHeight >= g.scrollHeight - 200) loadMoreImages();
+  });
   $("#modal-close").addEventListener("click", closeModal);
   $("#modal").addEventListener("click", (e) => { if (e.target.id === "modal") closeModal(); });
   document.addEventListener("keydown", (e) => {
