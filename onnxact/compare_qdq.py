@@ -42,9 +42,16 @@ class Requant:
     lo: float  # qmin - zero_point: the clip range in quantization steps
     hi: float
 
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """DequantizeLinear(QuantizeLinear(x)) for a per-tensor scale, in float32, in place when possible."""
-        y = np.divide(x, np.float32(self.scale), dtype=np.float32)
+    def apply(self, x: np.ndarray, in_place: bool = False) -> np.ndarray:
+        """DequantizeLinear(QuantizeLinear(x)) for a per-tensor scale, in float32.
+
+        ``in_place``: overwrite ``x`` when it is a writable float32 array (a fresh capture read by
+        nobody else): a new 100 MB array costs more in page faults than the arithmetic.
+        """
+        if in_place and x.dtype == np.float32 and x.flags.writeable and x.flags.c_contiguous:
+            y = np.divide(x, np.float32(self.scale), out=x)
+        else:
+            y = np.divide(x, np.float32(self.scale), dtype=np.float32)
         np.rint(y, out=y)
         np.clip(y, self.lo, self.hi, out=y)
         y *= np.float32(self.scale)
