@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -123,6 +125,38 @@ class Accumulator:
                            pair.matched_by, bool(ok))
 
 
+_LOCAL = threading.local()
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _update_one(job: tuple[Accumulator, np.ndarray, np.ndarray, int | None]) -> None:
+    scratch = getattr(_LOCAL, "scratch", None)
+    if scratch is None:
+        scratch = _LOCAL.scratch = _Scratch()
+    job[0].update(job[1], job[2], job[3], scratch)
+
+
+def _update_all(jobs: list[tuple[Accumulator, np.ndarray, np.ndarray, int | None]]) -> None:
+    """Each layer's sums in a thread of a small pool (numpy releases the GIL in its loops).
+
+    Why: the metrics are single-threaded numpy passes over every map while onnxruntime's threads
+    wait; layers are independent, each accumulator is updated by one thread in batch order, so
+    the sums are the same as serially. One thread per CPU, at most 4.
+    """
+    _pmap(_update_one, jobs)
+
+
+def _pmap(fn: Any, items: Sequence[Any]) -> list[Any]:
+    """``[fn(x) for x in items]`` on the pool of ``_update_all`` (serially on one CPU)."""
+    global _POOL
+    workers = min(os.cpu_count() or 1, 4)
+    if workers < 2 or len(items) < 2:
+        return [fn(x) for x in items]
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(workers, thread_name_prefix="onnxact-compare")
+    return list(_POOL.map(fn, items))
+
+
 def _tolerance(rtol: float | None, min_sqnr: float | None) -> tuple[float | None, float | None]:
     if rtol is None and min_sqnr is None:
         rtol = 1e-3
@@ -150,7 +184,6 @@ class _Session:
         self.samples: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.sample_info: dict[str, Any] = {}
         self.images = 0
-        self.scratch = _Scratch()
 
     def add(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> None:
         if self.pairs is None:
@@ -158,6 +191,7 @@ class _Session:
             self.acc = {p.name: Accumulator() for p in self.pairs}
         infos = getattr(a, "layers", None) or {}
         n = 0
+        jobs: list[tuple[Accumulator, np.ndarray, np.ndarray, int | None]] = []
         for p in list(self.pairs):
             va, vb = np.asarray(a[p.a_key]), np.asarray(b[p.b_key])
             if p.perm is not None and vb.ndim == len(p.perm):
@@ -175,11 +209,12 @@ class _Session:
                 self.un_a.append(Unmatched("a", p.a_key, why))
                 self.un_b.append(Unmatched("b", p.b_key, why))
                 continue
-            self.acc[p.name].update(va, vb, p.axis, self.scratch)
+            jobs.append((self.acc[p.name], va, vb, p.axis))
             n = max(n, va.shape[0] if va.ndim else 1)
             if self.keep and p.name not in self.samples:
                 self.samples[p.name] = (np.array(va[:1]), np.array(vb[:1]))
                 self.sample_info[p.name] = infos.get(p.a_key)
+        _update_all(jobs)
         self.images += n
 
     def report(self, a_name: str, b_name: str) -> Comparison:
@@ -279,10 +314,13 @@ class _OnnxSide:
         for la in layers:
             t = self.requant[la.tensor].source if la.tensor in self.requant else la.tensor
             uses[t] = uses.get(t, 0) + 1
-        data, infos = {}, {}
-        for la in layers:
+
+        def read(la: Any) -> np.ndarray:
             r = self.requant.get(la.tensor)
-            arr = r.apply(src[r.source], in_place=uses[r.source] == 1) if r is not None else src[la.tensor]
+            return r.apply(src[r.source], in_place=uses[r.source] == 1) if r is not None else src[la.tensor]
+
+        data, infos = {}, {}
+        for la, arr in zip(layers, _pmap(read, layers)):
             data[la.name], infos[la.name] = arr, self.model.shaped(la, arr.shape)
         return Activations(data, infos)
 
