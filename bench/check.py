@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import CACHE, ROOT, interleaved, machine, run_json, versions
+from bench.common import ROOT, interleaved, machine, random_images, run_json, versions
 
 DEMO = ROOT / "models" / "demo_cnn.onnx"
 
@@ -79,20 +79,12 @@ def speed(path: Path, batch: int, batches: int = 4, repeats: int = 10, rounds: i
 
 
 def _images(path: Path, n_distinct: int = 50) -> Path:
-    from PIL import Image
-
     import onnxact
 
     m = onnxact.load(path)
     shp = m.inputs[0].shape
     h, w = (shp[1], shp[2]) if m.inputs[0].layout == "NHWC" else (shp[2], shp[3])
-    folder = CACHE / f"check_images_{h}x{w}"
-    if not (folder / f"{n_distinct - 1}.png").exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        rng = np.random.default_rng(0)
-        for i in range(n_distinct):
-            Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
-    return folder
+    return random_images("check", h, w, n_distinct)
 
 
 def rss_child(model: str, n: int, batch: int) -> None:

@@ -116,3 +116,17 @@ def machine() -> str:
 
 def batch_of(shape: tuple[int, ...], n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((n, *shape), dtype=np.float32)
+
+
+def random_images(name: str, h: int, w: int, n_distinct: int = 50) -> Path:
+    """A cached folder of ``n_distinct`` random RGB PNGs of h x w (seeded), named ``0.png``...: the
+    dataset the scan and compare benchmarks read."""
+    from PIL import Image
+
+    folder = CACHE / f"{name}_images_{h}x{w}"
+    if not (folder / f"{n_distinct - 1}.png").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        for i in range(n_distinct):
+            Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return folder

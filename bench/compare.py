@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import CACHE, block_medians, blocks, machine, round_ratio, run_json
+from bench.common import CACHE, block_medians, blocks, machine, random_images, round_ratio, run_json
 
 SIZE = 224
 
@@ -128,15 +128,7 @@ def speed(pair: str = "qdq", batch: int = 8, batches: int = 2, per_round: int = 
 
 
 def _images(n_distinct: int = 50) -> Path:
-    from PIL import Image
-
-    folder = CACHE / f"cmp_images_{SIZE}"
-    if not (folder / f"{n_distinct - 1}.png").exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        rng = np.random.default_rng(0)
-        for i in range(n_distinct):
-            Image.fromarray((rng.random((SIZE, SIZE, 3)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
-    return folder
+    return random_images("cmp", SIZE, SIZE, n_distinct)
 
 
 def _peak_mb() -> float:

@@ -175,7 +175,7 @@ def _archive(requirement: str) -> Path:
     return found[0]
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -201,7 +201,7 @@ def zoo_model(key: str) -> Path:
                         raise FileNotFoundError(f"{m.member} is not a file in {arc.name}")
                     tmp.write(f.read())
         Path(tmp.name).replace(out)  # atomic: parallel test workers never see half a file
-    got = _sha256(out)
+    got = sha256_of(out)
     if got != m.sha256:
         raise ValueError(f"{out}: sha256 {got} is not the pinned {m.sha256} of {m.requirement}")
     return out

@@ -6,7 +6,6 @@ Each test here backs a row of docs/robustness.md. Model files are hash-checked b
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 import warnings
@@ -29,20 +28,14 @@ from tests.models.make_models import (
     save_huge_external,
     save_missing_external,
 )
+from tests.subjects import sha256_of
 
 IMG = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
 
 
-def sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def tree_hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): sha(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(root)): sha256_of(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray], tensor: str) -> np.ndarray:
@@ -109,11 +102,11 @@ def test_empty_file(tmp_path: Path) -> None:
 def test_random_bytes(tmp_path: Path) -> None:
     p = tmp_path / "random.onnx"
     p.write_bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    before = sha(p)
+    before = sha256_of(p)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         refused(onnxact.ModelError, lambda: onnxact.get_activations(p, IMG), "not a valid onnx model")
-    assert sha(p) == before
+    assert sha256_of(p) == before
 
 
 def test_truncated_model(tmp_path: Path) -> None:
@@ -193,13 +186,13 @@ def test_model_over_2gb_external_data(tmp_path: Path) -> None:
     try:
         p = save_huge_external(d)
         assert (d / "huge.bin").stat().st_size == HUGE_ELEMENTS * 4 > 2**31
-        size_before, head_before = p.stat().st_size, sha(p)
+        size_before, head_before = p.stat().st_size, sha256_of(p)
         m = onnxact.load(p)
         assert m.external_data_dir == d.resolve()
         acts = onnxact.get_activations(m, IMG)
         assert list(acts) == ["conv1", "pool1", "conv2", "gap"]
         np.testing.assert_array_equal(acts.outputs["big_head"], np.zeros(2, np.float32))
-        assert p.stat().st_size == size_before and sha(p) == head_before
+        assert p.stat().st_size == size_before and sha256_of(p) == head_before
     finally:
         shutil.rmtree(d, ignore_errors=True)
 

@@ -42,16 +42,17 @@ class TinyResNet(nn.Module):
         return self.fc(torch.flatten(self.gap(x), 1))
 
 
-def randomize_batchnorm(module: nn.Module, seed: int = 0) -> nn.Module:
+def randomize_batchnorm(module: nn.Module, seed: int = 0, mean_scale: float = 0.5,
+                        bias_scale: float = 0.3) -> nn.Module:
     """Give every BatchNorm non-trivial statistics, so a folded BN is visibly different from its conv."""
     g = torch.Generator().manual_seed(seed)
     for m in module.modules():
         if isinstance(m, nn.BatchNorm2d):
             n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
+            m.running_mean.copy_(torch.randn(n, generator=g) * mean_scale)
             m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
             m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.3)
+            m.bias.data.copy_(torch.randn(n, generator=g) * bias_scale)
     return module
 
 

@@ -67,18 +67,9 @@ def _torch_export(module, x, path: Path, dynamic_axes: dict, input_name: str, ou
 
 def _randomize_bn(module, seed: int):
     """Non-trivial BatchNorm statistics (a folded BN must visibly change its conv's values)."""
-    import torch
-    from torch import nn
+    from tests.models.torch_nets import randomize_batchnorm
 
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
-    return module
+    return randomize_batchnorm(module, seed, mean_scale=0.3, bias_scale=0.2)
 
 
 # --------------------------------------------------------------------------- YOLOv8-shaped detector
