@@ -34,6 +34,7 @@ __all__ = [
     "class_activation_map", "find_dead_filters", "DeadFilterReport", "demo_paths",
     "OnnxactError", "ModelError", "InputError", "LayerError", "OutputError", "DependencyError",
     "ConversionError", "ProviderError", "compare", "compare_activations", "Comparison",
+    "find_exemplars", "Exemplars", "Exemplar",
 ]
 
 #: Public names that live in modules with heavier imports, loaded on first use.
@@ -43,6 +44,9 @@ _LAZY = {
     "class_activation_map": "cam",
     "find_dead_filters": "stats",
     "DeadFilterReport": "stats",
+    "find_exemplars": "exemplars",
+    "Exemplars": "exemplars",
+    "Exemplar": "exemplars",
 }
 
 
