@@ -67,6 +67,8 @@ class Exemplars:
         self.input_size = input_size
         self.resize = resize
         self.model_path = model_path
+        self._model: Any = None
+        self._preprocess: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"Exemplars({self.model!r}, images={self.images}, top={self.top}, layers={len(self.layers)})"
@@ -282,9 +284,13 @@ def _finish(m: Any, state: Any, items: Sequence[Any], labels: Sequence[str], kw:
             chans.append(entries)
         out[name] = chans
         means[name] = t.mean_sum / state.images if state.images else float("nan")
-    return Exemplars(m.name, state.images, state.k, out, means, list(state.failed), infos=dict(state.infos),
-                     notes=notes, input_size=fed, resize=mode if fed else None,
-                     model_path=str(m.path) if getattr(m, "path", None) else None)
+    ex = Exemplars(m.name, state.images, state.k, out, means, list(state.failed), infos=dict(state.infos),
+                   notes=notes, input_size=fed, resize=mode if fed else None,
+                   model_path=str(m.path) if getattr(m, "path", None) else None)
+    # what save() needs to draw each channel's map on its top image (not part of the JSON)
+    ex._model = m
+    ex._preprocess = {k: v for k, v in kw.items() if k in ("size", "resize", "normalize", "mean", "std")}
+    return ex
 
 
 def _array_input_sizes(m: Any, items: Sequence[Any]) -> dict[int, tuple[int, int] | None]:
