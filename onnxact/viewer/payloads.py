@@ -75,7 +75,8 @@ def _predictions(m: Model, acts: Any, labels: list[str] | None, k: int, output: 
 def _dead_channels(cap: Capture, layer: int) -> list[int]:
     """Channels of ``layer`` dead on this image, by ``check``'s definition (max |a| <= eps, with its
     default eps): :class:`onnxact.stats.DeadFilterReport` over this capture's statistics."""
-    from ..stats import ChannelStats, DeadFilterReport
+    from ..stats_records import ChannelStats
+    from ..stats_report import DeadFilterReport
 
     key = str(layer)
     st = cap.stats.layers.get(key) if cap.stats is not None else None
