@@ -19,14 +19,6 @@ def _png(rgb: np.ndarray) -> bytes:
     return png_bytes(np.ascontiguousarray(rgb))
 
 
-def _unit(a: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
-    lo = float(a.min()) if lo is None else lo
-    hi = float(a.max()) if hi is None else hi
-    if not hi > lo:
-        return np.zeros(a.shape, np.float32)
-    return np.clip((a - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-
-
 def _cache_headers() -> dict[str, str]:
     # Image ids change when a file changes (mtime/size are in the id) and the model is fixed.
     return {"Cache-Control": "private, max-age=3600"}
