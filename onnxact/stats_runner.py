@@ -76,8 +76,17 @@ class StatsRunner:
         self.chunk = 0 if self.fixed_batch else int(chunk)
 
     def _use(self, proto: Any, outputs: list[StatOutputs]) -> None:
-        """Run this statistics model (``add_channel_stats``'s result) from now on."""
-        self.session = _stats_session(self.model, proto, self.threads)
+        """Run this statistics model (``add_channel_stats``'s result) from now on.
+
+        Its session keeps the memory pattern on (the outputs are a few per-channel rows, not maps)
+        and runs in onnxruntime's PRIORITY_BASED order, which (with the node order
+        ``add_channel_stats`` writes) runs each reduction right after the node that makes its input,
+        while the map is still in cache. ``threads`` caps onnxruntime's intra-op pool: a Ray actor
+        given 1 CPU must not spin a thread per core of its node, or N actors on one node fight over
+        the same cores. Default: the ``Model``'s own.
+        """
+        self.session = self.model.build_session(proto, threads=self.threads, priority_order=True,
+                                                what=f"the statistics model of {self.model.name}")
         self.outputs = outputs
         self._fetch = [o.name for o in proto.graph.output]
         self._columns = {n: (out, a, b) for o in outputs for n, out, a, b in o.packed}
@@ -149,35 +158,6 @@ def _map_bytes(layer: LayerInfo) -> int:
     if not dims or not all(isinstance(d, int) and d > 0 for d in dims):
         return 0
     return 4 * int(np.prod(dims))
-
-
-def _stats_session(model: Model, proto: Any, threads: int | None = None) -> Any:
-    """The statistics model's session: ``Model.build_session``'s settings plus the PRIORITY_BASED
-    execution order, which (with the node order ``add_channel_stats`` writes) runs each reduction
-    right after the node that makes its input, while the map is still in cache. The memory
-    pattern stays on: the outputs are a few per-channel rows, not maps (DESIGN.md 4). ``threads``
-    caps onnxruntime's intra-op pool: a Ray actor given 1 CPU must not spin a thread per core of
-    its node, or N actors on one node fight over the same cores. Default: the ``Model``'s own."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    threads = threads or model.threads
-    if threads:
-        so.intra_op_num_threads = int(threads)
-        so.inter_op_num_threads = 1
-    order = getattr(getattr(ort, "ExecutionOrder", None), "PRIORITY_BASED", None)
-    if order is not None:
-        so.execution_order = order
-    if model.external_data_dir is not None:
-        so.add_session_config_entry("session.model_external_initializers_file_folder_path",
-                                    str(model.external_data_dir))
-    try:
-        return ort.InferenceSession(proto.SerializeToString(), so, providers=model.providers)
-    except Exception as e:  # noqa: BLE001 - onnxruntime raises many types; all mean "cannot run"
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"onnxruntime cannot load the statistics model of {model.name}: {msg[:300]}") from None
 
 
 _NONNEG_OPS = {"Relu", "Sigmoid", "Softplus", "HardSigmoid", "Abs", "Exp", "Softmax"}
