@@ -13,8 +13,9 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -338,6 +339,17 @@ class Model:
                 LayerInfo(key, base.tensor, c.op_type, base.layout, base.shape, c.activation, i, c.node, fused)
             )
         self.skipped_subgraph_layers: list[str] = graphmod.skipped_subgraph_layers(proto.graph)
+
+    # -- the graph, read-only ---------------------------------------------------------------------
+    @property
+    def elem_types(self) -> Mapping[str, int]:
+        """``{tensor: ONNX element type}`` (``onnx.TensorProto.FLOAT`` ...; 0 where unknown), from
+        shape inference, with conv/pool/activation outputs taken as float when inference left them out."""
+        return MappingProxyType(self._elem)
+
+    def producer(self, tensor: str) -> onnx.NodeProto | None:
+        """The node of the main graph that outputs ``tensor``; None for inputs and initializers."""
+        return self._producers.get(tensor)
 
     # -- metadata -------------------------------------------------------------------------------
     def _meta_json(self, key: str) -> Any:

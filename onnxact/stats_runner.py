@@ -64,7 +64,7 @@ class StatsRunner:
                 "with inputs={name: array} (onnxact.feeds.fill_missing makes zeros for fixed shapes)", missing)
         self.threshold = float(threshold)
         nonneg = [_nonnegative(model, layer.tensor) for layer in self.layers]
-        self._use(*add_channel_stats(model.proto, self.layers, self.threshold, model._elem, count_above=count_above,
+        self._use(*add_channel_stats(model.proto, self.layers, self.threshold, model.elem_types, count_above=count_above,
                                      nonnegative=nonneg, sum_squares=count_above, pack=True))
         self.input_name = data.name
         b = data.shape[0] if data.shape else None
@@ -167,7 +167,7 @@ _PASS_OPS = {"MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool", "Id
 
 def _nonnegative(model: Model, tensor: str, depth: int = 0) -> bool:
     """True when the ops that make ``tensor`` guarantee values >= 0 (ReLU, or a pool of a ReLU)."""
-    node = model._producers.get(tensor)
+    node = model.producer(tensor)
     if node is None or depth > 8:
         return False
     if node.op_type in _NONNEG_OPS:
