@@ -1,10 +1,11 @@
 """In-graph per-channel statistics: a derived model whose only outputs are small per-channel reductions.
 
 Why inside the graph: promoting whole feature maps to outputs defeats onnxruntime's memory
-planner and its Conv+BN+ReLU fusions (DESIGN.md 4). Appending reductions to the tensors of
-interest and returning only their results keeps the fusions (the tensors stay ordinary
-intermediates with extra readers), returns a few kilobytes per batch, and lets the scan run at
-close to inference speed.
+planner and its Conv+BN+ReLU fusions (a graph output is never fused and its buffer never reused:
+promoting every tensor of an 8-block 224x224 conv net took peak RSS from 132 to 567 MB).
+Appending reductions to the tensors of interest and returning only their results keeps the
+fusions (the tensors stay ordinary intermediates with extra readers), returns a few kilobytes per
+batch, and lets the scan run at close to inference speed.
 
 Every output is PER IMAGE, shape ``[N, C]`` or ``[N, C, 1, ...]``: the reduction over the batch
 is left to the host (``StatsRunner``, in float64), which saves a node per statistic. Per layer:
