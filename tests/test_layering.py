@@ -163,3 +163,26 @@ def test_no_module_reads_the_model_s_private_attributes() -> None:
             if isinstance(n, ast.Attribute) and n.attr in private and ast.unparse(n.value) not in ("self", "cls"):
                 reads.append(f"{path.relative_to(PACKAGE.parent)}:{n.lineno}: {ast.unparse(n)}")
     assert reads == []
+
+
+def test_every_error_class_lives_in_errors_py_under_the_root() -> None:
+    """One family of exceptions, in one module: the CLI maps exactly it to exit 2."""
+    from onnxact import errors
+
+    elsewhere = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == PACKAGE / "errors.py":
+            continue
+        for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(n, ast.ClassDef) and any(ast.unparse(b).split(".")[-1].endswith(("Error", "Exception"))
+                                                   for b in n.bases):
+                elsewhere.append(f"{path.relative_to(PACKAGE.parent)}:{n.lineno}: class {n.name}")
+    assert elsewhere == []
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        assert issubclass(cls, errors.OnnxactError) and getattr(onnxact, name) is cls, name
+    # still importable from where they were
+    from onnxact.feeds import MissingInputError
+    from onnxact.ray_engine import ClusterError
+
+    assert (MissingInputError, ClusterError) == (errors.MissingInputError, errors.ClusterError)
