@@ -14,10 +14,12 @@ from .activations import Activations, InputInfo, LayerInfo, load_activations, sa
 from .capture import get_activations
 from .compare import Comparison, compare, compare_activations  # after the submodule import: the name is the function
 from .errors import (
+    ClusterError,
     ConversionError,
     DependencyError,
     InputError,
     LayerError,
+    MissingInputError,
     ModelError,
     OnnxactError,
     OutputError,
@@ -33,7 +35,7 @@ __all__ = [
     "InputInfo", "save_activations", "load_activations", "display_activations", "display_heatmaps",
     "class_activation_map", "find_dead_filters", "DeadFilterReport", "demo_paths",
     "OnnxactError", "ModelError", "InputError", "LayerError", "OutputError", "DependencyError",
-    "ConversionError", "ProviderError", "compare", "compare_activations", "Comparison",
+    "ConversionError", "ProviderError", "ClusterError", "MissingInputError", "compare", "compare_activations", "Comparison",
     "find_exemplars", "Exemplars", "Exemplar",
 ]
 
@@ -42,8 +44,8 @@ _LAZY = {
     "display_activations": "render",
     "display_heatmaps": "render",
     "class_activation_map": "cam",
-    "find_dead_filters": "stats",
-    "DeadFilterReport": "stats",
+    "find_dead_filters": "dead_filters",
+    "DeadFilterReport": "stats_report",
     "find_exemplars": "exemplars",
     "Exemplars": "exemplars",
     "Exemplar": "exemplars",

@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 
 from .errors import InputError
+from .graph import node_attr
 from .heads import (
     cam_targets,
     classifier_outputs,
@@ -130,13 +131,6 @@ class _Constants(Mapping[str, np.ndarray]):
         return len(self._protos)
 
 
-def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
-
-
 def _pool_layout(node: onnx.NodeProto, consts: Mapping[str, np.ndarray],
                  shapes: Mapping[str, Sequence[Any]] | None = None) -> str | None:
     """NCHW / NHWC when ``node`` averages exactly the spatial axes of a 4-D map, else None.
@@ -148,14 +142,14 @@ def _pool_layout(node: onnx.NodeProto, consts: Mapping[str, np.ndarray],
         return "NCHW"
     if node.op_type == "AveragePool":
         dims = (shapes or {}).get(node.input[0])
-        kernel = list(_attr(node, "kernel_shape", []))
-        pads = list(_attr(node, "pads", []))
-        unpadded = not any(pads) and _attr(node, "auto_pad", b"NOTSET") in (b"NOTSET", b"VALID", "NOTSET", "VALID")
+        kernel = list(node_attr(node, "kernel_shape", []))
+        pads = list(node_attr(node, "pads", []))
+        unpadded = not any(pads) and node_attr(node, "auto_pad", b"NOTSET") in (b"NOTSET", b"VALID", "NOTSET", "VALID")
         full = dims is not None and len(dims) == 4 and all(isinstance(d, int) and d > 0 for d in dims[2:])
         return "NCHW" if unpadded and full and kernel == list(dims[2:]) else None
     if node.op_type != "ReduceMean":
         return None
-    axes = _attr(node, "axes", None)
+    axes = node_attr(node, "axes", None)
     if axes is None and len(node.input) > 1 and node.input[1] in consts:
         axes = consts[node.input[1]].tolist()
     if axes is None:
@@ -217,12 +211,12 @@ def _linear_head(graph: onnx.GraphProto, node: onnx.NodeProto, cur: str, consts:
     bias = None
     end = node.output[0]
     if node.op_type == "Gemm":
-        if _attr(node, "transA", 0):
+        if node_attr(node, "transA", 0):
             return None
-        w = b if _attr(node, "transB", 0) else b.T
-        w = w * float(_attr(node, "alpha", 1.0))
+        w = b if node_attr(node, "transB", 0) else b.T
+        w = w * float(node_attr(node, "alpha", 1.0))
         if len(node.input) > 2 and node.input[2] in consts:
-            bias = consts[node.input[2]].astype(np.float64).reshape(-1) * float(_attr(node, "beta", 1.0))
+            bias = consts[node.input[2]].astype(np.float64).reshape(-1) * float(node_attr(node, "beta", 1.0))
     else:
         w = b.T
         mm = node.output[0]
@@ -334,6 +328,7 @@ def _fetch(m: Any, acts: Any, feeds: Mapping[str, np.ndarray], tensors: Sequence
 def class_activation_map(model: Any, x: Any = None, class_index: int | None = None, *,
                          acts: Mapping[str, Any] | None = None, method: str = "auto", cam_layer: str | None = None,
                          output: str | None = None, sample: int = 0, layer: str | None = None,
+                         providers: str | Sequence[str] | None = None, threads: int | None = None,
                          **preprocess_kw: Any) -> CamResult:
     """The class activation map of ``sample`` for ``class_index`` (default: the predicted class).
 
@@ -346,6 +341,8 @@ def class_activation_map(model: Any, x: Any = None, class_index: int | None = No
     Pass ``acts`` from :func:`onnxact.get_activations` to reuse a capture (its ``.outputs`` give
     the prediction); otherwise ``x`` (array, image path, ...) is run through the model.
     The result says which layer was used and why (``reason``), and why this method (``why``).
+    ``providers`` / ``threads`` go to onnxruntime when ``model`` is not a loaded ``Model`` already
+    (see ``load``), as in :func:`onnxact.get_activations`.
     """
     from .model import load
     from .run import prepare_feeds, run_model
@@ -353,7 +350,7 @@ def class_activation_map(model: Any, x: Any = None, class_index: int | None = No
     if method not in ("auto", "cam", "eigencam"):
         raise InputError(f"method must be 'auto', 'cam' or 'eigencam', not {method!r}")
     cam_layer = cam_layer if cam_layer is not None else layer
-    m = load(model)
+    m = load(model, providers=providers, threads=threads)
     if acts is None and x is None:
         raise InputError("pass an input x (image path or array) or acts from get_activations")
     feeds: Mapping[str, np.ndarray] = dict(getattr(acts, "inputs", None) or {}) if acts is not None else {}

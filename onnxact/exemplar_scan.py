@@ -109,7 +109,6 @@ class ExemplarRunner:
     def __init__(self, model: Any, layers: Sequence[LayerInfo], k: int, threads: int | None = None) -> None:
         from .exemplar_graph import add_channel_argmax
         from .feeds import scan_input
-        from .stats import _stats_session
 
         if k < 1:
             raise InputError(f"top must be at least 1, not {k}")
@@ -122,8 +121,10 @@ class ExemplarRunner:
             raise InputError(f"{model.name} has other inputs than the images ({', '.join(others)}); "
                              "exemplars need a model with one image input")
         self.input_name = data.name
-        proto, self.outputs = add_channel_argmax(model.proto, self.layers, model._elem)
-        self.session = _stats_session(model, proto, threads)
+        proto, self.outputs = add_channel_argmax(model.proto, self.layers, model.elem_types)
+        # PRIORITY_BASED order with the reductions placed deepest map first: each runs right after
+        # the node that makes its map, while the map is still in cache (as the dead-filter scan does)
+        self.session = model.build_session(proto, threads=threads, priority_order=True, what="the exemplar model")
         self._fetch = [o.name for o in proto.graph.output]
         b = data.shape[0] if data.shape else None
         self.fixed_batch = b if isinstance(b, int) and b > 0 else None

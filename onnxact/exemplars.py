@@ -178,8 +178,8 @@ def find_exemplars(
     from .exemplar_graph import split_spatial
     from .images import count_samples, expand_sources
     from .model import load
-    from .stats import post_activation_layers, scan_preprocess
     from .stats_graph import split_unknown_rank
+    from .stats_runner import post_activation_layers, scan_preprocess
 
     k = _check_top(top)
     if batch_size < 1:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DependencyError, InputError, ModelError, OnnxactError
+from .errors import ClusterError, DependencyError, InputError, ModelError, OnnxactError
 
 __all__ = ["ClusterError", "scan_ray", "scan_exemplars_ray", "RETRIES", "KILL_ONCE_ENV"]
 
@@ -40,10 +40,6 @@ RETRIES = 3
 #: Test hook: when this environment variable names a file that exists, the first actor to see it
 #: deletes it and kills its own process mid-scan (to test that Ray's retry counts nothing twice).
 KILL_ONCE_ENV = "ONNXACT_RAY_KILL_ONCE"
-
-
-class ClusterError(OnnxactError):
-    """The Ray cluster can't be reached or started."""
 
 
 def _ray() -> Any:
@@ -203,7 +199,7 @@ class _ScanActor:
         import ray
 
         from .model import load
-        from .stats import StatsRunner
+        from .stats_runner import StatsRunner
 
         self.model = load(ray.get(blob[0]), providers=providers)
         # The driver's LayerInfos, in order; one onnxruntime thread per CPU Ray gave this actor (num_cpus=1).
@@ -259,7 +255,7 @@ def scan_ray(model: Any, images: Any, *, layers: Sequence[Any] | None = None, th
     """Scan ``images`` on Ray (see the module docstring); returns the same ChannelStats as the local engine."""
     ray = _ray()
     from .images import expand_sources
-    from .stats import post_activation_layers
+    from .stats_runner import post_activation_layers
 
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")

@@ -70,13 +70,11 @@ class Field:
 
 
 def _attr(node: Any, name: str, default: Any) -> Any:
-    from onnx import helper
+    """``graph.node_attr`` with strings (auto_pad, modes) as str."""
+    from .graph import node_attr
 
-    for a in node.attribute:
-        if a.name == name:
-            v = helper.get_attribute_value(a)
-            return v.decode() if isinstance(v, bytes) else v
-    return default
+    v = node_attr(node, name, default)
+    return v.decode() if isinstance(v, bytes) else v
 
 
 def _kernel(node: Any, axes: int, weights: Mapping[str, tuple[int, ...]]) -> list[int] | None:

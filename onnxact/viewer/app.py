@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import InputError
 from ..model import load
-from .payloads import _cache_headers, _cam_method, _class_map, _dead_channels, _png, _predictions, _unit
+from .payloads import _cache_headers, _cam_method, _channel_summary, _class_map, _dead_channels, _png, _predictions
 from .schema import (
     Colormap,
     Error,
@@ -182,14 +182,13 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
         cap = state.capture(image_id)
         tiles, lo, hi = state.layer_tiles(cap, layer)
         a = np.asarray(cap.acts[str(layer)], dtype=np.float32)
-        flat = tiles.reshape(tiles.shape[0], -1)
-        cmax = flat.max(axis=1)
+        cmax, cmean = _channel_summary(cap, layer, tiles)
         dead = _dead_channels(cap, layer)
         return LayerStats(
             image=image_id, layer=layer, name=m.layers[layer].name, shape=[int(d) for d in a.shape],
             min=lo, max=hi, mean=float(a.mean()), std=float(a.std()), zero_fraction=float((a == 0).mean()),
             channels=int(tiles.shape[0]), dead_on_image=len(dead), dead_channels=dead,
-            channel_max=[round(float(x), 6) for x in cmax], channel_mean=[round(float(x), 6) for x in flat.mean(1)],
+            channel_max=[round(float(x), 6) for x in cmax], channel_mean=[round(float(x), 6) for x in cmean],
         )
 
     @app.get("/api/images/{image_id}/layers/{layer}/tiles/{channel}.png", responses=png, response_class=Response,
@@ -198,6 +197,7 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
              channel: int = PathParam(ge=0, le=1_000_000), cmap: Colormap = "viridis",
              normalize: Normalize = "tile", scale: int = Query(1, ge=1, le=16)) -> Any:
         from ..render import apply_colormap
+        from ..render.colors import unit_scale
 
         layer_or_404(layer)
         cap = state.capture(image_id)
@@ -205,7 +205,7 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
         if channel >= tiles.shape[0]:
             raise _http(404, f"layer {layer} has {tiles.shape[0]} filters; channel {channel} does not exist")
         t = tiles[channel]
-        v = _unit(t) if normalize == "tile" else _unit(t, lo, hi)
+        v = unit_scale(t) if normalize == "tile" else unit_scale(t, lo, hi)
         rgb = apply_colormap(v, cmap)
         if scale > 1 and max(rgb.shape[:2]) * scale <= 2048:
             rgb = rgb.repeat(scale, axis=0).repeat(scale, axis=1)

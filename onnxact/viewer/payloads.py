@@ -19,14 +19,6 @@ def _png(rgb: np.ndarray) -> bytes:
     return png_bytes(np.ascontiguousarray(rgb))
 
 
-def _unit(a: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
-    lo = float(a.min()) if lo is None else lo
-    hi = float(a.max()) if hi is None else hi
-    if not hi > lo:
-        return np.zeros(a.shape, np.float32)
-    return np.clip((a - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-
-
 def _cache_headers() -> dict[str, str]:
     # Image ids change when a file changes (mtime/size are in the id) and the model is fixed.
     return {"Cache-Control": "private, max-age=3600"}
@@ -75,7 +67,8 @@ def _predictions(m: Model, acts: Any, labels: list[str] | None, k: int, output: 
 def _dead_channels(cap: Capture, layer: int) -> list[int]:
     """Channels of ``layer`` dead on this image, by ``check``'s definition (max |a| <= eps, with its
     default eps): :class:`onnxact.stats.DeadFilterReport` over this capture's statistics."""
-    from ..stats import ChannelStats, DeadFilterReport
+    from ..stats_records import ChannelStats
+    from ..stats_report import DeadFilterReport
 
     key = str(layer)
     st = cap.stats.layers.get(key) if cap.stats is not None else None
@@ -83,6 +76,20 @@ def _dead_channels(cap: Capture, layer: int) -> list[int]:
         return []
     report = DeadFilterReport(ChannelStats({key: st}, {key: cap.stats.infos[key]}, 1))
     return [c for _, c in report.dead]
+
+
+def _channel_summary(cap: Capture, layer: int, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel max and mean of ``layer`` on this image. Where a tile is a channel (the maps of one
+    image), they are the capture's :class:`onnxact.stats_records.ChannelStats`, made once when the image
+    was captured; other layers (vectors, sequences, depth means) summarise their tiles."""
+    key = str(layer)
+    st = cap.stats.layers.get(key) if cap.stats is not None else None
+    info = cap.stats.infos.get(key) if st is not None else None
+    if st is not None and info is not None and info.layout in ("NCHW", "NHWC") and np.ndim(cap.acts[key]) == 4 \
+            and np.shape(cap.acts[key])[0] == 1 and st.channels == tiles.shape[0]:
+        return st.max, st.mean
+    flat = tiles.reshape(tiles.shape[0], -1)
+    return flat.max(axis=1), flat.mean(axis=1)
 
 
 def _class_map(m: Model, cap: Capture, class_index: int, cam_layer: str | None = None,
