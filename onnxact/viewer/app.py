@@ -27,6 +27,8 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import InputError
 from ..model import load
+from .exemplars_job import ExemplarJobs
+from .exemplars_routes import add_exemplar_routes
 from .payloads import _cache_headers, _cam_method, _class_map, _dead_channels, _png, _predictions, _unit
 from .schema import (
     Colormap,
@@ -51,7 +53,7 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
                allowed_hosts: list[str] | None = None, cache_entries: int = 16, cache_bytes: int = 1 << 30,
                max_upload: int = MAX_UPLOAD_BYTES, scan_dead: bool = True,
                preprocess: dict[str, Any] | None = None, cam_layer: str | None = None,
-               class_output: str | None = None) -> Any:
+               class_output: str | None = None, exemplar_top: int = 9) -> Any:
     """The FastAPI app for ``model`` (path, bytes, proto or Model), gallery ``images_dir`` and ``labels``.
 
     ``labels``: a list of class names or a file (one name a line, or a JSON list); default the
@@ -61,6 +63,7 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
     keyword arguments of ``preprocess_image`` for every image: ``size`` / ``resize`` (default: see
     onnxact.sizing), ``normalize`` / ``mean`` / ``std`` (default: see onnxact.normalization).
     ``cam_layer`` / ``class_output``: the CAM's layer and the classifier output, as in ``inspect``.
+    ``exemplar_top``: how many top images per filter the exemplar panel shows (:mod:`.exemplars_job`).
     """
     m = load(model)
     root: Path | None = None
@@ -259,6 +262,9 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
         heat, extra = found
         img = overlay(cap.display, heat, cmap=cmap, alpha=alpha)
         return Response(_png(np.asarray(img)), media_type="image/png", headers={**_cache_headers(), **extra})
+
+    app.state.exemplars = ExemplarJobs(state, exemplar_top)
+    add_exemplar_routes(app, app.state.exemplars, layer_or_404)
 
     # -- the page -----------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)

@@ -81,6 +81,7 @@ class ViewerState:
         self.preprocess: dict[str, Any] = dict(preprocess or {})
         self.dataset_dead: dict[str, int] | None = None  # {layer name: dead count} from onnxact.stats
         self.dataset_images = 0
+        self.on_close: list[Any] = []  # callables run by close(): background jobs to stop
 
     def scan_dead_filters(self, limit: int = 64) -> None:
         """Dead filters over (up to ``limit``) gallery images with onnxact.stats; run in a background thread."""
@@ -103,6 +104,8 @@ class ViewerState:
             logging.getLogger("onnxact.viewer").warning("dead-filter scan of the gallery failed", exc_info=True)
 
     def close(self) -> None:
+        for stop in self.on_close:
+            stop()
         self._tmp.cleanup()
 
     # -- images -----------------------------------------------------------------------------
