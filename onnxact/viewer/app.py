@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import InputError
 from ..model import load
-from .exemplars_job import ExemplarJobs
+from .exemplars_job import ExemplarJobs, check_top
 from .exemplars_routes import add_exemplar_routes
 from .payloads import _cache_headers, _cam_method, _class_map, _dead_channels, _png, _predictions, _unit
 from .schema import (
@@ -65,6 +65,7 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
     ``cam_layer`` / ``class_output``: the CAM's layer and the classifier output, as in ``inspect``.
     ``exemplar_top``: how many top images per filter the exemplar panel shows (:mod:`.exemplars_job`).
     """
+    check_top(exemplar_top)
     m = load(model)
     root: Path | None = None
     if images_dir is not None:

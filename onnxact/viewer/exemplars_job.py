@@ -66,6 +66,7 @@ class ExemplarJob:
     error: str | None = None
     result: Any = None  # onnxact.exemplars.Exemplars
     stop: threading.Event = field(default_factory=threading.Event)
+    why_stopped: str = ""
 
     @property
     def token(self) -> str:
@@ -81,8 +82,7 @@ class ExemplarJobs:
     """The exemplar scans of one viewer: start (or reuse) one, report its progress, read its lists."""
 
     def __init__(self, state: ViewerState, top: int = 9, keep: int = 2) -> None:
-        if not isinstance(top, int) or top < 1:
-            raise InputError(f"the number of top images per filter must be a positive integer, not {top!r}")
+        check_top(top)
         self.state = state
         self.top = top
         self.keep = keep
@@ -111,8 +111,9 @@ class ExemplarJobs:
                 self._current = job
                 return job
             for other in self._jobs.values():
-                if other.state == "running":
-                    other.stop.set()  # one scan at a time: the folder changed under the old one
+                if other.state == "running":  # one scan at a time: the folder changed under the old one
+                    other.why_stopped = "the folder changed and a new scan replaced this one"
+                    other.stop.set()
             job = ExemplarJob(key, {str(e.path): e for e in entries}, _stamps(entries), total=len(entries))
             self._jobs[key] = job
             self._jobs.move_to_end(key)
@@ -132,7 +133,7 @@ class ExemplarJobs:
             result = find_exemplars(self.state.model, list(job.entries), top=self.top, progress=job.progress,
                                     **self.state.preprocess)
         except _Stopped:
-            job.state, job.error = "failed", "stopped: the folder changed, a new scan replaced this one"
+            job.state, job.error = "failed", f"stopped: {job.why_stopped or 'the viewer closed'}"
             return
         except (OnnxactError, _NoImages) as e:
             job.state, job.error = "failed", _one_line(self.state.public(str(e)))
@@ -147,6 +148,7 @@ class ExemplarJobs:
         """Stop any running scan (the viewer is closing)."""
         with self._lock:
             for job in self._jobs.values():
+                job.why_stopped = job.why_stopped or "the viewer closed"
                 job.stop.set()
 
     # -- what the endpoints send ------------------------------------------------------------
@@ -228,6 +230,12 @@ class ExemplarJobs:
         with decode_slot():
             img = self.state._decoded(entry).convert("RGB")
         return draw_crop(img, tuple(int(v) for v in ex.box), size)
+
+
+def check_top(top: Any) -> None:
+    """Refuse a top K that is not a positive integer (one line)."""
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise InputError(f"the number of top images per filter must be a positive integer, not {top!r}")
 
 
 class _NoImages(Exception):
