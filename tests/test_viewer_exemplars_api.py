@@ -21,8 +21,9 @@ import tiny  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 from subjects import photo  # noqa: E402
-from viewer_support import no_upload_folders_left  # noqa: E402,F401 - autouse: no upload folder left behind
+from viewer_support import no_upload_folders_left, serve_process  # noqa: E402,F401 - autouse: no upload folder left behind
 
+from onnxact.errors import InputError  # noqa: E402
 from onnxact.viewer.app import create_app  # noqa: E402
 from onnxact.viewer.exemplars_job import ExemplarJob  # noqa: E402
 
@@ -278,6 +279,39 @@ def test_without_a_folder_exemplars_are_unavailable(tmp_path):
         a.state.viewer.close()
 
 
+def test_one_image_instead_of_a_folder_is_served_alone_without_exemplars(folder):
+    a = create_app(_model(), folder / "drinks" / "coffee.png", scan_dead=False)  # onnxact serve MODEL IMAGE
+    try:
+        with TestClient(a) as c:
+            images = c.get("/api/images").json()
+            assert [im["name"] for im in images] == ["coffee.png"]  # its neighbours are not listed
+            assert c.get(f"/api/images/{images[0]['id']}/predictions").status_code == 200
+            assert c.get("/api/gallery/astronaut.png").status_code == 404
+            st = c.get("/api/exemplars").json()
+            assert st["state"] == "unavailable" and st["folder"] is None and "need a folder" in st["error"]
+            assert c.post("/api/exemplars").status_code == 409
+    finally:
+        a.state.viewer.close()
+    with pytest.raises(InputError, match="pass a folder of images"):
+        create_app(_model(), folder / "nothing.png")
+    (folder / "notes.txt").write_text("not an image")
+    with pytest.raises(InputError, match="pass a folder of images"):
+        create_app(_model(), folder / "notes.txt")
+
+
+def test_serve_command_takes_one_image(folder, tmp_path):
+    import httpx
+    import onnx
+
+    model = tmp_path / "tiny.onnx"
+    onnx.save(_model(), model)
+    with serve_process(str(model), str(folder / "rocket.jpg"), "--normalize", "0-1") as (p, url):
+        assert [im["name"] for im in httpx.get(url + "api/images", timeout=30).json()] == ["rocket.jpg"]
+        assert httpx.get(url + "api/exemplars", timeout=30).json()["state"] == "unavailable"
+        p.terminate()  # a graceful stop removes the upload folder
+        assert p.wait(20) == 143
+
+
 def test_cross_site_post_cannot_start_a_scan(client):
     r = client.post("/api/exemplars", headers={"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"})
     assert r.status_code == 403
@@ -303,7 +337,5 @@ def test_closing_the_viewer_stops_a_running_scan(folder, monkeypatch):
 
 
 def test_top_must_be_positive():
-    from onnxact.errors import InputError
-
     with pytest.raises(InputError, match="positive integer"):
         create_app(_model(), None, exemplar_top=0)

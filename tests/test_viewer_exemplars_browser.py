@@ -8,7 +8,6 @@ on the same folder. Then it steps to the next filter and opens a top image from 
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import threading
@@ -131,29 +130,29 @@ def test_tile_click_shows_top_images_over_the_folder(tmp_path, gate):
     assert (tmp_path / "exemplars.png").stat().st_size > 10_000
 
 
-def test_without_a_folder_the_panel_says_exemplars_need_one(tmp_path):
-    from PIL import Image
-
+def test_served_one_image_the_panel_says_exemplars_need_a_folder(tmp_path):
     from onnxact.viewer.app import create_app
 
-    app = create_app(DEMO, None, scan_dead=False)
-    buf = io.BytesIO()
-    Image.open(photo("coffee.png")).save(buf, "PNG")
-    upload = tmp_path / "coffee.png"
-    upload.write_bytes(buf.getvalue())
+    one = tmp_path / "coffee.png"
+    shutil.copy(photo("coffee.png"), one)
+    app = create_app(DEMO, one, scan_dead=False)  # onnxact serve MODEL IMAGE
     with live_server(app) as url, sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800}, bypass_csp=True)  # test probes use eval
             page.goto(url + "/")
-            page.wait_for_selector("#layers .layer")
-            page.locator("#upload").set_input_files(str(upload))
+            page.wait_for_selector(".thumb")
+            assert page.locator(".thumb").count() == 1
+            page.locator(".thumb").first.click()
             page.wait_for_function("document.body.dataset.tilesReady")
-            page.locator("#tiles .tile").first.focus()
+            page.locator("#tiles .tile").first.focus()  # from the keyboard
             page.keyboard.press("Enter")
             page.wait_for_selector("#exemplars[data-ready='0/0']")
             text = page.locator("#ex-status").inner_text()
             assert text.startswith("exemplars need a folder of images") and "IMAGES_DIR" in text
             assert page.locator("#ex-list .ex-btn").count() == 0 and page.locator("#ex-progress").is_hidden()
+            page.keyboard.press("Escape")
+            page.wait_for_selector("#modal", state="hidden")
+            assert page.evaluate("document.activeElement.dataset.ch") == "0"  # focus back on the tile
         finally:
             browser.close()

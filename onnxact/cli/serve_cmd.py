@@ -30,7 +30,9 @@ def add_parser(sub, name: str, help: str) -> None:
         "image, heatmaps, class activation maps and top-5 predictions. Binds 127.0.0.1 unless --host says otherwise."
     ))
     p.add_argument("model", metavar="MODEL", help="the ONNX model file")
-    p.add_argument("images_dir", metavar="IMAGES_DIR", nargs="?", help="a folder of images for the gallery")
+    p.add_argument("images_dir", metavar="IMAGES_DIR", nargs="?",
+                   help="a folder of images for the gallery (or one image); clicking a filter shows its top "
+                   "images over the folder")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
@@ -68,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port must be between 0 and 65535, not {args.port}")
-    if args.images_dir is not None and not Path(args.images_dir).is_dir():
-        raise InputError(f"images folder not found: {args.images_dir}; pass a folder of images")
+    if args.images_dir is not None and not (Path(args.images_dir).is_dir() or Path(args.images_dir).is_file()):
+        raise InputError(f"images folder not found: {args.images_dir}; pass a folder of images (or one image)")
     model = load(args.model)
     norm = normalization_of(model, args)
     check_head_options(args, model)

@@ -44,7 +44,7 @@ _log = logging.getLogger("onnxact.viewer")
 
 #: What the panel says when the viewer has no folder to scan.
 NO_FOLDER = ("exemplars need a folder of images: start the viewer as 'onnxact serve MODEL IMAGES_DIR' "
-             "(uploads are not scanned)")
+             "(one image or uploads are not scanned)")
 #: Skipped images listed in the status (the count is always whole).
 _SKIPPED_SHOWN = 20
 
@@ -94,12 +94,16 @@ class ExemplarJobs:
     @property
     def folder(self) -> str | None:
         """The folder's own name (what the panel shows), never its absolute path."""
-        return self.state.root.name if self.state.root is not None else None
+        return self.state.root.name if self._has_folder else None
+
+    @property
+    def _has_folder(self) -> bool:
+        return self.state.root is not None and self.state.single is None
 
     # -- jobs -------------------------------------------------------------------------------
     def start(self) -> ExemplarJob:
         """The job for the folder as it is now: a cached or running one, else a new scan in a thread."""
-        if self.state.root is None:
+        if not self._has_folder:
             raise _http(409, NO_FOLDER)
         entries = sorted(self.state.scan(), key=lambda e: e.name)
         digest = hashlib.sha256("\0".join(e.id for e in entries).encode()).hexdigest()
@@ -156,7 +160,7 @@ class ExemplarJobs:
         """The current scan's state: idle | running | done | failed | unavailable, with progress."""
         base: dict[str, Any] = {"folder": self.folder, "top": self.top, "done": 0, "total": 0, "images": None,
                                 "skipped": 0, "skipped_images": [], "error": None, "scan": None}
-        if self.state.root is None:
+        if not self._has_folder:
             return {**base, "state": "unavailable", "error": NO_FOLDER}
         job = self._current
         if job is None:
@@ -174,7 +178,7 @@ class ExemplarJobs:
     def _finished(self) -> ExemplarJob:
         job = self._current
         if job is None:
-            if self.state.root is None:
+            if not self._has_folder:
                 raise _http(409, NO_FOLDER)
             raise _http(409, "exemplars are not computed yet; start them with POST /api/exemplars")
         if job.state == "running":

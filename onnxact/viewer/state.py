@@ -60,6 +60,10 @@ class ViewerState:
                  cache_entries: int = 16, cache_bytes: int = 1 << 30, max_upload: int = MAX_UPLOAD_BYTES,
                  preprocess: dict[str, Any] | None = None) -> None:
         self.model = model
+        # one image instead of a folder: the gallery is that file alone, in its folder
+        self.single: str | None = images_dir.name if images_dir is not None and images_dir.is_file() else None
+        if images_dir is not None and self.single is not None:
+            images_dir = images_dir.parent
         self.root = images_dir.resolve() if images_dir is not None else None
         self.labels = labels
         self.max_upload = max_upload
@@ -114,7 +118,8 @@ class ViewerState:
         if self.root is None:
             return []
         found: dict[str, ImageEntry] = {}
-        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
+        walk = [(str(self.root), [], [self.single])] if self.single else os.walk(self.root, followlinks=False)
+        for dirpath, dirnames, filenames in walk:
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for fn in sorted(filenames):
                 if fn.startswith(".") or not fn.lower().endswith(IMAGE_EXTENSIONS):
