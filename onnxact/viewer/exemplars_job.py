@@ -30,6 +30,7 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -211,7 +212,7 @@ class ExemplarJobs:
 
     def _name(self, job: ExemplarJob, image: str) -> tuple[str, str | None]:
         """(path relative to the folder, gallery id) of an image as find_exemplars names it."""
-        entry = job.entries.get(str(image))
+        entry = _entry(job, image)
         if entry is not None:
             return entry.name, entry.id
         return self.state.public(str(image)).rsplit("/", 1)[-1], None  # never a server path
@@ -224,7 +225,7 @@ class ExemplarJobs:
         if rank >= len(top):
             raise _http(404, f"filter {channel} of layer {layer} has {len(top)} top images; rank {rank} does not exist")
         ex = top[rank]
-        entry = job.entries.get(str(ex.image))
+        entry = _entry(job, ex.image)
         if entry is None:
             raise _http(404, "that image is not in the images folder")
         real = self.state._inside(entry.path)  # a file swapped for a link out of the folder is refused here
@@ -234,6 +235,17 @@ class ExemplarJobs:
         with decode_slot():
             img = self.state._decoded(entry).convert("RGB")
         return draw_crop(img, tuple(int(v) for v in ex.box), size)
+
+
+def _entry(job: ExemplarJob, image: Any) -> ImageEntry | None:
+    """The gallery entry of an image as find_exemplars names it: the path it was given, or the same file."""
+    entry = job.entries.get(str(image))
+    if entry is None:
+        try:
+            entry = job.entries.get(str(Path(image).resolve()))
+        except (OSError, RuntimeError, TypeError):
+            return None
+    return entry
 
 
 def check_top(top: Any) -> None:
