@@ -120,7 +120,8 @@ def test_tile_click_shows_top_images_over_the_folder(tmp_path, gate):
             assert [s[1] for s in shown] == pytest.approx([v for _, v in expected[4]], rel=1e-6)
             # a top image opens in the viewer from the keyboard (Tab to it, Enter)
             first = expected[4][0][0]
-            page.locator("#ex-list .ex-btn").first.focus()
+            page.keyboard.press("Tab")  # from the close button to the first top image, inside the dialog
+            assert page.evaluate("document.activeElement.dataset.image") == first
             page.keyboard.press("Enter")
             page.wait_for_selector("#modal", state="hidden")
             page.wait_for_function(f"document.querySelector('#input-name').textContent === {first!r}")

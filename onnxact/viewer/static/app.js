@@ -523,6 +523,13 @@ function wire() {
       const ch = +$("#modal").dataset.ch;
       if (e.key === "ArrowRight" && ch + 1 < n) openModal(ch + 1);
       if (e.key === "ArrowLeft" && ch > 0) openModal(ch - 1);
+      if (e.key === "Tab") { // keep the focus inside the dialog: close button, then the top images
+        const f = [...$("#modal").querySelectorAll("button")];
+        const i = f.indexOf(document.activeElement);
+        const next = e.shiftKey ? (i <= 0 ? f.length - 1 : i - 1) : (i + 1) % f.length;
+        e.preventDefault();
+        f[next].focus();
+      }
       return;
     }
     if (e.target.tagName === "INPUT" || !S.model || S.layer === null) return;
