@@ -120,11 +120,23 @@ def test_tile_click_shows_top_images_over_the_folder(tmp_path, gate):
             assert [s[1] for s in shown] == pytest.approx([v for _, v in expected[4]], rel=1e-6)
             # a top image opens in the viewer from the keyboard (Tab to it, Enter)
             first = expected[4][0][0]
-            page.keyboard.press("Tab")  # from the close button to the first top image, inside the dialog
+            page.keyboard.press("Tab")  # from the close button to "Rescan folder", then the first top image
+            assert page.evaluate("document.activeElement.id") == "ex-rescan"
+            page.keyboard.press("Tab")
             assert page.evaluate("document.activeElement.dataset.image") == first
             page.keyboard.press("Enter")
             page.wait_for_selector("#modal", state="hidden")
             page.wait_for_function(f"document.querySelector('#input-name').textContent === {first!r}")
+            # an image added to the folder: "Rescan folder" scans again and the lists cover it
+            shutil.copy(photo("horse.png"), folder / "horse.png")
+            page.locator(f"#layers .layer[data-index='{LAYER}']").click()
+            page.wait_for_selector("#tiles .tile[data-ch='3'] img")
+            page.locator("#tiles .tile[data-ch='3']").click()
+            page.wait_for_selector("#exemplars[data-ready='2/3'] #ex-list .ex-btn")
+            assert f"over {len(PHOTOS)} images" in page.locator("#ex-status").inner_text()  # cached: no walk
+            page.locator("#ex-rescan").click()
+            page.wait_for_function(f"document.querySelector('#ex-status').textContent.includes('over {len(PHOTOS) + 1} images')")
+            assert page.locator("#ex-list .ex-btn").count() == TOP
             assert not errors, errors
         finally:
             browser.close()

@@ -413,9 +413,10 @@ const closeModal = () => {
 
 // ------------------------------------------------------------------ exemplars: a filter's top images over the folder
 // One scan of IMAGES_DIR (POST /api/exemplars) in the background; the panel polls its progress,
-// then shows the filter's top crops. A tile click posts again: the server rescans the folder's
-// file list and reuses its cached result when nothing changed.
-const EX = { status: null, lists: new Map(), want: null, timer: null, returnFocus: null };
+// then shows the filter's top crops. The page posts on its first panel and on "Rescan": each POST
+// walks the folder again (seconds for 100,000 files, so not on every tile) and the server reuses
+// its cached result when no file was added, removed or changed.
+const EX = { status: null, lists: new Map(), want: null, timer: null, returnFocus: null, posted: false };
 
 function exStatusText(st) {
   if (st.state === "running") return `Computing the top images of every filter: ${st.done} of ${st.total} images…`;
@@ -443,9 +444,11 @@ async function showExemplars(layer, ch, fresh) {
   $("#ex-list").replaceChildren();
   try {
     let st = await (await api("/api/exemplars")).json();
-    if (st.state !== "unavailable" && (fresh || st.state === "idle")) {
+    if (st.state !== "unavailable" && ((fresh && !EX.posted) || st.state === "idle")) {
       st = await (await api("/api/exemplars", { method: "POST" })).json();
+      EX.posted = true;
     }
+    $("#ex-rescan").hidden = st.state === "unavailable";
     while (EX.want === want && st.state === "running") {
       exShowStatus(st);
       await new Promise((res) => { EX.timer = setTimeout(res, 300); });
@@ -515,6 +518,10 @@ function wire() {
     if (g.scrollLeft + g.clientWidth >= g.scrollWidth - 200 || g.scrollTop + g.clientHeight >= g.scrollHeight - 200) loadMoreImages();
   });
   $("#modal-close").addEventListener("click", closeModal);
+  $("#ex-rescan").addEventListener("click", () => {
+    EX.posted = false;
+    if (!$("#modal").hidden) showExemplars(S.layer, +$("#modal").dataset.ch, true);
+  });
   $("#modal").addEventListener("click", (e) => { if (e.target.id === "modal") closeModal(); });
   document.addEventListener("keydown", (e) => {
     if (!$("#modal").hidden) {
