@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -135,6 +136,7 @@ class ExemplarJobs:
                                 "files to it and open the panel again")
             from ..exemplars import find_exemplars
 
+            _background_priority()
             result = find_exemplars(self.state.model, list(job.entries), top=self.top, progress=job.progress,
                                     **self.state.preprocess)
         except _Stopped:
@@ -246,6 +248,18 @@ def _entry(job: ExemplarJob, image: Any) -> ImageEntry | None:
         except (OSError, RuntimeError, TypeError):
             return None
     return entry
+
+
+def _background_priority() -> None:
+    """Lower this thread's CPU priority (nice 10), so the captures a user waits for go first.
+
+    On Linux nice is per thread, and threads this one starts (onnxruntime's pool of the scan's
+    own session) inherit it; elsewhere, or when refused, the scan runs at normal priority.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
 
 
 def check_top(top: Any) -> None:
