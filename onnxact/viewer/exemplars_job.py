@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -208,7 +209,8 @@ class ExemplarJobs:
         out = []
         for rank, ex in enumerate(top):
             name, image_id = self._name(job, ex.image)
-            out.append({"rank": rank, "image": name, "id": image_id, "value": float(ex.value),
+            value = float(ex.value)
+            out.append({"rank": rank, "image": name, "id": image_id, "value": value if math.isfinite(value) else None,
                         "box": [int(v) for v in ex.box], "position": [int(v) for v in ex.position]})
         return out
 

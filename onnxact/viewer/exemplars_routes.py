@@ -44,7 +44,7 @@ class ExemplarEntry(BaseModel):
     rank: int
     image: str  # path relative to the served folder
     id: str | None  # the gallery id (GET /api/images/{id}/...), when the file is still listed
-    value: float  # the filter's maximum activation on this image
+    value: float | None  # the filter's maximum activation on this image (None: not finite, NaN or inf)
     box: list[int]  # x0, y0, x1, y1 in the original image's pixels: the receptive field of the maximum
     position: list[int]  # where the maximum is in the layer's map
 

@@ -479,19 +479,20 @@ async function showExemplars(layer, ch, fresh) {
 
 function renderExemplars(list, st) {
   const ol = $("#ex-list");
+  const num = (v) => (v === null ? "not finite" : fmt(v));
   const items = list.top.map((e) => el("li", { class: "ex-item" },
     el("button", { class: "ex-btn", type: "button", "data-image": e.image, "data-value": String(e.value),
       title: `${e.image}: max ${e.value} at map position ${e.position.join(", ")}; box ${e.box.join(", ")} in image pixels` +
         (e.id ? "; click to open this image" : ""),
       onclick: () => { if (!e.id) return; closeModal(); selectImage(e.id, e.image); } },
       el("img", { src: `/api/exemplars/layers/${list.layer}/channels/${list.channel}/${e.rank}.png?size=160&scan=${st.scan}`,
-        alt: `top ${e.rank + 1}: ${e.image}, max ${fmt(e.value)}`, loading: "lazy" }),
-      el("span", { class: "ex-value", text: fmt(e.value) }),
+        alt: `top ${e.rank + 1}: ${e.image}, max ${num(e.value)}`, loading: "lazy" }),
+      el("span", { class: "ex-value", text: num(e.value) }),
       el("span", { class: "ex-name", text: e.image.split("/").pop() }))));
   ol.replaceChildren(...items);
   const notes = [`filter ${list.channel}'s highest maxima over ${list.images} image${list.images === 1 ? "" : "s"}`];
   if (list.top.length < st.top) notes.push(`only ${list.top.length} shown: the folder has fewer than ${st.top} usable images`);
-  if (list.top.length && list.top.every((e) => e.value <= 0)) notes.push("this filter never fires on the folder (max ≤ 0 everywhere)");
+  if (list.top.length && list.top.every((e) => e.value !== null && e.value <= 0)) notes.push("this filter never fires on the folder (max ≤ 0 everywhere)");
   if (st.skipped) notes.push(`${st.skipped} unreadable image${st.skipped === 1 ? "" : "s"} skipped`);
   $("#ex-status").textContent = notes.join(" · ");
 }
