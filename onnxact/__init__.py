@@ -33,7 +33,7 @@ __all__ = [
     "InputInfo", "save_activations", "load_activations", "display_activations", "display_heatmaps",
     "class_activation_map", "find_dead_filters", "DeadFilterReport", "demo_paths",
     "OnnxactError", "ModelError", "InputError", "LayerError", "OutputError", "DependencyError",
-    "ConversionError", "ProviderError", "compare", "compare_activations", "Comparison",
+    "ConversionError", "ProviderError", "compare", "compare_activations", "Comparison", "widget",
 ]
 
 #: Public names that live in modules with heavier imports, loaded on first use.
@@ -43,6 +43,7 @@ _LAZY = {
     "class_activation_map": "cam",
     "find_dead_filters": "stats",
     "DeadFilterReport": "stats",
+    "widget": "viewer",
 }
 
 

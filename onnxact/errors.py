@@ -16,6 +16,7 @@ __all__ = [
     "DependencyError",
     "ConversionError",
     "ProviderError",
+    "RequestError",
 ]
 
 
@@ -55,6 +56,15 @@ class ConversionError(OnnxactError):
 
 class ProviderError(OnnxactError):
     """An onnxruntime execution provider asked for is not available."""
+
+
+class RequestError(OnnxactError):
+    """A viewer or notebook-widget request names what does not exist (an image id, a layer, a
+    channel) or asks what the model cannot give; ``status`` is the HTTP status the viewer answers."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def missing_dependency(package: str, extra: str, feature: str) -> DependencyError:
