@@ -57,8 +57,8 @@ def thumbnail_png(arr: np.ndarray, layout: str, count: int = THUMBS, px: int = T
     """PNG of the first ``count`` channel maps of sample 0 side by side (each scaled to its own
     range, viridis, at most ``px`` a side), or None when the layer has no 2-D maps."""
     from ..layout import channel_axis
-    from .colors import apply_colormap
-    from .heatmaps import _unit, resize_bilinear
+    from .colors import apply_colormap, unit_scale
+    from .heatmaps import resize_bilinear
     from .png import png_bytes
     from .tiles import layer_kind, sample_tiles, tile_grid
 
@@ -78,7 +78,7 @@ def thumbnail_png(arr: np.ndarray, layout: str, count: int = THUMBS, px: int = T
     elif max(h, w) * 2 <= px:  # tiny maps (2x2, 4x4): blown up so they can be seen
         s = px // max(h, w)
         tiles = tiles.repeat(s, axis=1).repeat(s, axis=2)
-    rgb = apply_colormap(_unit(tiles), "viridis")
+    rgb = apply_colormap(unit_scale(tiles), "viridis")
     return png_bytes(tile_grid(rgb, cols=len(rgb), sep=2, fill=255))
 
 
