@@ -215,3 +215,34 @@ def test_import_onnxact_and_the_viewer_state_stay_light():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+@pytest.mark.parametrize("fixture", ["yolo_detector", "keras_bn_act"])
+def test_wild_models_every_view(request, fixture, photos):
+    """The YOLO-shaped detector (dynamic H/W, no classifier) and the Keras model with separate
+    BN / Activation layers: every view of three layers on photos of odd sizes answers without an
+    error, and the statistics are get_activations' numbers for the same file."""
+    path = request.getfixturevalue(fixture)
+    w = onnxact.widget(path, photos)
+    try:
+        n = len(w.model_info["layers"])
+        for im in w.images:
+            w.image = im["id"]
+            for layer in (0, n // 2, n - 1):
+                w.layer, w.channel = layer, -1
+                for view in ("filters", "heatmap", "cam", "picture"):
+                    w.view = view
+                    assert w.error == "" and (w.picture or view == "filters"), (im["name"], layer, view, w.error)
+                reply, buffers = w.handle({"type": "tiles", "layer": layer})
+                assert reply["type"] == "tiles" and len(buffers) == len(reply["channels"])
+            acts = onnxact.get_activations(path, str(photos / im["name"]), output_format="numbered")
+            w.layer = n // 2
+            a = np.asarray(acts[str(n // 2)], np.float32)
+            assert w.stats["shape"] == list(a.shape)
+            assert w.stats["max"] == pytest.approx(float(a.max()), rel=1e-6)
+        if fixture == "yolo_detector":
+            assert w.predictions["top"] == [] and w.predictions["note"].startswith("no classifier head")
+        else:
+            assert len(w.predictions["top"]) == 5
+    finally:
+        w.close()
