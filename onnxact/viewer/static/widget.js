@@ -85,7 +85,7 @@ function render({ model, el: root }) {
     caption.textContent = model.get("caption");
     const s = model.get("stats") || {};
     stats.replaceChildren(...["name", "shape", "min", "max", "mean", "std", "zero_fraction", "channels", "dead_on_image"]
-      .filter((k) => k in s).map((k) => el("tr", {}, el("th", { text: k.replace("_", " ") }),
+      .filter((k) => k in s).map((k) => el("tr", {}, el("th", { text: k.replaceAll("_", " ") }),
         el("td", { text: Array.isArray(s[k]) ? s[k].join("×") : fmt(s[k]) }))));
     const p = model.get("predictions") || {};
     preds.replaceChildren(...(p.top || []).map((t) => el("li", { text: `${t.label} ${fmt(t.score)}` })));
