@@ -126,3 +126,35 @@ def test_widget_cell_shows_a_widget(executed):
     out = _cell(nb, "onnxact.widget(model")
     views = [o for o in out.outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert len(views) == 1
+
+
+def test_inline_pictures_are_the_numbered_ones(executed):
+    """What the notebook showed inline is display_activations / display_heatmaps with each tile
+    numbered by its channel (the default when shown in a notebook), pixel for pixel."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    import onnxact
+
+    nb, work = executed
+    model = onnxact.load(onnxact.demo_paths()[0])
+    acts = onnxact.get_activations(model, onnxact.preprocess_image(str(work / "star.png"), model))
+
+    def shown(cell) -> list:
+        return [np.asarray(Image.open(io.BytesIO(base64.b64decode(o["data"]["image/png"]))).convert("RGB"))
+                for o in cell.outputs if "image/png" in o.get("data", {})]
+
+    grids = onnxact.display_activations(acts, show=False, channel_numbers=True)
+    plain = onnxact.display_activations(acts, show=False)
+    got = shown(_cell(nb, "display_activations(acts)"))
+    assert len(got) == len(grids)
+    for g, want, flat in zip(got, grids.values(), plain.values()):
+        assert np.array_equal(g, np.asarray(want.convert("RGB")))
+        assert g.shape != np.asarray(flat).shape  # the numbers take a band above each row of tiles
+    heat = onnxact.display_heatmaps(acts, str(work / "star.png"), layers=["conv1", "conv3", "pool5"], show=False,
+                                    channel_numbers=True)
+    for g, want in zip(shown(_cell(nb, "display_heatmaps(acts")), heat.values()):
+        assert np.array_equal(g, np.asarray(want.convert("RGB")))
