@@ -24,6 +24,7 @@ from .errors import (
     OnnxactError,
     OutputError,
     ProviderError,
+    RequestError,
 )
 from .model import Model, load
 from .preprocess import preprocess_image, preprocess_with_geometry
@@ -36,7 +37,7 @@ __all__ = [
     "class_activation_map", "find_dead_filters", "DeadFilterReport", "demo_paths",
     "OnnxactError", "ModelError", "InputError", "LayerError", "OutputError", "DependencyError",
     "ConversionError", "ProviderError", "ClusterError", "MissingInputError", "compare", "compare_activations",
-    "Comparison", "widget",
+    "Comparison", "RequestError", "widget",
 ]
 
 #: Public names that live in modules with heavier imports, loaded on first use.
