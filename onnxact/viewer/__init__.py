@@ -26,8 +26,8 @@ def create_app(model: Any, images_dir: Any = None, labels: Any = None, **kw: Any
 def widget(model: Any, images: Any, **kw: Any) -> Any:
     """An interactive layer / filter browser in a Jupyter notebook, served by the kernel (no server).
 
-    ``model``: a path, bytes, proto or :class:`onnxact.Model`; ``images``: a folder of images, one
-    image file or a list of them. Views: the layer's filters (click one for its map), a filter's
+    ``model``: a path, bytes, proto or :class:`onnxact.Model`; ``images``: a folder of images (the
+    first 2000 are listed), one image file or a list of them. Views: the layer's filters (click one for its map), a filter's
     or the layer's mean map over the image (``heatmap``), the class activation map (``cam``), the
     whole layer as the report draws it (``picture``), and the layer's statistics and the top
     predictions beside them. Keywords: ``labels``, ``preprocess``, ``cam_layer``, ``class_output``

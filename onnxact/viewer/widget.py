@@ -24,7 +24,7 @@ import traitlets as t
 from ..errors import InputError, OnnxactError
 from ..model import load
 from . import payloads
-from .state import IMAGE_EXTENSIONS, ViewerState, _read_labels
+from .state import IMAGE_EXTENSIONS, PAGE_SIZE, ViewerState, _read_labels
 
 __all__ = ["ActivationBrowser", "widget"]
 
@@ -73,7 +73,7 @@ class ActivationBrowser(anywidget.AnyWidget):
         self.state = state
         self._cam_layer, self._class_output = cam_layer, class_output
         self._cam_method = payloads._cam_method(state.model)
-        entries, _ = state.page(0, 10_000)
+        entries, _ = state.page(0, PAGE_SIZE)  # the first 2000 of a bigger folder: a list to pick from
         super().__init__(**kwargs)
         with self.hold_trait_notifications():
             self.images = [{"id": e.id, "name": e.name, "source": e.source} for e in entries]
