@@ -9,8 +9,10 @@ slice of that capture, rendered on demand with the shared renderer (``onnxact.re
 
 This module is the app factory and its routes; the stages it wires together each have their
 own module: :mod:`.state` (model, images, uploads, captures), :mod:`.cache` (the bounded capture
-LRU), :mod:`.security` (limits, upload checks, headers, errors), :mod:`.payloads` (PNG bytes,
-scaling, softmax, class maps) and :mod:`.schema` (the JSON response models).
+LRU), :mod:`.checks` (limits, upload checks, refusals), :mod:`.security` (headers, Host and
+same-origin checks, errors as JSON), :mod:`.payloads` (each endpoint's body: statistics, PNG
+bytes, predictions, class maps; the notebook widget, :mod:`.widget`, calls the same) and
+:mod:`.schema` (the JSON response models).
 """
 
 import os
