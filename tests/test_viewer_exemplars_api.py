@@ -337,5 +337,5 @@ def test_closing_the_viewer_stops_a_running_scan(folder, monkeypatch):
 
 
 def test_top_must_be_positive():
-    with pytest.raises(InputError, match="positive integer"):
+    with pytest.raises(InputError, match="at least 1"):
         create_app(_model(), None, exemplar_top=0)

@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, OnnxactError
-from .security import _http
+from ..errors import OnnxactError
+from .checks import _http
 from .state import ImageEntry, ViewerState
 
 __all__ = ["ExemplarJob", "ExemplarJobs", "NO_FOLDER"]
@@ -264,10 +264,11 @@ def _background_priority() -> None:
         pass
 
 
-def check_top(top: Any) -> None:
-    """Refuse a top K that is not a positive integer (one line)."""
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise InputError(f"the number of top images per filter must be a positive integer, not {top!r}")
+def check_top(top: Any) -> int:
+    """``top`` as find_exemplars checks it (a whole number of at least 1; else one InputError line)."""
+    from ..exemplars import _check_top
+
+    return _check_top(top)
 
 
 class _NoImages(Exception):

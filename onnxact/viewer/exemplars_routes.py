@@ -7,7 +7,6 @@ the app's same-origin check, so another site's page cannot make the viewer scan 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import FastAPI, Query
@@ -16,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from .exemplars_job import ExemplarJobs
-from .payloads import _cache_headers, _png
+from .payloads import _cache_headers, _png, layer_info
 from .schema import Error
 
 __all__ = ["add_exemplar_routes", "ExemplarStatus", "ExemplarList"]
@@ -58,7 +57,7 @@ class ExemplarList(BaseModel):
     top: list[ExemplarEntry]
 
 
-def add_exemplar_routes(app: FastAPI, jobs: ExemplarJobs, layer_or_404: Callable[[int], Any]) -> None:
+def add_exemplar_routes(app: FastAPI, jobs: ExemplarJobs) -> None:
     png = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
     busy: dict[int | str, dict[str, Any]] = {409: {"model": Error}}
 
@@ -76,7 +75,7 @@ def add_exemplar_routes(app: FastAPI, jobs: ExemplarJobs, layer_or_404: Callable
     @app.get("/api/exemplars/layers/{layer}/channels/{channel}", response_model=ExemplarList, responses=busy,
              summary="One filter's top images over IMAGES_DIR, highest maximum first")
     def exemplar_list(layer: int = PathParam(ge=0, le=100_000), channel: int = PathParam(ge=0, le=1_000_000)) -> Any:
-        info = layer_or_404(layer)
+        info = layer_info(jobs.state.model, layer)  # 404 for a layer the model lacks
         top = jobs.top_list(layer, channel)
         images = jobs.status()["images"] or 0
         return ExemplarList(layer=layer, name=info.name, channel=channel, folder=jobs.folder, images=images, top=top)
@@ -87,7 +86,7 @@ def add_exemplar_routes(app: FastAPI, jobs: ExemplarJobs, layer_or_404: Callable
                       rank: int = PathParam(ge=0, le=1000), size: int = Query(160, ge=32, le=512),
                       scan: str | None = Query(None, max_length=64, description="the status' scan token "
                                                "(only makes the URL differ from an older scan's)")) -> Any:
-        layer_or_404(layer)
+        layer_info(jobs.state.model, layer)  # 404 for a layer the model lacks
         rgb = jobs.crop(layer, channel, rank, size)
         return Response(_png(rgb), media_type="image/png", headers=_cache_headers())
 
