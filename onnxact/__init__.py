@@ -24,6 +24,7 @@ from .errors import (
     ProviderError,
 )
 from .model import Model, load
+from .node_data import NodeData, to_node_data
 from .preprocess import preprocess_image, preprocess_with_geometry
 
 __version__ = "0.1.0"
@@ -34,6 +35,7 @@ __all__ = [
     "class_activation_map", "find_dead_filters", "DeadFilterReport", "demo_paths",
     "OnnxactError", "ModelError", "InputError", "LayerError", "OutputError", "DependencyError",
     "ConversionError", "ProviderError", "compare", "compare_activations", "Comparison",
+    "to_node_data", "NodeData",
 ]
 
 #: Public names that live in modules with heavier imports, loaded on first use.

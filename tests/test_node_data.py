@@ -9,8 +9,15 @@ tensor, and its incoming edges back to the conv), never through onnxact's own ma
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +171,65 @@ def test_rapidocr_det_whose_nodes_are_half_unnamed(tmp_path):
     data = to_node_data(report, m, tmp_path / "n.json")
     assert not data.skipped and len(data.layers) == len(m.layers)
     check_file(tmp_path / "n.json", det, dead_fractions(report.as_dict()))
+
+
+# ------------------------------------------------------------------------------ in Model Explorer itself
+
+@contextlib.contextmanager
+def model_explorer(model: Path, node_data: Path):
+    """``model-explorer MODEL --extensions=model_explorer_onnx --node_data_paths=F`` (the README's
+    command); yields the URL it prints; always stopped."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = subprocess.Popen([sys.executable, "-m", "model_explorer", str(model), "--extensions=model_explorer_onnx",
+                          f"--node_data_paths={node_data}", "--no_open_in_browser", "--host=127.0.0.1",
+                          f"--port={port}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in p.stdout], daemon=True).start()
+    try:
+        seen = []
+        while not seen or not seen[-1].startswith("http://"):
+            seen.append(lines.get(timeout=120))
+        yield seen[-1].strip()
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="Debian chromium is not installed")
+def test_model_explorer_colours_the_nodes_in_chromium(tmp_path, capsys):
+    """The file loads in Model Explorer's web app: its node-data table shows our value and colour on each node."""
+    from playwright.sync_api import sync_playwright
+
+    model, image = onnxact.demo_paths()
+    assert main(["check", str(model), str(image), "--node-data", str(tmp_path / "dead.json")]) == 1
+    capsys.readouterr()
+    results = _strict((tmp_path / "dead.json").read_text())["tf2onnx"]["results"]
+    graph = adapter_graph(model)
+    expected = [(n.label, results[n.id]["value"] if n.id in results else None) for n in graph.nodes]
+    colour = {"#1a9850": "rgb(26, 152, 80)", "#91cf60": "rgb(145, 207, 96)", "#fee08b": "rgb(254, 224, 139)",
+              "#fc8d59": "rgb(252, 141, 89)", "#d73027": "rgb(215, 48, 39)"}
+    with model_explorer(model, tmp_path / "dead.json") as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--no-sandbox", "--use-gl=swiftshader", "--enable-unsafe-swiftshader", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(url)
+            page.wait_for_selector("td.node-label", timeout=90_000)
+            rows = page.evaluate("""() => {  // the last table with node labels: "Node data" (above: root-level stats)
+                const t = [...document.querySelectorAll('table')].filter(t => t.querySelector('td.node-label')).pop();
+                return [...t.querySelectorAll('td.node-label')].map(td => { const v = td.nextElementSibling;
+                    return [td.textContent.trim(), v.textContent.trim(), v.style.backgroundColor]; }); }""")
+        finally:
+            browser.close()
+    shown = [(label, None if v == "-" else float(v)) for label, v, _bg in rows]
+    assert shown == expected and sum(v is not None for _label, v in shown) == len(results) == 15
+    for (_label, value, bg) in rows:
+        if value != "-":
+            band = next(t["bgColor"] for t in DEAD_THRESHOLDS if float(value) <= t["value"])
+            assert bg == colour[band], (value, bg)
 
 
 # ------------------------------------------------------------------------------ node ids
