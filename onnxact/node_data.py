@@ -167,7 +167,7 @@ def _load(model: Any) -> Any:
     return model if isinstance(model, Model) else load(model)
 
 
-def _entries(result: Any, graph: _Graph, side: str) -> tuple[str, list[tuple[str, str, str | None, float]], str]:
+def _entries(result: Any, graph: _Graph, side: str) -> tuple[str, list[tuple[str, str, str | None, Any]], str]:
     """(metric, [(layer, tensor, defining op or None, value)], scale) for each kind of result."""
     if hasattr(result, "per_layer") and hasattr(result, "findings"):  # DeadFilterReport
         rows = [(r["layer"], r["tensor"], r.get("op_type") or None, r["dead"] / r["channels"])
@@ -193,8 +193,7 @@ def _entries(result: Any, graph: _Graph, side: str) -> tuple[str, list[tuple[str
     rows = []
     for name, value in result.items():
         info = _find_layer(graph.model, name)
-        rows.append((name, info.tensor if info is not None else "", info.op_type if info is not None else None,
-                     float(value)))
+        rows.append((name, info.tensor if info is not None else "", info.op_type if info is not None else None, value))
     return metric, rows, "gradient"
 
 
@@ -226,7 +225,12 @@ def to_node_data(result: Any, model: Any, path: str | os.PathLike[str] | None = 
     skipped: dict[str, str] = {}
     own: set[str] = set()
     for name, tensor, op, raw in rows:
-        value = float(raw)
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            from .errors import InputError
+
+            raise InputError(f"node data values are numbers; layer {name!r} has {raw!r}") from None
         if math.isnan(value) or (math.isinf(value) and scale != "sqnr"):
             skipped[name] = f"the value is {value} (non-finite activations)"
             continue

@@ -350,6 +350,8 @@ def test_bad_node_data_paths_stop_before_the_scan(tmp_path, capsys):
     assert copy.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
     with pytest.raises(onnxact.InputError, match="not list"):
         to_node_data([1, 2], copy)
+    with pytest.raises(onnxact.InputError, match="layer 'conv1' has 'high'"):
+        to_node_data({"conv1": "high"}, copy)
     with pytest.raises(onnxact.InputError, match="side must be"):
         to_node_data(onnxact.compare(str(copy), str(copy), [str(image)]), copy, side="c")
 
