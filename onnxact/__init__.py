@@ -14,10 +14,12 @@ from .activations import Activations, InputInfo, LayerInfo, load_activations, sa
 from .capture import get_activations
 from .compare import Comparison, compare, compare_activations  # after the submodule import: the name is the function
 from .errors import (
+    ClusterError,
     ConversionError,
     DependencyError,
     InputError,
     LayerError,
+    MissingInputError,
     ModelError,
     OnnxactError,
     OutputError,
@@ -34,7 +36,7 @@ __all__ = [
     "InputInfo", "save_activations", "load_activations", "display_activations", "display_heatmaps",
     "class_activation_map", "find_dead_filters", "DeadFilterReport", "demo_paths",
     "OnnxactError", "ModelError", "InputError", "LayerError", "OutputError", "DependencyError",
-    "ConversionError", "ProviderError", "compare", "compare_activations", "Comparison",
+    "ConversionError", "ProviderError", "ClusterError", "MissingInputError", "compare", "compare_activations", "Comparison",
     "to_node_data", "NodeData",
 ]
 

@@ -7,6 +7,9 @@ know that the message is a single line that says what is wrong and how to fix it
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 __all__ = [
     "OnnxactError",
     "ModelError",
@@ -16,6 +19,8 @@ __all__ = [
     "DependencyError",
     "ConversionError",
     "ProviderError",
+    "ClusterError",
+    "MissingInputError",
 ]
 
 
@@ -55,6 +60,21 @@ class ConversionError(OnnxactError):
 
 class ProviderError(OnnxactError):
     """An onnxruntime execution provider asked for is not available."""
+
+
+class ClusterError(OnnxactError):
+    """The Ray cluster can't be reached or started."""
+
+
+class MissingInputError(InputError):
+    """Inputs were neither given nor fillable with zeros; ``missing`` holds their ``InputInfo``s.
+
+    A subclass so that the CLI can say ``--input NAME=...`` where the library says ``{name: array}``.
+    """
+
+    def __init__(self, message: str, missing: Sequence[Any]) -> None:
+        super().__init__(message)
+        self.missing = list(missing)
 
 
 def missing_dependency(package: str, extra: str, feature: str) -> DependencyError:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DependencyError, InputError, ModelError, OnnxactError
+from .errors import ClusterError, DependencyError, InputError, ModelError, OnnxactError
 
 __all__ = ["ClusterError", "scan_ray", "RETRIES", "KILL_ONCE_ENV"]
 
@@ -40,10 +40,6 @@ RETRIES = 3
 #: Test hook: when this environment variable names a file that exists, the first actor to see it
 #: deletes it and kills its own process mid-scan (to test that Ray's retry counts nothing twice).
 KILL_ONCE_ENV = "ONNXACT_RAY_KILL_ONCE"
-
-
-class ClusterError(OnnxactError):
-    """The Ray cluster can't be reached or started."""
 
 
 def _ray() -> Any:

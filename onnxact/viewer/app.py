@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import InputError
 from ..model import load
-from .payloads import _cache_headers, _cam_method, _class_map, _dead_channels, _png, _predictions
+from .payloads import _cache_headers, _cam_method, _channel_summary, _class_map, _dead_channels, _png, _predictions
 from .schema import (
     Colormap,
     Error,
@@ -182,14 +182,13 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
         cap = state.capture(image_id)
         tiles, lo, hi = state.layer_tiles(cap, layer)
         a = np.asarray(cap.acts[str(layer)], dtype=np.float32)
-        flat = tiles.reshape(tiles.shape[0], -1)
-        cmax = flat.max(axis=1)
+        cmax, cmean = _channel_summary(cap, layer, tiles)
         dead = _dead_channels(cap, layer)
         return LayerStats(
             image=image_id, layer=layer, name=m.layers[layer].name, shape=[int(d) for d in a.shape],
             min=lo, max=hi, mean=float(a.mean()), std=float(a.std()), zero_fraction=float((a == 0).mean()),
             channels=int(tiles.shape[0]), dead_on_image=len(dead), dead_channels=dead,
-            channel_max=[round(float(x), 6) for x in cmax], channel_mean=[round(float(x), 6) for x in flat.mean(1)],
+            channel_max=[round(float(x), 6) for x in cmax], channel_mean=[round(float(x), 6) for x in cmean],
         )
 
     @app.get("/api/images/{image_id}/layers/{layer}/tiles/{channel}.png", responses=png, response_class=Response,

@@ -78,6 +78,20 @@ def _dead_channels(cap: Capture, layer: int) -> list[int]:
     return [c for _, c in report.dead]
 
 
+def _channel_summary(cap: Capture, layer: int, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel max and mean of ``layer`` on this image. Where a tile is a channel (the maps of one
+    image), they are the capture's :class:`onnxact.stats_records.ChannelStats`, made once when the image
+    was captured; other layers (vectors, sequences, depth means) summarise their tiles."""
+    key = str(layer)
+    st = cap.stats.layers.get(key) if cap.stats is not None else None
+    info = cap.stats.infos.get(key) if st is not None else None
+    if st is not None and info is not None and info.layout in ("NCHW", "NHWC") and np.ndim(cap.acts[key]) == 4 \
+            and np.shape(cap.acts[key])[0] == 1 and st.channels == tiles.shape[0]:
+        return st.max, st.mean
+    flat = tiles.reshape(tiles.shape[0], -1)
+    return flat.max(axis=1), flat.mean(axis=1)
+
+
 def _class_map(m: Model, cap: Capture, class_index: int, cam_layer: str | None = None,
                output: str | None = None) -> tuple[np.ndarray, dict[str, str]] | None:
     """A 2-D class activation map + headers describing it (method, the layer's name, why), from
