@@ -37,6 +37,7 @@ __all__ = [
     "class_activation_map", "find_dead_filters", "DeadFilterReport", "demo_paths",
     "OnnxactError", "ModelError", "InputError", "LayerError", "OutputError", "DependencyError",
     "ConversionError", "ProviderError", "ClusterError", "MissingInputError", "compare", "compare_activations", "Comparison",
+    "find_exemplars", "Exemplars", "Exemplar",
     "to_node_data", "NodeData",
 ]
 
@@ -47,6 +48,9 @@ _LAZY = {
     "class_activation_map": "cam",
     "find_dead_filters": "dead_filters",
     "DeadFilterReport": "stats_report",
+    "find_exemplars": "exemplars",
+    "Exemplars": "exemplars",
+    "Exemplar": "exemplars",
 }
 
 

@@ -181,8 +181,9 @@ def _entries(result: Any, graph: _Graph, side: str) -> tuple[str, list[tuple[str
         rows = [(r.name, r.a_tensor if side == "a" else r.b_tensor, None, r.sqnr_db) for r in result.layers]
         return "SQNR dB", rows, "sqnr"
     means = getattr(result, "means", None)
-    if isinstance(means, Mapping):  # Exemplars: mean activation per layer
-        result, metric = means, "mean activation"
+    infos: Mapping[str, Any] = {}
+    if isinstance(means, Mapping):  # Exemplars: mean activation per layer, with each layer's record
+        result, metric, infos = means, "mean activation", getattr(result, "infos", None) or {}
     elif isinstance(result, Mapping):
         metric = "value"
     else:
@@ -192,7 +193,7 @@ def _entries(result: Any, graph: _Graph, side: str) -> tuple[str, list[tuple[str
                          f"{{layer: number}} mapping, not {type(result).__name__}")
     rows = []
     for name, value in result.items():
-        info = _find_layer(graph.model, name)
+        info = infos.get(name) or _find_layer(graph.model, name)
         rows.append((name, info.tensor if info is not None else "", info.op_type if info is not None else None, value))
     return metric, rows, "gradient"
 

@@ -173,6 +173,30 @@ def test_rapidocr_det_whose_nodes_are_half_unnamed(tmp_path):
     check_file(tmp_path / "n.json", det, dead_fractions(report.as_dict()))
 
 
+# ------------------------------------------------------------------------------ explore
+
+def test_explore_writes_the_mean_activation_per_node(torch_no_metadata, keras_bn_act, tmp_path, capsys):
+    images = [str(photo("astronaut.png")), str(photo("coffee.png")), str(photo("chelsea.png"))]
+    for model in (torch_no_metadata, keras_bn_act):
+        nd = tmp_path / f"{model.stem}.json"
+        rc = main(["explore", str(model), *images, "-o", str(tmp_path / model.stem), "--top", "2", "--no-pages",
+                   "--node-data", str(nd)])
+        assert rc == 0, capsys.readouterr()
+        assert f"written to {nd}" in capsys.readouterr().out
+        ex = json.loads((tmp_path / model.stem / "exemplars.json").read_text())
+        expected = {ex["layer_info"][name]["tensor"]: v for name, v in ex["means"].items()}
+        assert len(expected) == len(onnxact.load(model).layers)
+        g, _ = check_file(nd, model, expected)
+        assert [s.stop for s in g.gradient] == [0, 1]
+    exemplars = onnxact.find_exemplars(keras_bn_act, images, top=1)
+    data = to_node_data(exemplars, keras_bn_act)
+    assert data.metric == "mean activation" and not data.skipped
+    assert {data.results[nodes[-1]] for nodes in data.layers.values()} == set(exemplars.means.values())
+    err = _one_line_error(capsys, ["explore", str(keras_bn_act), *images, "-o", str(tmp_path / "x"),
+                                   "--node-data", str(keras_bn_act)])
+    assert "is the model" in err and not (tmp_path / "x").exists()
+
+
 # ------------------------------------------------------------------------------ in Model Explorer itself
 
 @contextlib.contextmanager

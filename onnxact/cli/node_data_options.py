@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import OutputError
@@ -23,10 +24,18 @@ def add_node_data_option(p: Any, what: str) -> None:
                         "model-explorer MODEL --extensions=model_explorer_onnx --node_data_paths=F)")
 
 
-def check_node_data_path(path: str | None) -> None:
-    """Refuse before any work a ``--node-data`` path in a missing folder or naming a folder."""
+def check_node_data_path(path: str | None, model: str | None = None, images: Sequence[str] = ()) -> None:
+    """Refuse before any work a ``--node-data`` path in a missing folder or naming a folder; with
+    ``model`` (commands whose other outputs are not checked already), also one that is the model
+    or an image."""
     if path is None:
         return
+    if model is not None and os.path.lexists(path):
+        from ..images import expand_sources
+        from ..safeio import check_outputs
+
+        check_outputs({"--node-data": path},
+                      {"model": [model], "image": [getattr(i, "label", i) for i in expand_sources(list(images))]})
     if os.path.isdir(path) and not os.path.islink(path):
         raise OutputError(f"--node-data {path} is a folder; give a file name, e.g. {os.path.join(path, 'nodes.json')}")
     folder = os.path.dirname(os.path.abspath(path))
