@@ -140,6 +140,21 @@ def test_library_on_a_torch_legacy_export(torch_no_metadata, tmp_path):
     assert conv1 == ["/conv1/Conv", "/relu/Relu"] == data.layers["conv1"]
 
 
+def test_torch_dynamo_export(tmp_path):
+    torch = pytest.importorskip("torch")
+    from .models.torch_nets import tiny_resnet
+
+    module, x = tiny_resnet()
+    path = tmp_path / "dynamo.onnx"
+    torch.onnx.export(module, (x,), str(path), dynamo=True)
+    m = onnxact.load(path)
+    values = {layer.name: i + 0.5 for i, layer in enumerate(m.layers)}
+    data = to_node_data(values, m, tmp_path / "n.json")
+    _g, graph = check_file(tmp_path / "n.json", path, {layer.tensor: values[layer.name] for layer in m.layers})
+    made_by = producer_ids(graph)
+    assert data.layers["stem"] == path_back(graph, made_by[m.layer("stem").tensor], "Conv") and len(data.layers["stem"]) == 2
+
+
 def test_keras_export_with_separate_bn_and_activation(keras_bn_act, tmp_path, capsys):
     m = onnxact.load(keras_bn_act)
     values = {layer.name: i + 0.5 for i, layer in enumerate(m.layers)}  # one value per layer: no ambiguity
