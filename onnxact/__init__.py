@@ -24,6 +24,7 @@ from .errors import (
     OnnxactError,
     OutputError,
     ProviderError,
+    RequestError,
 )
 from .model import Model, load
 from .node_data import NodeData, to_node_data
@@ -36,8 +37,8 @@ __all__ = [
     "InputInfo", "save_activations", "load_activations", "display_activations", "display_heatmaps",
     "class_activation_map", "find_dead_filters", "DeadFilterReport", "demo_paths",
     "OnnxactError", "ModelError", "InputError", "LayerError", "OutputError", "DependencyError",
-    "ConversionError", "ProviderError", "ClusterError", "MissingInputError", "compare", "compare_activations", "Comparison",
-    "find_exemplars", "Exemplars", "Exemplar",
+    "ConversionError", "ProviderError", "ClusterError", "MissingInputError", "compare", "compare_activations",
+    "Comparison", "find_exemplars", "Exemplars", "Exemplar", "RequestError", "widget",
     "to_node_data", "NodeData",
 ]
 
@@ -51,6 +52,7 @@ _LAZY = {
     "find_exemplars": "exemplars",
     "Exemplars": "exemplars",
     "Exemplar": "exemplars",
+    "widget": "viewer",
 }
 
 
