@@ -27,6 +27,7 @@ from .errors import (
     RequestError,
 )
 from .model import Model, load
+from .node_data import NodeData, to_node_data
 from .preprocess import preprocess_image, preprocess_with_geometry
 
 __version__ = "0.1.0"
@@ -38,6 +39,7 @@ __all__ = [
     "OnnxactError", "ModelError", "InputError", "LayerError", "OutputError", "DependencyError",
     "ConversionError", "ProviderError", "ClusterError", "MissingInputError", "compare", "compare_activations",
     "Comparison", "find_exemplars", "Exemplars", "Exemplar", "RequestError", "widget",
+    "to_node_data", "NodeData",
 ]
 
 #: Public names that live in modules with heavier imports, loaded on first use.
