@@ -169,3 +169,40 @@ def test_served_one_image_the_panel_says_exemplars_need_a_folder(tmp_path):
             assert page.evaluate("document.activeElement.dataset.ch") == "0"  # focus back on the tile
         finally:
             browser.close()
+
+
+def test_a_top_image_past_the_loaded_gallery_page_opens(tmp_path):
+    """The page loads the gallery 200 images at a time; a top image beyond them still opens by its id."""
+    import numpy as np
+    from PIL import Image
+
+    from onnxact.viewer.app import create_app
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(200):  # flat grey squares first in the listing: they fill the first page
+        Image.fromarray(np.full((8, 8, 3), 100 + i % 50, np.uint8)).save(folder / f"a{i:03d}.png")
+    for name in ("astronaut.png", "rocket.jpg"):
+        shutil.copy(photo(name), folder / f"z_{name}")
+    app = create_app(DEMO, folder, scan_dead=False, exemplar_top=2)
+    with live_server(app) as url, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800}, bypass_csp=True)  # test probes use eval
+            page.goto(url + "/")
+            page.wait_for_function("document.querySelector('#gallery').dataset.count === '200'")
+            assert page.locator(".thumb[title^='z_']").count() == 0  # the photos are not loaded yet
+            page.locator(".thumb").first.click()
+            page.wait_for_function("document.body.dataset.tilesReady")
+            page.locator(f"#layers .layer[data-index='{LAYER}']").click()
+            page.wait_for_selector("#tiles .tile[data-ch='0'] img")
+            page.locator("#tiles .tile[data-ch='0']").click()
+            page.wait_for_selector("#exemplars[data-ready='2/0'] #ex-list .ex-btn", timeout=120_000)
+            first = page.locator("#ex-list .ex-btn").first.get_attribute("data-image")
+            assert first.startswith("z_"), first  # a photo excites the filter more than a flat square
+            page.locator("#ex-list .ex-btn").first.click()
+            page.wait_for_selector("#modal", state="hidden")
+            page.wait_for_function(f"document.querySelector('#input-name').textContent === {first!r}")
+            page.wait_for_selector("#predictions .pred")  # captured and shown, though not in the loaded gallery
+        finally:
+            browser.close()
