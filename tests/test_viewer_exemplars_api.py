@@ -312,6 +312,29 @@ def test_serve_command_takes_one_image(folder, tmp_path):
         assert p.wait(20) == 143
 
 
+def test_serve_top_option(folder, tmp_path, monkeypatch, capsys):
+    import onnx
+    import uvicorn
+
+    from onnxact.cli import main
+
+    model = tmp_path / "tiny.onnx"
+    onnx.save(_model(), model)
+    apps = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: apps.append(app))
+    assert main(["serve", str(model), str(folder), "--port", "0", "--top", "2", "--normalize", "0-1"]) == 0
+    with TestClient(apps[0], base_url="http://127.0.0.1:8000") as c:  # serve turns the Host check on
+        assert c.post("/api/exemplars").json()["top"] == 2
+        assert _wait(c)["state"] == "done"
+        assert len(c.get("/api/exemplars/layers/0/channels/0").json()["top"]) == 2
+    apps[0].state.viewer.close()
+    capsys.readouterr()
+    for bad in ("0", "-3"):
+        assert main(["serve", str(model), str(folder), "--port", "0", "--top", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "at least 1" in err and "Traceback" not in err
+
+
 def test_cross_site_post_cannot_start_a_scan(client):
     r = client.post("/api/exemplars", headers={"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"})
     assert r.status_code == 403

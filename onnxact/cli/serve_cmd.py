@@ -40,6 +40,8 @@ def add_parser(sub, name: str, help: str) -> None:
                    "repeat for several. Requests naming any other host are refused (DNS rebinding)")
     p.add_argument("--labels", metavar="FILE", help="class names: one per line, or a JSON list (default: the model's)")
     p.add_argument("--open", action="store_true", help="open the page in a web browser")
+    p.add_argument("--top", type=int, default=9, metavar="K",
+                   help="top images per filter shown when a filter is clicked (default 9)")
     add_normalize_options(p)
     add_size_options(p)
     add_head_options(p)
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     # the Host check stays on whatever --host is: a wildcard bind answers only the names given
     allowed = [*_LOCAL, *([] if host in ("0.0.0.0", "::") else [host]), *args.allowed_host]
     app = create_app(model, args.images_dir, args.labels, allowed_hosts=allowed, preprocess=preprocess,
-                     cam_layer=args.cam_layer, class_output=args.class_output)
+                     cam_layer=args.cam_layer, class_output=args.class_output, exemplar_top=args.top)
     if not local:
         print(f"onnxact: warning: serving on {host}, not 127.0.0.1: anyone who can reach this address can "
               "browse IMAGES_DIR and run the model; use --host 127.0.0.1 unless you mean it. Requests must name "
