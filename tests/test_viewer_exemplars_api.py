@@ -292,10 +292,10 @@ def test_one_image_instead_of_a_folder_is_served_alone_without_exemplars(folder)
             assert c.post("/api/exemplars").status_code == 409
     finally:
         a.state.viewer.close()
-    with pytest.raises(InputError, match="pass a folder of images"):
+    with pytest.raises(InputError, match="images folder not found: .*nothing.png; pass a folder of images"):
         create_app(_model(), folder / "nothing.png")
     (folder / "notes.txt").write_text("not an image")
-    with pytest.raises(InputError, match="pass a folder of images"):
+    with pytest.raises(InputError, match=r"notes.txt is not an image \(.png, .jpg.*\); pass a folder of images"):
         create_app(_model(), folder / "notes.txt")
 
 

@@ -70,7 +70,10 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
     root: Path | None = None
     if images_dir is not None:
         root = Path(images_dir).expanduser()
-        if not root.is_dir() and not (root.is_file() and root.name.lower().endswith(IMAGE_EXTENSIONS)):
+        if root.is_file() and not root.name.lower().endswith(IMAGE_EXTENSIONS):
+            raise InputError(f"{root} is not an image ({', '.join(IMAGE_EXTENSIONS)}); pass a folder of images "
+                             "(or one image)")
+        if not root.is_dir() and not root.is_file():
             raise InputError(f"images folder not found: {root}; pass a folder of images (or one image)")
     state = ViewerState(m, root, _read_labels(labels) or m.class_names, cache_entries, cache_bytes, max_upload,
                         preprocess=preprocess)
