@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OnnxactError
+from ..errors import InputError, OnnxactError
 from .checks import _http
 from .state import ImageEntry, ViewerState
 
@@ -133,7 +133,7 @@ class ExemplarJobs:
     def _run(self, job: ExemplarJob) -> None:
         try:
             if not job.entries:
-                raise _NoImages(f"no images in the folder {self.folder}; add PNG, JPEG, GIF, BMP, WebP or TIFF "
+                raise InputError(f"no images in the folder {self.folder}; add PNG, JPEG, GIF, BMP, WebP or TIFF "
                                 "files to it and open the panel again")
             from ..exemplars import find_exemplars
 
@@ -143,7 +143,7 @@ class ExemplarJobs:
         except _Stopped:
             job.state, job.error = "failed", f"stopped: {job.why_stopped or 'the viewer closed'}"
             return
-        except (OnnxactError, _NoImages) as e:
+        except OnnxactError as e:
             job.state, job.error = "failed", _one_line(self.state.public(str(e)))
             return
         except Exception as e:  # noqa: BLE001 - a thread's error must reach the page, not vanish
@@ -269,10 +269,6 @@ def check_top(top: Any) -> int:
     from ..exemplars import _check_top
 
     return _check_top(top)
-
-
-class _NoImages(Exception):
-    pass
 
 
 def _stamps(entries: list[ImageEntry]) -> dict[str, tuple[int, int]]:
