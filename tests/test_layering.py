@@ -177,8 +177,10 @@ def test_every_error_class_lives_in_errors_py_under_the_root() -> None:
         if path == PACKAGE / "errors.py":
             continue
         for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(n, ast.ClassDef):
+                continue
             signal = n.name.startswith("_") and not n.name.endswith("Error")  # private control flow, never raised out
-            if isinstance(n, ast.ClassDef) and not signal and any(
+            if not signal and any(
                     ast.unparse(b).split(".")[-1].endswith(("Error", "Exception")) for b in n.bases):
                 elsewhere.append(f"{path.relative_to(PACKAGE.parent)}:{n.lineno}: class {n.name}")
     assert elsewhere == []
