@@ -24,8 +24,10 @@ from .errors import (
     OnnxactError,
     OutputError,
     ProviderError,
+    RequestError,
 )
 from .model import Model, load
+from .node_data import NodeData, to_node_data
 from .preprocess import preprocess_image, preprocess_with_geometry
 
 __version__ = "0.1.0"
@@ -35,8 +37,9 @@ __all__ = [
     "InputInfo", "save_activations", "load_activations", "display_activations", "display_heatmaps",
     "class_activation_map", "find_dead_filters", "DeadFilterReport", "demo_paths",
     "OnnxactError", "ModelError", "InputError", "LayerError", "OutputError", "DependencyError",
-    "ConversionError", "ProviderError", "ClusterError", "MissingInputError", "compare", "compare_activations", "Comparison",
-    "find_exemplars", "Exemplars", "Exemplar",
+    "ConversionError", "ProviderError", "ClusterError", "MissingInputError", "compare", "compare_activations",
+    "Comparison", "find_exemplars", "Exemplars", "Exemplar", "RequestError", "widget",
+    "to_node_data", "NodeData",
 ]
 
 #: Public names that live in modules with heavier imports, loaded on first use.
@@ -49,6 +52,7 @@ _LAZY = {
     "find_exemplars": "exemplars",
     "Exemplars": "exemplars",
     "Exemplar": "exemplars",
+    "widget": "viewer",
 }
 
 

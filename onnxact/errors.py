@@ -21,6 +21,7 @@ __all__ = [
     "ProviderError",
     "ClusterError",
     "MissingInputError",
+    "RequestError",
 ]
 
 
@@ -75,6 +76,15 @@ class MissingInputError(InputError):
     def __init__(self, message: str, missing: Sequence[Any]) -> None:
         super().__init__(message)
         self.missing = list(missing)
+
+
+class RequestError(OnnxactError):
+    """A viewer or notebook-widget request names what does not exist (an image id, a layer, a
+    channel) or asks what the model cannot give; ``status`` is the HTTP status the viewer answers."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def missing_dependency(package: str, extra: str, feature: str) -> DependencyError:

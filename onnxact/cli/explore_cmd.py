@@ -11,6 +11,7 @@ import sys
 
 from ..errors import InputError
 from .common import add_normalize_options, add_provider_option, add_size_options, preprocess_kwargs
+from .node_data_options import add_node_data_option, check_node_data_path, write_node_data
 
 DESCRIPTION = """For every channel of every captured layer, find the K images of a dataset with the
 highest maximum activation, and the patch of each image (the receptive field of the strongest
@@ -43,6 +44,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
     p.add_argument("--force", action="store_true", help="write into an existing folder that onnxact did not write")
     p.add_argument("--batch-size", type=int, default=32, help="images per onnxruntime run (default 32)")
     p.add_argument("--no-pages", action="store_true", help="write exemplars.json only (no crops, no HTML)")
+    add_node_data_option(p, "each layer's mean activation")
     add_normalize_options(p)
     add_size_options(p)
     add_provider_option(p)
@@ -79,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--workers must be at least 1, not {args.workers}")
     if args.engine == "local" and (args.address or args.workers):
         raise InputError("--address and --workers need --engine ray")
+    check_node_data_path(args.node_data, args.model, args.images)
     ex = find_exemplars(args.model, args.images, top=args.top, layers=args.layers, op_types=args.op_types,
                         batch_size=args.batch_size, strict=args.strict, engine=args.engine, address=args.address,
                         workers=args.workers, providers=args.provider, threads=args.threads,
@@ -97,5 +100,6 @@ def run(args: argparse.Namespace) -> int:
     if ex.skipped:
         print(f"onnxact: warning: {len(ex.skipped)} unreadable images skipped (first: {ex.skipped[0][1]})",
               file=sys.stderr)
+    write_node_data(ex, args.model, args.node_data)
     print(f"written {out / 'exemplars.json'}" + ("" if args.no_pages else f" and {out / 'index.html'}"))
     return 0
