@@ -189,10 +189,14 @@ def _pump(r: int, out: int) -> None:
 _FD_FILTER = _FdFilter()
 
 
+def _logs_wanted() -> bool:
+    return os.environ.get("ONNXACT_FRAMEWORK_LOGS", "") not in ("", "0")
+
+
 @contextlib.contextmanager
 def framework_quiet() -> Iterator[None]:
     """Hide known framework noise (see the module docstring) for the duration of the block."""
-    if os.environ.get("ONNXACT_FRAMEWORK_LOGS", "") not in ("", "0"):
+    if _logs_wanted():
         yield
         return
     filters = [(logging.getLogger(name), _RecordFilter(start)) for name, start in _NOISY_RECORDS]
@@ -230,7 +234,7 @@ def import_tensorflow() -> None:
     """
     if "tensorflow" in sys.modules and "keras" in sys.modules:
         return
-    if "tensorflow" not in sys.modules:
+    if "tensorflow" not in sys.modules and not _logs_wanted():
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     with framework_quiet():
         import keras  # noqa: F401
