@@ -21,7 +21,7 @@ from ..activations import Activations
 from ..errors import InputError, OnnxactError
 from ..model import Model
 from .cache import Capture, LRUCache
-from .security import _ALLOWED_FORMATS, MAX_UPLOAD_BYTES, _http, check_upload
+from .checks import _ALLOWED_FORMATS, MAX_UPLOAD_BYTES, _http, check_upload
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MAX_UPLOADS = 64
