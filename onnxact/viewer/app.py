@@ -29,6 +29,8 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import InputError
 from ..model import load
 from . import payloads
+from .exemplars_job import ExemplarJobs, check_top
+from .exemplars_routes import add_exemplar_routes
 from .payloads import _cache_headers, _cam_method, _png, _predictions
 from .schema import (
     Colormap,
@@ -51,7 +53,7 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
                allowed_hosts: list[str] | None = None, cache_entries: int = 16, cache_bytes: int = 1 << 30,
                max_upload: int = MAX_UPLOAD_BYTES, scan_dead: bool = True,
                preprocess: dict[str, Any] | None = None, cam_layer: str | None = None,
-               class_output: str | None = None) -> Any:
+               class_output: str | None = None, exemplar_top: int = 9) -> Any:
     """The FastAPI app for ``model`` (path, bytes, proto or Model), gallery ``images_dir`` and ``labels``.
 
     ``labels``: a list of class names or a file (one name a line, or a JSON list); default the
@@ -61,13 +63,18 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
     keyword arguments of ``preprocess_image`` for every image: ``size`` / ``resize`` (default: see
     onnxact.sizing), ``normalize`` / ``mean`` / ``std`` (default: see onnxact.normalization).
     ``cam_layer`` / ``class_output``: the CAM's layer and the classifier output, as in ``inspect``.
+    ``exemplar_top``: how many top images per filter the exemplar panel shows (:mod:`.exemplars_job`).
     """
+    check_top(exemplar_top)
     m = load(model)
     root: Path | None = None
     if images_dir is not None:
         root = Path(images_dir).expanduser()
-        if not root.is_dir():
-            raise InputError(f"images folder not found: {root}; pass a folder of images")
+        if root.is_file() and not root.name.lower().endswith(IMAGE_EXTENSIONS):
+            raise InputError(f"{root} is not an image ({', '.join(IMAGE_EXTENSIONS)}); pass a folder of images "
+                             "(or one image)")
+        if not root.is_dir() and not root.is_file():
+            raise InputError(f"images folder not found: {root}; pass a folder of images (or one image)")
     state = ViewerState(m, root, _read_labels(labels) or m.class_names, cache_entries, cache_bytes, max_upload,
                         preprocess=preprocess)
 
@@ -175,6 +182,9 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
         png, extra = payloads.cam_png(m, state.capture(image_id), class_index, cam_layer, output or class_output,
                                       alpha, cmap)
         return Response(png, media_type="image/png", headers={**_cache_headers(), **extra})
+
+    app.state.exemplars = ExemplarJobs(state, exemplar_top)
+    add_exemplar_routes(app, app.state.exemplars)
 
     # -- the page -----------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
