@@ -113,3 +113,17 @@ def test_ray_json_equals_local(photos):
         ray.shutdown()
     assert json.dumps(remote, sort_keys=True) == json.dumps(local, sort_keys=True)
     assert seen and seen[-1] == (6, 6)
+
+
+def test_pages_escape_names(photos, tmp_path):
+    """A layer or image name with markup is text on the pages, and its folder name is safe."""
+    from onnxact.exemplars import Exemplar, Exemplars
+
+    img = str(photos / "coffee.png")
+    name = "<script>alert('x')</script>/../conv"
+    ex = Exemplars("m<b>.onnx", 1, 1, {name: [[Exemplar(img, 1.5, (0, 0, 10, 10), (0, 0))]]}, {name: 0.5}, [])
+    out = ex.save(tmp_path / "esc")
+    pages = [p.read_text() for p in out.rglob("index.html")]
+    assert len(pages) == 2 and all("<script>alert" not in p and "<b>.onnx" not in p for p in pages)
+    assert any("&lt;script&gt;alert" in p for p in pages)
+    assert all(p.resolve().is_relative_to(out.resolve()) for p in out.rglob("*"))
