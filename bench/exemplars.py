@@ -4,8 +4,10 @@
     python -m bench.exemplars --rss MODEL N   # (child) find_exemplars over N images, print peak RSS as JSON
 
 Speed: the same random batches through (a) a plain onnxruntime session of the model and (b) the
-exemplar scan's session plus its host side (``ExemplarRunner.run``: in-graph max and position per
-channel, then the top-K merge), medians of interleaved blocks (``bench.common.interleaved``).
+exemplar scan's session plus its host side (``ExemplarRunner.run``: in-graph max, row and column
+maxima per channel on onnxruntime's blocked layout, positions of the top K on the host, the top-K
+merge) and (c) the same with every position reduced in the graph (``blocked=False``, the scan
+before the blocked path), medians of interleaved blocks (``bench.common.interleaved``).
 Memory: peak RSS (VmHWM) of a whole ``find_exemplars`` run (top 9, every default layer) over a
 list file of N image paths (50 distinct PNGs repeated), each N in its own process.
 """
@@ -43,24 +45,28 @@ def speed(path: Path, batch: int, batches: int = 4, repeats: int = 10, rounds: i
     shape = tuple(d if isinstance(d, int) else batch for d in m.inputs[0].shape)
     xs = [np.random.default_rng(i).random(shape, dtype=np.float32) for i in range(batches)]
     plain = m.build_session(m.proto)
-    runner = ExemplarRunner(m, post_activation_layers(m, list(m.layers)), 9)
+    layers = post_activation_layers(m, list(m.layers))
+    runner = ExemplarRunner(m, layers, 9)
+    exact = ExemplarRunner(m, layers, 9, blocked=False)  # before: every position reduced in the graph
     name = m.inputs[0].name
 
     def run_plain() -> None:
         for x in xs:
             plain.run(None, {name: x})
 
-    def run_exemplars() -> None:
+    def scan(r: ExemplarRunner) -> None:
         acc = None
         for k, x in enumerate(xs):
-            part = runner.run(x, range(k * batch, (k + 1) * batch))
+            part = r.run(x, range(k * batch, (k + 1) * batch))
             acc = part if acc is None else acc.merge(part)
 
     load = os.getloadavg()[0]
-    t = interleaved({"plain": run_plain, "exemplars": run_exemplars}, repeats=repeats, rounds=rounds)
+    t = interleaved({"plain": run_plain, "exemplars": lambda: scan(runner), "exact": lambda: scan(exact)},
+                    repeats=repeats, rounds=rounds)
     n = batch * batches
     return {"batch": batch, "plain_ips": n / t["plain"], "ex_ips": n / t["exemplars"],
-            "ratio": t["plain"] / t["exemplars"], "load": max(load, os.getloadavg()[0])}
+            "ratio": t["plain"] / t["exemplars"], "exact_ratio": t["plain"] / t["exact"],
+            "load": max(load, os.getloadavg()[0])}
 
 
 def rss_child(model: str, n: int, batch: int) -> None:
@@ -85,13 +91,14 @@ def main() -> None:
         rss_child(a.rss[0], int(a.rss[1]), a.batch)
         return
     ns = a.sizes.split(",")
-    print("| model | batch | plain ORT (img/s) | exemplar scan (img/s) | scan / plain | load avg (1 min) |")
-    print("|---|---|---|---|---|---|")
+    print("| model | batch | plain ORT (img/s) | exemplar scan (img/s) | scan / plain | "
+          "before (exact graph) / plain | load avg (1 min) |")
+    print("|---|---|---|---|---|---|---|")
     mem = []
     for label, (path, batch) in subjects().items():
         s = speed(path, batch)
         print(f"| {label} | {batch} | {s['plain_ips']:.1f} | {s['ex_ips']:.1f} | **{s['ratio']:.2f}** "
-              f"(target {TARGET}) | {s['load']:.1f} |", flush=True)
+              f"(target {TARGET}) | {s['exact_ratio']:.2f} | {s['load']:.1f} |", flush=True)
         res = {n: run_json(["-m", "bench.exemplars", "--rss", str(path), n, "--batch", str(batch)]) for n in ns}
         first, last = res[ns[0]].get("peak_rss_mb"), res[ns[-1]].get("peak_rss_mb")
         growth = f"{(last / first - 1) * 100:+.1f}%" if first and last else json.dumps(res)

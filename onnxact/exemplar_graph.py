@@ -29,7 +29,7 @@ channels-last map is transposed first. Maps of more than two spatial dims are no
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
@@ -49,10 +49,38 @@ class ArgmaxOutputs:
     """Output names of one layer's reductions in the derived model."""
 
     layer: LayerInfo
-    value: str  # [N, C, 1] float: each image's channel maximum
+    value: str  # [N, C, 1] float: each image's channel maximum ("" on the blocked path: max of rowmax)
     row: str  # [N, C, 1] int64: the row of that maximum (0 for maps without rows)
     col: str  # [N, C, 1] int64: its column
-    mean: str  # [N, C] float: each image's channel means
+    mean: str  # [N, C] float: each image's channel means ([N, C, 1, 1] on the blocked path)
+    rowmax: str = ""  # blocked path only: [N, C, H, 1] each row's max ("" on the exact path)
+    colmax: str = ""  # blocked path only: [N, C, 1, W] each column's max
+
+    @property
+    def blocked(self) -> bool:
+        """True when the position is left to the host (row and column maxima, see the module doc)."""
+        return bool(self.rowmax)
+
+
+def _blocked_reductions(tail: list[onnx.NodeProto], x: str, tag: str, spatial: tuple[int, int],
+                        g: onnx.GraphProto, elem: int) -> tuple[str, str, str, str]:
+    """("", mean, rowmax, colmax) of a channels-first 4-d map by pooling ops only (the channel
+    maximum is the max of the row maxima, taken on the host: a GlobalMaxPool would be one more
+    pass over the map).
+
+    Why pools: onnxruntime's NCHWc transformer keeps GlobalMaxPool, GlobalAveragePool and MaxPool
+    on its blocked layout, so only their small outputs are reordered back to NCHW; ReduceMax,
+    ReduceMean, ArgMax and Gather are not NCHWc ops, and feeding them reordered every captured
+    map (one pass over its bytes: half the time of the exemplar graph on the demo). The host
+    finds the position from the row and column maxima (``exemplar_scan.positions``)."""
+    h, w = spatial
+    mean, rowmax, colmax = (f"{tag}/{n}" for n in ("mean", "rowmax", "colmax"))
+    tail.append(helper.make_node("GlobalAveragePool", [x], [mean], name=f"{mean}/GlobalAveragePool"))
+    tail.append(helper.make_node("MaxPool", [x], [rowmax], kernel_shape=[1, w], name=f"{rowmax}/MaxPool"))
+    tail.append(helper.make_node("MaxPool", [x], [colmax], kernel_shape=[h, 1], name=f"{colmax}/MaxPool"))
+    for n in (mean, rowmax, colmax):
+        g.output.append(helper.make_tensor_value_info(n, elem, None))
+    return "", mean, rowmax, colmax
 
 
 def split_spatial(layers: Sequence[LayerInfo]) -> tuple[list[LayerInfo], list[str]]:
@@ -74,10 +102,13 @@ def add_channel_argmax(
     model: onnx.ModelProto,
     layers: Sequence[LayerInfo],
     elem_types: Mapping[str, int] | None = None,
+    blocked: bool = True,
 ) -> tuple[onnx.ModelProto, list[ArgmaxOutputs]]:
     """(derived model, per-layer output names) whose only outputs are per-image channel maxima,
-    their positions and map means. The model's own outputs are dropped and the nodes that only
-    fed them are pruned. Layers must have rank 2 to 4 (see :func:`split_spatial`).
+    their positions (or, ``blocked``, the row and column maxima they are found from) and map
+    means. The model's own outputs are dropped and the nodes that only fed them are pruned.
+    Layers must have rank 2 to 4 (see :func:`split_spatial`). ``blocked=False`` gives every
+    layer the exact in-graph position (the fallback of ``exemplar_scan`` for tied maxima).
     """
     if not layers:
         raise ModelError("no layers to find exemplars for")
@@ -122,7 +153,7 @@ def add_channel_argmax(
         tgt = _native_side(producers, layer)
         if tgt.tensor in done:
             d = done[tgt.tensor]
-            outs.append(ArgmaxOutputs(layer, d.value, d.row, d.col, d.mean))
+            outs.append(replace(d, layer=layer))
             continue
         tag = f"{EXEMPLAR_PREFIX}/{k}"
         x = tgt.tensor
@@ -143,6 +174,13 @@ def add_channel_argmax(
             tail.append(unsqueeze(x, f"{tag}/4d", [2, 3] if tgt.rank == 2 else [2]))
             x = f"{tag}/4d"
             spatial = (1, 1) if tgt.rank == 2 else ((1, *spatial) if spatial else None)
+        if (blocked and tgt.rank == 4 and tgt.ca == 1 and spatial and len(spatial) == 2
+                and all(isinstance(d, int) and d > 0 for d in spatial)):
+            r = _blocked_reductions(tail, x, tag, spatial, g, acc)  # type: ignore[arg-type]
+            o = ArgmaxOutputs(layer, r[0], "", "", r[1], r[2], r[3])
+            done[tgt.tensor] = o
+            outs.append(o)
+            continue
         width = spatial[-1] if spatial else None
         rows, row, val, row4, idx, line, line3, col, mean = (
             f"{tag}/{n}" for n in ("rowmax", "row", "value", "row4", "index", "line", "line3", "col", "mean"))

@@ -24,7 +24,7 @@ import numpy as np
 from .activations import LayerInfo
 from .errors import InputError, ModelError
 
-__all__ = ["LayerTop", "TopK", "ExemplarRunner", "sample_labels", "sample_keys", "key_batches", "scan_exemplars",
+__all__ = ["LayerTop", "TopK", "ExemplarRunner", "positions", "sample_labels", "sample_keys", "key_batches", "scan_exemplars",
            "EMPTY"]
 
 #: The key of an empty slot: sorts after every sample.
@@ -106,7 +106,10 @@ class TopK:
 class ExemplarRunner:
     """One onnxruntime session of the exemplar model; ``run(x, keys)`` gives one batch's ``TopK``."""
 
-    def __init__(self, model: Any, layers: Sequence[LayerInfo], k: int, threads: int | None = None) -> None:
+    def __init__(self, model: Any, layers: Sequence[LayerInfo], k: int, threads: int | None = None,
+                 blocked: bool = True) -> None:
+        """``blocked=False``: every position reduced in the graph (``exemplar_graph``'s exact path, the
+        one used before the blocked path; ``bench.exemplars`` times both)."""
         from .exemplar_graph import add_channel_argmax
         from .feeds import scan_input
 
@@ -121,11 +124,14 @@ class ExemplarRunner:
             raise InputError(f"{model.name} has other inputs than the images ({', '.join(others)}); "
                              "exemplars need a model with one image input")
         self.input_name = data.name
-        proto, self.outputs = add_channel_argmax(model.proto, self.layers, model.elem_types)
+        proto, self.outputs = add_channel_argmax(model.proto, self.layers, model.elem_types, blocked=blocked)
         # PRIORITY_BASED order with the reductions placed deepest map first: each runs right after
         # the node that makes its map, while the map is still in cache (as the dead-filter scan does)
         self.session = model.build_session(proto, threads=threads, priority_order=True, what="the exemplar model")
         self._fetch = [o.name for o in proto.graph.output]
+        self._threads = threads
+        # the exact in-graph positions of the blocked layers, for tied maxima only (built on first need)
+        self._exact: tuple[Any, list[str], dict[str, Any]] | None = None
         b = data.shape[0] if data.shape else None
         self.fixed_batch = b if isinstance(b, int) and b > 0 else None
         # Batches run in chunks whose largest map stays in cache while its reductions read it, as
@@ -136,28 +142,29 @@ class ExemplarRunner:
         chunk = StatsRunner.CHUNK_BYTES // biggest if biggest else 0
         self.chunk = 0 if self.fixed_batch or chunk < 2 else int(chunk)
 
-    def _values(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def _values(self, x: np.ndarray, session: Any = None, fetch: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         from .run import quiet_run_options, run_failure
 
+        session, fetch = session or self.session, fetch or self._fetch
         try:
-            return dict(zip(self._fetch, self.session.run(self._fetch, {self.input_name: x}, quiet_run_options())))
+            return dict(zip(fetch, session.run(list(fetch), {self.input_name: x}, quiet_run_options())))
         except Exception as e:  # noqa: BLE001 - onnxruntime's errors: input values that don't fit
             raise InputError(run_failure(self.model, {self.input_name: x}, e)) from None
 
-    def _run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def _run_all(self, x: np.ndarray, *session: Any) -> dict[str, np.ndarray]:
         fb = self.fixed_batch
         n = int(x.shape[0])
         if not fb and self.chunk and n > self.chunk:
-            parts = [self._values(x[i:i + self.chunk]) for i in range(0, n, self.chunk)]
+            parts = [self._values(x[i:i + self.chunk], *session) for i in range(0, n, self.chunk)]
             return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         if not fb or fb == n:
-            return self._values(x)
+            return self._values(x, *session)
         parts = []
         for i in range(0, n, fb):
             part = x[i:i + fb]
             if part.shape[0] < fb:  # a fixed batch of fb: fill with copies of the last image, dropped after
                 part = np.concatenate([part, np.repeat(part[-1:], fb - part.shape[0], axis=0)])
-            parts.append(self._values(part))
+            parts.append(self._values(part, *session))
         return {k: np.concatenate([p[k] for p in parts])[:n] for k in parts[0]}
 
     def run(self, x: np.ndarray, keys: Sequence[int]) -> TopK:
@@ -168,14 +175,87 @@ class ExemplarRunner:
             raise ValueError(f"{n} samples but {keys_arr.shape} keys")
         v = self._run_all(x)
         out: dict[str, LayerTop] = {}
+        # blocked layer -> ([C, K] each entry's index in the batch, [C, K] True where its position needs
+        # the exact graph)
+        tied: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for o in self.outputs:
-            values = v[o.value].reshape(n, -1).T.astype(np.float64)  # [C, N]
+            rowmax = v[o.rowmax].reshape(n, -1, v[o.rowmax].shape[2]) if o.blocked else None  # [N, C, H]
+            raw = rowmax.max(axis=2) if rowmax is not None else v[o.value].reshape(n, -1)  # [N, C]
+            values = raw.T.astype(np.float64)  # [C, N]
             c = values.shape[0]
-            rows = v[o.row].reshape(n, c).T.astype(np.int32)
-            cols = v[o.col].reshape(n, c).T.astype(np.int32)
-            mean_sum = float(v[o.mean].reshape(n, c).astype(np.float64).mean(axis=1).sum())
-            out[o.layer.name] = _select(values, np.broadcast_to(keys_arr, (c, n)), rows, cols, self.k, mean_sum)
+            mean = v[o.mean].reshape(n, c)
+            mean_sum = float(mean.astype(np.float64).mean(axis=1).sum())
+            keys_c = np.broadcast_to(keys_arr, (c, n))
+            if not o.blocked:
+                rows = v[o.row].reshape(n, c).T.astype(np.int32)
+                cols = v[o.col].reshape(n, c).T.astype(np.int32)
+                out[o.layer.name] = _select(values, keys_c, rows, cols, self.k, mean_sum)
+                continue
+            # select first (the rows slot carries each entry's index in the batch), then find the
+            # positions of the K entries per channel only
+            batch_index = np.broadcast_to(np.arange(n, dtype=np.int32), (c, n))
+            top = _select(values, keys_c, batch_index, batch_index, self.k, mean_sum)
+            index = top.rows
+            top.rows, top.cols, ties = positions(index, top.keys != EMPTY, raw, mean, rowmax,
+                                                 v[o.colmax].reshape(n, c, -1))
+            if ties.any():
+                tied[o.layer.name] = (index, ties)
+            out[o.layer.name] = top
+        if tied:
+            self._exact_positions(x, out, tied)
         return TopK(self.k, out, {li.name: li for li in self.layers}, n, [])
+
+    def _exact_positions(self, x: np.ndarray, out: dict[str, LayerTop],
+                         tied: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Positions of the tied entries (several rows AND several columns hold the maximum) from
+        the exact in-graph reductions, run on just the images that hold such an entry."""
+        if self._exact is None:
+            from .exemplar_graph import add_channel_argmax
+
+            blocked = [o.layer for o in self.outputs if o.blocked]
+            proto, outs = add_channel_argmax(self.model.proto, blocked, self.model.elem_types, blocked=False)
+            session = self.model.build_session(proto, threads=self._threads, priority_order=True,
+                                               what="the exemplar model")
+            self._exact = (session, [o.name for o in proto.graph.output], {o.layer.name: o for o in outs})
+        session, fetch, outs = self._exact
+        need = np.unique(np.concatenate([index[t] for index, t in tied.values()]))
+        v = self._run_all(np.ascontiguousarray(x[need]), session, fetch)
+        where = np.full(int(x.shape[0]), -1, np.int64)
+        where[need] = np.arange(need.size)
+        m = need.size
+        for name, (index, t) in tied.items():
+            o = outs[name]
+            rows, cols = v[o.row].reshape(m, -1), v[o.col].reshape(m, -1)
+            ch, slot = np.nonzero(t)
+            img = where[index[ch, slot]]
+            out[name].rows[ch, slot] = rows[img, ch]
+            out[name].cols[ch, slot] = cols[img, ch]
+
+
+def positions(index: np.ndarray, valid: np.ndarray, value: np.ndarray, mean: np.ndarray, rowmax: np.ndarray,
+              colmax: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, cols, tied) of chosen entries, ``[C, K]`` each, from a blocked layer's reductions.
+
+    ``index[c, j]``: the entry's image in the batch (``valid`` False for empty slots); ``value`` and
+    ``mean`` ``[N, C]``, ``rowmax`` ``[N, C, H]``, ``colmax`` ``[N, C, W]``. The first maximum in
+    reading order lies in the first row whose max is the channel's max. When that is the only such
+    row, the first column whose max is the channel's max is the first in that row; when only one
+    column holds it, every maximum is in that column and the first row is its row. Either way the
+    position is exact. Only when several rows AND several columns hold the maximum (ReLU6
+    saturation, quantized maps) is the position unknown: ``tied`` marks those entries, whose
+    positions the exact graph gives. An all-zero map (max 0 and mean +0: a negative value would
+    make the mean negative or -0) needs nothing: its first maximum is (0, 0). NaN maxima (never
+    shown) get (0, 0)."""
+    ch = np.arange(index.shape[0])[:, None]
+    val = value[index, ch][..., None]  # [C, K, 1], in the map's own float type
+    in_rows = rowmax[index, ch] == val  # [C, K, H]
+    in_cols = colmax[index, ch] == val  # [C, K, W]
+    mu = mean[index, ch]
+    zero = (val[..., 0] == 0) & (mu == 0) & ~np.signbit(mu)
+    tied = valid & (in_rows.sum(-1) > 1) & (in_cols.sum(-1) > 1) & ~zero
+    rows = np.where(valid, in_rows.argmax(-1), 0).astype(np.int32)
+    cols = np.where(valid, in_cols.argmax(-1), 0).astype(np.int32)
+    return rows, cols, tied
 
 
 # -- samples and their keys -------------------------------------------------------------------------
