@@ -5,8 +5,25 @@ images that excite each filter most needs, per image and channel, only the maxim
 position. Returning whole maps would cost memory and leave onnxruntime's memory planner behind;
 returning ``[N, C]`` values and positions keeps the outputs a few kilobytes per batch.
 
-Per layer (``ArgmaxOutputs``), from the map read channels-first as ``[N, C, H, W]`` (``[N, C]``
-and ``[N, C, W]`` maps are read as ``[N, C, 1, 1]`` and ``[N, C, 1, W]``):
+Per layer (``ArgmaxOutputs``), from the map read channels-first as ``[N, C, H, W]``, two paths:
+
+**Blocked** (the default, every 4-d channels-first map with static H and W): only pooling ops,
+which onnxruntime's NCHWc transformer keeps on its blocked layout, so no full map is reordered
+back to NCHW (ReduceMax, ReduceMean, ArgMax and Gather are not NCHWc ops: feeding them cost one
+reorder of every captured map, half the exemplar graph's time on the demo):
+
+- ``rowmax`` each row's max, ``MaxPool`` kernel (1, W): ``[N, C, H, 1]``; the channel maximum is
+             their max, taken on the host;
+- ``colmax`` each column's max, ``MaxPool`` kernel (H, 1): ``[N, C, 1, W]``;
+- ``mean``   the channel means, ``GlobalAveragePool``: ``[N, C, 1, 1]``.
+
+The host (``exemplar_scan.positions``) finds the first maximum in reading order from the row and
+column maxima, exactly, unless several rows AND several columns hold the maximum; those entries
+(only the ones that enter the top K) are given by the exact path, run on just their images.
+
+**Exact** (``blocked=False``, and maps of rank 2 / 3, channels-last maps without a channels-first
+twin, dynamic H or W; ``[N, C]`` and ``[N, C, W]`` maps are read as ``[N, C, 1, 1]`` and
+``[N, C, 1, W]``):
 
 - ``value``  each image's channel maximum, ``[N, C, 1]``;
 - ``row``, ``col``  its position, ``[N, C, 1]`` int64 each: the first maximum in reading order,
