@@ -12,8 +12,8 @@ which onnxruntime's NCHWc transformer keeps on its blocked layout, so no full ma
 back to NCHW (ReduceMax, ReduceMean, ArgMax and Gather are not NCHWc ops: feeding them cost one
 reorder of every captured map, half the exemplar graph's time on the demo):
 
-- ``rowmax`` each row's max, ``MaxPool`` kernel (1, W): ``[N, C, H, 1]``; the channel maximum is
-             their max, taken on the host;
+- ``rowmax`` each row's max, ``MaxPool`` kernel (1, W): ``[N, C, H, 1]``;
+- ``value``  the channel maximum, ``GlobalMaxPool`` of ``rowmax`` (not of the map: one pass less);
 - ``colmax`` each column's max, ``MaxPool`` kernel (H, 1): ``[N, C, 1, W]``;
 - ``mean``   the channel means, ``GlobalAveragePool``: ``[N, C, 1, 1]``.
 
@@ -66,7 +66,7 @@ class ArgmaxOutputs:
     """Output names of one layer's reductions in the derived model."""
 
     layer: LayerInfo
-    value: str  # [N, C, 1] float: each image's channel maximum ("" on the blocked path: max of rowmax)
+    value: str  # [N, C, 1] float: each image's channel maximum ([N, C, 1, 1] on the blocked path)
     row: str  # [N, C, 1] int64: the row of that maximum (0 for maps without rows)
     col: str  # [N, C, 1] int64: its column
     mean: str  # [N, C] float: each image's channel means ([N, C, 1, 1] on the blocked path)
@@ -81,9 +81,9 @@ class ArgmaxOutputs:
 
 def _blocked_reductions(tail: list[onnx.NodeProto], x: str, tag: str, spatial: tuple[int, int],
                         g: onnx.GraphProto, elem: int) -> tuple[str, str, str, str]:
-    """("", mean, rowmax, colmax) of a channels-first 4-d map by pooling ops only (the channel
-    maximum is the max of the row maxima, taken on the host: a GlobalMaxPool would be one more
-    pass over the map).
+    """(value, mean, rowmax, colmax) of a channels-first 4-d map by pooling ops only (the channel
+    maximum is the max of the row maxima, a GlobalMaxPool of the small rowmax: one more over the
+    map would be one more pass; numpy's max over the short rows was ~1 ms per demo batch).
 
     Why pools: onnxruntime's NCHWc transformer keeps GlobalMaxPool, GlobalAveragePool and MaxPool
     on its blocked layout, so only their small outputs are reordered back to NCHW; ReduceMax,
@@ -91,13 +91,14 @@ def _blocked_reductions(tail: list[onnx.NodeProto], x: str, tag: str, spatial: t
     map (one pass over its bytes: half the time of the exemplar graph on the demo). The host
     finds the position from the row and column maxima (``exemplar_scan.positions``)."""
     h, w = spatial
-    mean, rowmax, colmax = (f"{tag}/{n}" for n in ("mean", "rowmax", "colmax"))
+    value, mean, rowmax, colmax = (f"{tag}/{n}" for n in ("value", "mean", "rowmax", "colmax"))
     tail.append(helper.make_node("GlobalAveragePool", [x], [mean], name=f"{mean}/GlobalAveragePool"))
     tail.append(helper.make_node("MaxPool", [x], [rowmax], kernel_shape=[1, w], name=f"{rowmax}/MaxPool"))
     tail.append(helper.make_node("MaxPool", [x], [colmax], kernel_shape=[h, 1], name=f"{colmax}/MaxPool"))
-    for n in (mean, rowmax, colmax):
+    tail.append(helper.make_node("GlobalMaxPool", [rowmax], [value], name=f"{value}/GlobalMaxPool"))
+    for n in (value, mean, rowmax, colmax):
         g.output.append(helper.make_tensor_value_info(n, elem, None))
-    return "", mean, rowmax, colmax
+    return value, mean, rowmax, colmax
 
 
 def split_spatial(layers: Sequence[LayerInfo]) -> tuple[list[LayerInfo], list[str]]:

@@ -179,8 +179,7 @@ class ExemplarRunner:
         # the exact graph)
         tied: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for o in self.outputs:
-            rowmax = v[o.rowmax].reshape(n, -1, v[o.rowmax].shape[2]) if o.blocked else None  # [N, C, H]
-            raw = rowmax.max(axis=2) if rowmax is not None else v[o.value].reshape(n, -1)  # [N, C]
+            raw = v[o.value].reshape(n, -1)  # [N, C]
             values = raw.T.astype(np.float64)  # [C, N]
             c = values.shape[0]
             mean = v[o.mean].reshape(n, c)
@@ -196,7 +195,7 @@ class ExemplarRunner:
             batch_index = np.broadcast_to(np.arange(n, dtype=np.int32), (c, n))
             top = _select(values, keys_c, batch_index, batch_index, self.k, mean_sum)
             index = top.rows
-            top.rows, top.cols, ties = positions(index, top.keys != EMPTY, raw, mean, rowmax,
+            top.rows, top.cols, ties = positions(index, top.keys != EMPTY, raw, mean, v[o.rowmax].reshape(n, c, -1),
                                                  v[o.colmax].reshape(n, c, -1))
             if ties.any():
                 tied[o.layer.name] = (index, ties)
@@ -252,7 +251,7 @@ def positions(index: np.ndarray, valid: np.ndarray, value: np.ndarray, mean: np.
     in_cols = colmax[index, ch] == val  # [C, K, W]
     mu = mean[index, ch]
     zero = (val[..., 0] == 0) & (mu == 0) & ~np.signbit(mu)
-    tied = valid & (in_rows.sum(-1) > 1) & (in_cols.sum(-1) > 1) & ~zero
+    tied = valid & (np.count_nonzero(in_rows, -1) > 1) & (np.count_nonzero(in_cols, -1) > 1) & ~zero
     rows = np.where(valid, in_rows.argmax(-1), 0).astype(np.int32)
     cols = np.where(valid, in_cols.argmax(-1), 0).astype(np.int32)
     return rows, cols, tied

@@ -86,8 +86,7 @@ def test_the_tied_entries_take_the_fallback_and_all_zero_maps_do_not(saturated, 
     v = runner._run_all(x)
     n = len(paths)
     index = np.tile(np.arange(n), (8, 1))
-    rowmax = v[o.rowmax].reshape(n, 8, -1)
-    rows, cols, tied = positions(index, np.ones_like(index, bool), rowmax.max(axis=2), v[o.mean].reshape(n, 8),
-                                 rowmax, v[o.colmax].reshape(n, 8, -1))
+    rows, cols, tied = positions(index, np.ones_like(index, bool), v[o.value].reshape(n, 8), v[o.mean].reshape(n, 8),
+                                 v[o.rowmax].reshape(n, 8, -1), v[o.colmax].reshape(n, 8, -1))
     assert not tied[0].any() and (rows[0] == 0).all() and (cols[0] == 0).all()
     assert tied[1].all()
