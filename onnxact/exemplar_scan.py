@@ -192,6 +192,9 @@ class ExemplarRunner:
                 continue
             # select first (the rows slot carries each entry's index in the batch), then find the
             # positions of the K entries per channel only
+            if v[o.rowmax].shape[3] != 1 or v[o.colmax].shape[2] != 1:  # the map is not the size the graph says
+                raise ModelError(f"layer '{o.layer.name}' has maps of another size than {self.model.name} declares "
+                                 f"({tuple(o.layer.shape or ())}); pass layers= to leave it out")
             batch_index = np.broadcast_to(np.arange(n, dtype=np.int32), (c, n))
             top = _select(values, keys_c, batch_index, batch_index, self.k, mean_sum)
             index = top.rows
