@@ -4,8 +4,9 @@ Why two layers, as Polygraphy splits ``Comparator.run`` from ``compare_accuracy`
 ``get_activations`` (or a framework side from ``onnxact.converters.sides``), comparing is pure
 numpy over two ``{layer: ndarray}`` mappings (``compare_activations``, which also takes folders
 written by ``save_activations``). A dataset is streamed: each batch only adds to per-layer sums
-(``sum A^2``, ``sum B^2``, ``sum AB``, ``sum (A-B)^2``, per-channel error, max |A-B|), so memory
-stays flat in the number of images.
+(``sum A^2``, ``sum B^2``, ``sum (A-B)^2``, per-channel error, max |A-B|; ``sum AB`` follows), so
+memory stays flat in the number of images. The sums take one pass over each map, in cache-sized
+chunks, in threads that end with the comparison (``compare_sums.py``).
 
 Layers are matched once (``plan``, in ``compare_match.py``): by the layer name where each side reads the layer (a conv
 read after its BN/ReLU is read at its last fused layer; a framework side holds every module's own
