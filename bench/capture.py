@@ -33,7 +33,7 @@ def cases(quick: bool) -> list[Case]:
     out = [
         Case("10-block Conv-BN-ReLU, 224x224", "tenblock", ten, (3, 224, 224),
              lambda: tenblock_torch(proto=ten), keract=True),
-        Case("seed CNN (DESIGN 5), 256x256", "seed", seed_onnx(CACHE / "seed_cnn.onnx"), (256, 256, 3),
+        Case("seed CNN (the demo's), 256x256", "seed", seed_onnx(CACHE / "seed_cnn.onnx"), (256, 256, 3),
              seed_torch, torch_layout="NHWC", keract=True),
     ]
     try:

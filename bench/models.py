@@ -1,5 +1,5 @@
 """Benchmark subjects: the 10-block Conv-BN-ReLU net (ONNX built directly, and the same net in
-PyTorch), and the seed's CNN (DESIGN.md section 5) in Keras 3, PyTorch and tf-keras.
+PyTorch), and the seed's CNN (the demo's architecture, see models/README.md) in Keras 3, PyTorch and tf-keras.
 
 Why build the ONNX net with onnx.helper: it needs no framework, takes milliseconds, and keeps
 BatchNormalization as its own node (onnxruntime fuses it, as it would an exported model's).

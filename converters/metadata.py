@@ -111,7 +111,7 @@ def tensor_values(proto, feeds: Mapping[str, np.ndarray], tensors: Iterable[str]
     """Run ``proto`` with onnxruntime and return the values of the named intermediate tensors.
 
     Used only to verify, at conversion time, which ONNX tensor holds which framework layer's output.
-    Tensors are promoted as name-only outputs (onnxruntime runs them; see DESIGN.md section 4).
+    Tensors are promoted as name-only outputs (onnx.checker refuses them; onnxruntime runs them, same numbers).
     """
     import onnx
     import onnxruntime as ort

@@ -41,8 +41,8 @@ _LAZY = {
     "display_activations": "render",
     "display_heatmaps": "render",
     "class_activation_map": "cam",
-    "find_dead_filters": "stats",
-    "DeadFilterReport": "stats",
+    "find_dead_filters": "dead_filters",
+    "DeadFilterReport": "stats_report",
 }
 
 

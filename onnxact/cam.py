@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 
 from .errors import InputError
+from .graph import node_attr
 from .heads import (
     cam_targets,
     classifier_outputs,
@@ -130,13 +131,6 @@ class _Constants(Mapping[str, np.ndarray]):
         return len(self._protos)
 
 
-def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
-
-
 def _pool_layout(node: onnx.NodeProto, consts: Mapping[str, np.ndarray],
                  shapes: Mapping[str, Sequence[Any]] | None = None) -> str | None:
     """NCHW / NHWC when ``node`` averages exactly the spatial axes of a 4-D map, else None.
@@ -148,14 +142,14 @@ def _pool_layout(node: onnx.NodeProto, consts: Mapping[str, np.ndarray],
         return "NCHW"
     if node.op_type == "AveragePool":
         dims = (shapes or {}).get(node.input[0])
-        kernel = list(_attr(node, "kernel_shape", []))
-        pads = list(_attr(node, "pads", []))
-        unpadded = not any(pads) and _attr(node, "auto_pad", b"NOTSET") in (b"NOTSET", b"VALID", "NOTSET", "VALID")
+        kernel = list(node_attr(node, "kernel_shape", []))
+        pads = list(node_attr(node, "pads", []))
+        unpadded = not any(pads) and node_attr(node, "auto_pad", b"NOTSET") in (b"NOTSET", b"VALID", "NOTSET", "VALID")
         full = dims is not None and len(dims) == 4 and all(isinstance(d, int) and d > 0 for d in dims[2:])
         return "NCHW" if unpadded and full and kernel == list(dims[2:]) else None
     if node.op_type != "ReduceMean":
         return None
-    axes = _attr(node, "axes", None)
+    axes = node_attr(node, "axes", None)
     if axes is None and len(node.input) > 1 and node.input[1] in consts:
         axes = consts[node.input[1]].tolist()
     if axes is None:
@@ -217,12 +211,12 @@ def _linear_head(graph: onnx.GraphProto, node: onnx.NodeProto, cur: str, consts:
     bias = None
     end = node.output[0]
     if node.op_type == "Gemm":
-        if _attr(node, "transA", 0):
+        if node_attr(node, "transA", 0):
             return None
-        w = b if _attr(node, "transB", 0) else b.T
-        w = w * float(_attr(node, "alpha", 1.0))
+        w = b if node_attr(node, "transB", 0) else b.T
+        w = w * float(node_attr(node, "alpha", 1.0))
         if len(node.input) > 2 and node.input[2] in consts:
-            bias = consts[node.input[2]].astype(np.float64).reshape(-1) * float(_attr(node, "beta", 1.0))
+            bias = consts[node.input[2]].astype(np.float64).reshape(-1) * float(node_attr(node, "beta", 1.0))
     else:
         w = b.T
         mm = node.output[0]

@@ -88,7 +88,7 @@ def _static_per_sample(model: Model, layer: LayerInfo) -> int | None:
     shape = layer.shape
     if not shape or any(not isinstance(d, int) or d <= 0 for d in shape[1:]):
         return None
-    itemsize = dtype_of(_ONNX_TO_NP.get(model._elem.get(layer.tensor, 1), "float32")).itemsize
+    itemsize = dtype_of(_ONNX_TO_NP.get(model.elem_types.get(layer.tensor, 1), "float32")).itemsize
     return int(np.prod(shape[1:], dtype=np.int64)) * itemsize
 
 

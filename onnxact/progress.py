@@ -1,8 +1,8 @@
 """A tiny progress bar on stderr, shown only when stderr is a terminal.
 
-Why our own: it is twenty lines, it must stay silent in pipes, CI logs and tests (DESIGN: "long
-work shows a progress bar on a terminal and stays quiet when output is not a terminal"), and
-it must not add a dependency. Library code may wrap loops with it; it never prints to stdout.
+Why our own: it is twenty lines, it must stay silent in pipes, CI logs and tests (long work
+shows a progress bar on a terminal and stays quiet when output is not a terminal), and it must
+not add a dependency. Library code may wrap loops with it; it never prints to stdout.
 """
 
 from __future__ import annotations

@@ -203,7 +203,7 @@ class _ScanActor:
         import ray
 
         from .model import load
-        from .stats import StatsRunner
+        from .stats_runner import StatsRunner
 
         self.model = load(ray.get(blob[0]), providers=providers)
         # The driver's LayerInfos, in order; one onnxruntime thread per CPU Ray gave this actor (num_cpus=1).
@@ -259,7 +259,7 @@ def scan_ray(model: Any, images: Any, *, layers: Sequence[Any] | None = None, th
     """Scan ``images`` on Ray (see the module docstring); returns the same ChannelStats as the local engine."""
     ray = _ray()
     from .images import expand_sources
-    from .stats import post_activation_layers
+    from .stats_runner import post_activation_layers
 
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .graph import node_attr
 
 __all__ = ["DEFAULT_LONG_SIDE", "RESIZE_MODES", "PAD_VALUE", "Geometry", "network_stride", "metadata_size",
            "image_input", "fixed_hw", "resolve_size", "default_resize", "check_size", "plan", "fit_image", "map_to_image",
@@ -77,15 +78,6 @@ class Geometry:
 
 
 # -- the network's stride, from the graph ------------------------------------------------------
-def _attr(node: Any, name: str, default: Any) -> Any:
-    import onnx
-
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
-
-
 def _const(graph: Any, name: str, producers: Mapping[str, Any]) -> np.ndarray | None:
     """The value of a small constant tensor (initializer or Constant node), else None."""
     import onnx
@@ -158,12 +150,12 @@ def _graph_stride(g: Any, input_name: str) -> tuple[int, int] | None:
         sy, sx = max(s[0] for s in ins), max(s[1] for s in ins)
         op = node.op_type
         if op in _STRIDED or op == "ConvTranspose":
-            st = list(_attr(node, "strides", []) or [])
+            st = list(node_attr(node, "strides", []) or [])
             if len(st) == 2:
                 strided = strided or op != "ConvTranspose" and (st[0] > 1 or st[1] > 1)
                 sy, sx = (sy / st[0], sx / st[1]) if op == "ConvTranspose" else (sy * st[0], sx * st[1])
         elif op in ("Resize", "Upsample"):
-            scales = _attr(node, "scales", None)
+            scales = node_attr(node, "scales", None)
             if scales is None:
                 idx = 1 if op == "Upsample" or len(node.input) == 2 else 2
                 c = _const(g, node.input[idx], producers) if len(node.input) > idx else None
@@ -174,11 +166,11 @@ def _graph_stride(g: Any, input_name: str) -> tuple[int, int] | None:
                 src = _shape_source(node.input[-1], producers) if len(node.input) >= 3 else None
                 sy, sx = stride.get(src, (sy / 2, sx / 2)) if src else (sy / 2, sx / 2)
         elif op == "SpaceToDepth":
-            b = int(_attr(node, "blocksize", 1))
+            b = int(node_attr(node, "blocksize", 1))
             sy, sx = sy * b, sx * b
             strided = strided or b > 1
         elif op == "DepthToSpace":
-            b = int(_attr(node, "blocksize", 1))
+            b = int(node_attr(node, "blocksize", 1))
             sy, sx = sy / b, sx / b
         elif op == "Slice" and len(node.input) >= 5:  # YOLOv5's Focus: x[..., ::2, ::2]
             axes = _const(g, node.input[3], producers)

@@ -86,10 +86,11 @@ def _refuse_outputs_over_inputs(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..dead_filters import find_dead_filters
     from ..feeds import input_specs, scan_input
     from ..model import load
     from ..preprocess import preprocess_image
-    from ..stats import KINDS, find_dead_filters, load_allow_list
+    from ..stats_report import KINDS, load_allow_list
 
     fail_on = [k.strip() for k in args.fail_on.split(",") if k.strip()]
     bad = [k for k in fail_on if k not in KINDS]

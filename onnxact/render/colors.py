@@ -79,6 +79,20 @@ def apply_colormap(values01: np.ndarray, cmap: Any = None, nan_color=_SEPARATOR)
 BACKGROUND_INDEX = 256
 
 
+def unit_scale(maps: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """Values in [0, 1] to colour: each 2-D map (the last two axes) by its own min and max, or every
+    value by the given ``lo`` .. ``hi`` (a layer's range; clipped). NaN and infinities count as 0; a
+    flat map (or ``hi <= lo``) becomes all zeros, never NaN. float32."""
+    m = np.nan_to_num(np.asarray(maps).astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    if lo is None or hi is None:
+        mn = m.min(axis=(-2, -1), keepdims=True)
+        rng = m.max(axis=(-2, -1), keepdims=True) - mn
+        return np.where(rng > 0, (m - mn) / np.where(rng > 0, rng, 1.0), 0.0).astype(np.float32)
+    if not hi > lo:
+        return np.zeros(m.shape, np.float32)
+    return np.clip((m - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
 def lut_index(values01: np.ndarray) -> np.ndarray:
     """Values in [0, 1] -> uint16 colour indices 0..255, NaN -> :data:`BACKGROUND_INDEX`.
 

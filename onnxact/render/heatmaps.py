@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .colors import colormap_lut
+from .colors import colormap_lut, unit_scale
 from .display import Pictures, PngWriter, _convert, _finish, _prepare_dir, _progress, _samples, _select, safe_filename
 from .picture import ColourBar, _compose, _shape_text, body_width
 from .tiles import _layout, check_data_format, layer_kind, sample_tiles, tile_grid
@@ -101,14 +101,6 @@ def resize_bilinear(maps: np.ndarray, height: int, width: int) -> np.ndarray:
     return out[0] if single else out
 
 
-def _unit(maps: np.ndarray) -> np.ndarray:
-    """Each map scaled to [0, 1]; constant maps become all zeros (flat), never NaN."""
-    m = np.nan_to_num(maps.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    mn = m.min(axis=(-2, -1), keepdims=True)
-    rng = m.max(axis=(-2, -1), keepdims=True) - mn
-    return np.where(rng > 0, (m - mn) / np.where(rng > 0, rng, 1.0), 0.0).astype(np.float32)
-
-
 def _geometry_for(base: np.ndarray, geometry: Any) -> Any:
     """``geometry`` when ``base`` is the original image (any scale), None when it is the model
     input itself (maps then align by a plain resize, padding and all)."""
@@ -143,7 +135,7 @@ def overlay(image: Any, heat: np.ndarray, cmap: Any = "jet", alpha: float = 0.3,
     if h.ndim != 2:
         raise InputError(f"heat map must be 2-D, got shape {h.shape}")
     # normalise before resizing: min-max is exact on the source map, so a constant map stays flat
-    h = _unit(h) if normalize else np.clip(np.nan_to_num(h, nan=0.0), 0, 1)
+    h = unit_scale(h) if normalize else np.clip(np.nan_to_num(h, nan=0.0), 0, 1)
     r = _onto(h, base.shape[0], base.shape[1], _geometry_for(base, geometry))
     return Image.fromarray(_blend(base, r, cmap, alpha))
 
@@ -257,7 +249,7 @@ def display_heatmaps(activations: Mapping[str, Any], image: Any = None, save: An
         maps, _ = sample_tiles(arr, layout, sample)
         if merge_filters:
             maps = maps.mean(axis=0, keepdims=True)
-        heat = _onto(_unit(maps), th, tw, geometry)  # unit first: constant stays flat
+        heat = _onto(unit_scale(maps), th, tw, geometry)  # unit first: constant stays flat
         tiles = np.stack([_blend(base, m, cmap, alpha) for m in heat])
         cols = None
         if max_width is not None:  # as many columns as the width takes

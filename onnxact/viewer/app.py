@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import InputError
 from ..model import load
-from .payloads import _cache_headers, _cam_method, _class_map, _dead_channels, _png, _predictions, _unit
+from .payloads import _cache_headers, _cam_method, _class_map, _dead_channels, _png, _predictions
 from .schema import (
     Colormap,
     Error,
@@ -198,6 +198,7 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
              channel: int = PathParam(ge=0, le=1_000_000), cmap: Colormap = "viridis",
              normalize: Normalize = "tile", scale: int = Query(1, ge=1, le=16)) -> Any:
         from ..render import apply_colormap
+        from ..render.colors import unit_scale
 
         layer_or_404(layer)
         cap = state.capture(image_id)
@@ -205,7 +206,7 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
         if channel >= tiles.shape[0]:
             raise _http(404, f"layer {layer} has {tiles.shape[0]} filters; channel {channel} does not exist")
         t = tiles[channel]
-        v = _unit(t) if normalize == "tile" else _unit(t, lo, hi)
+        v = unit_scale(t) if normalize == "tile" else unit_scale(t, lo, hi)
         rgb = apply_colormap(v, cmap)
         if scale > 1 and max(rgb.shape[:2]) * scale <= 2048:
             rgb = rgb.repeat(scale, axis=0).repeat(scale, axis=1)

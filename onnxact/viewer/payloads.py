@@ -19,14 +19,6 @@ def _png(rgb: np.ndarray) -> bytes:
     return png_bytes(np.ascontiguousarray(rgb))
 
 
-def _unit(a: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
-    lo = float(a.min()) if lo is None else lo
-    hi = float(a.max()) if hi is None else hi
-    if not hi > lo:
-        return np.zeros(a.shape, np.float32)
-    return np.clip((a - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-
-
 def _cache_headers() -> dict[str, str]:
     # Image ids change when a file changes (mtime/size are in the id) and the model is fixed.
     return {"Cache-Control": "private, max-age=3600"}
@@ -75,7 +67,8 @@ def _predictions(m: Model, acts: Any, labels: list[str] | None, k: int, output: 
 def _dead_channels(cap: Capture, layer: int) -> list[int]:
     """Channels of ``layer`` dead on this image, by ``check``'s definition (max |a| <= eps, with its
     default eps): :class:`onnxact.stats.DeadFilterReport` over this capture's statistics."""
-    from ..stats import ChannelStats, DeadFilterReport
+    from ..stats_records import ChannelStats
+    from ..stats_report import DeadFilterReport
 
     key = str(layer)
     st = cap.stats.layers.get(key) if cap.stats is not None else None

@@ -85,7 +85,7 @@ class ViewerState:
     def scan_dead_filters(self, limit: int = 64) -> None:
         """Dead filters over (up to ``limit``) gallery images with onnxact.stats; run in a background thread."""
         try:
-            from ..stats import find_dead_filters
+            from ..dead_filters import find_dead_filters
 
             paths = [str(e.path) for e in self.scan()[:limit]]
             if not paths:
@@ -273,7 +273,8 @@ class ViewerState:
 
     def dead_report(self) -> Any:
         """``onnxact.stats.DeadFilterReport`` over the images seen: the definition ``check`` uses."""
-        from ..stats import ChannelStats, DeadFilterReport
+        from ..stats_records import ChannelStats
+        from ..stats_report import DeadFilterReport
 
         with self._lock:
             stats = ChannelStats(dict(self.running), dict(self.running_infos), len(self.seen))
@@ -312,7 +313,7 @@ class _Named(dict):  # a {key: array} mapping carrying the layer records, as Cha
 
 def _channel_stats(acts: Activations) -> Any:
     """One image's per-channel statistics (``onnxact.stats.ChannelStats``), for layers with a channel axis."""
-    from ..stats import ChannelStats
+    from ..stats_records import ChannelStats
 
     named = _Named()
     named.layers = {}
