@@ -122,6 +122,11 @@ def test_no_summing_thread_outlives_a_comparison(pair):
         s.add(a, b)
         assert ours(), "the layers were not summed in the pool"
     assert not ours()
+    with pytest.raises(RuntimeError), _Session(None, None, None, False) as s:  # a comparison that fails midway
+        s.pool.workers = 2
+        s.add(a, b)
+        raise RuntimeError("stopped")
+    assert not ours()
     compare(base, tiny, x, batch_size=2)
     compare_activations(a, b)
     assert not ours()
