@@ -360,6 +360,8 @@ def compare(a: Any, b: Any, x: Any, *, rtol: float | None = None, min_sqnr: floa
             acts_a = sa.capture(to_a(feeds))[0] if isinstance(sa, _OnnxSide) else sa.capture(to_a(feeds))
             acts_b, post_b = sb.capture(to_b(feeds)) if isinstance(sb, _OnnxSide) else (sb.capture(to_b(feeds)), {})
             s.add(acts_a, acts_b, post_b)
+            # before the next batch runs: onnxruntime's arena then reuses these maps' memory
+            del acts_a, acts_b
     if s.pairs is None:
         why = f" (first: {failed[0][0]}: {failed[0][1]})" if failed else ""
         raise InputError(f"no image could be read, nothing was compared{why}")
