@@ -78,6 +78,8 @@ def channel_sums(a: np.ndarray, b: np.ndarray, axis: int | None,
     first (``post(chunk, out=buffer)``). Per-channel sums are float64 arrays.
     """
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    if axis is not None and not 0 <= axis < a.ndim:  # a layout's axis on an array of fewer dims
+        axis = None
     if a.size == 0:
         c = 1 if axis is None or a.ndim < 2 else a.shape[axis]
         return np.zeros(c), np.zeros(c), 0.0, 0.0
