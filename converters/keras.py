@@ -23,6 +23,7 @@ import numpy as np
 from onnxact.errors import ConversionError, DependencyError, InputError
 
 from .metadata import arrays_match, cancel_transpose_pairs, remove_dead_nodes, set_metadata, tensor_values
+from .quiet import framework_quiet, import_tensorflow, quietly
 
 __all__ = ["from_keras", "load_keras_model"]
 
@@ -31,10 +32,9 @@ _LAYOUT_OPS = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flat
 
 
 def _import_keras():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        import keras  # noqa: F401
-        import tensorflow  # noqa: F401
+        import_tensorflow()
+        import keras
     except ImportError as e:
         raise DependencyError(
             f"Keras conversion needs tensorflow and keras ({e}); install them with: pip install 'onnxact[keras]'"
@@ -45,7 +45,9 @@ def _import_keras():
 def _tf_keras():
     """The legacy tf-keras package when installed (Keras 2 API), else None."""
     try:
-        import tf_keras
+        import_tensorflow()
+        with framework_quiet():
+            import tf_keras
     except ImportError:
         return None
     return tf_keras
@@ -59,6 +61,7 @@ def _family(model):
     return _import_keras()
 
 
+@quietly
 def load_keras_model(src: Any):
     """A Keras model from a model object, a ``.keras`` / ``.h5`` / ``.hdf5`` file or a SavedModel folder."""
     keras = _import_keras()
@@ -286,6 +289,7 @@ def keras_layer_tensor_names(model, proto, verify: bool = True) -> dict[str, str
     return names
 
 
+@quietly
 def from_keras(
     model_or_path: Any,
     path: str | os.PathLike | None = None,

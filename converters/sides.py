@@ -20,6 +20,8 @@ import numpy as np
 from onnxact.activations import Activations, LayerInfo
 from onnxact.errors import InputError
 
+from .quiet import quietly
+
 __all__ = ["TorchSide", "KerasSide"]
 
 _FIRST = {2: "NC", 3: "NCW", 4: "NCHW", 5: "NCDHW"}
@@ -84,6 +86,7 @@ class KerasSide:
         self.layers = _layers_with_output(model)
         self._sub = None
 
+    @quietly  # the first Keras call probes for a GPU (TF's "failed call to cuInit" without one)
     def capture(self, x: Any) -> Activations:
         if self._sub is None:
             from .keras import _family

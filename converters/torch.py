@@ -20,7 +20,6 @@ import inspect
 import io
 import os
 import re
-import warnings
 from collections import defaultdict
 from typing import Any
 
@@ -29,6 +28,7 @@ import numpy as np
 from onnxact.errors import ConversionError, DependencyError, InputError
 
 from .metadata import arrays_match, set_metadata, tensor_values
+from .quiet import quietly
 
 __all__ = ["from_torch", "torch_module_outputs", "torch_layer_tensor_names"]
 
@@ -186,6 +186,7 @@ def torch_layer_tensor_names(module, example_input, proto) -> dict[str, str]:
     return dict(sorted(names.items(), key=lambda kv: order[kv[0]]))
 
 
+@quietly
 def from_torch(
     module: Any,
     example_input: Any,
@@ -252,10 +253,9 @@ def from_torch(
         else:
             kw.update(dynamo=True, optimize=not keep_batchnorm)
         buf = io.BytesIO()
-        # the exporters print graphs and progress; a library stays quiet
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
+        # the exporters print graphs and progress on stdout; their known noise on stderr is
+        # filtered by @quietly (converters/quiet.py), so a real warning (a TracerWarning) still shows
+        with contextlib.redirect_stdout(io.StringIO()):
             try:
                 if exporter == "dynamo":
                     prog = torch.onnx.export(module, args, **kw)

@@ -17,6 +17,8 @@ import numpy as np
 
 from onnxact.errors import InputError
 
+from .quiet import quietly
+
 __all__ = ["TrainResult", "train_image_classifier", "load_image_folder", "SEED_FILTERS"]
 
 SEED_FILTERS: tuple[int, ...] = (16, 32, 64, 64, 64)
@@ -82,6 +84,7 @@ def _split(n: int, labels: np.ndarray, validation_split: float, seed: int) -> tu
     return train_idx, val_idx
 
 
+@quietly
 def train_image_classifier(
     folder: str | os.PathLike,
     framework: str = "keras",

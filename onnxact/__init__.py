@@ -14,16 +14,20 @@ from .activations import Activations, InputInfo, LayerInfo, load_activations, sa
 from .capture import get_activations
 from .compare import Comparison, compare, compare_activations  # after the submodule import: the name is the function
 from .errors import (
+    ClusterError,
     ConversionError,
     DependencyError,
     InputError,
     LayerError,
+    MissingInputError,
     ModelError,
     OnnxactError,
     OutputError,
     ProviderError,
+    RequestError,
 )
 from .model import Model, load
+from .node_data import NodeData, to_node_data
 from .preprocess import preprocess_image, preprocess_with_geometry
 
 __version__ = "0.1.0"
@@ -33,7 +37,9 @@ __all__ = [
     "InputInfo", "save_activations", "load_activations", "display_activations", "display_heatmaps",
     "class_activation_map", "find_dead_filters", "DeadFilterReport", "demo_paths",
     "OnnxactError", "ModelError", "InputError", "LayerError", "OutputError", "DependencyError",
-    "ConversionError", "ProviderError", "compare", "compare_activations", "Comparison",
+    "ConversionError", "ProviderError", "ClusterError", "MissingInputError", "compare", "compare_activations",
+    "Comparison", "find_exemplars", "Exemplars", "Exemplar", "RequestError", "widget",
+    "to_node_data", "NodeData",
 ]
 
 #: Public names that live in modules with heavier imports, loaded on first use.
@@ -43,6 +49,10 @@ _LAZY = {
     "class_activation_map": "cam",
     "find_dead_filters": "dead_filters",
     "DeadFilterReport": "stats_report",
+    "find_exemplars": "exemplars",
+    "Exemplars": "exemplars",
+    "Exemplar": "exemplars",
+    "widget": "viewer",
 }
 
 

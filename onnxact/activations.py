@@ -160,8 +160,17 @@ class Activations(dict):
         return self.layers.get(key)
 
     def __repr__(self) -> str:
-        body = ", ".join(f"{k!r}: {tuple(v.shape)}" for k, v in self.items())
-        return f"Activations({{{body}}})"
+        """One line per layer (name, shape, op), the first dozen only: never the arrays' numbers."""
+        from .render.table import activations_text
+
+        return activations_text(self)
+
+    def _repr_html_(self) -> str:
+        """The notebook's view: a table of the layers (op, shape, min / max / mean, zeros) with
+        thumbnails of their first maps, capped at :data:`onnxact.render.table.MAX_ROWS` rows."""
+        from .render.table import activations_html
+
+        return activations_html(self)
 
     @property
     def nbytes(self) -> int:

@@ -328,6 +328,7 @@ def _fetch(m: Any, acts: Any, feeds: Mapping[str, np.ndarray], tensors: Sequence
 def class_activation_map(model: Any, x: Any = None, class_index: int | None = None, *,
                          acts: Mapping[str, Any] | None = None, method: str = "auto", cam_layer: str | None = None,
                          output: str | None = None, sample: int = 0, layer: str | None = None,
+                         providers: str | Sequence[str] | None = None, threads: int | None = None,
                          **preprocess_kw: Any) -> CamResult:
     """The class activation map of ``sample`` for ``class_index`` (default: the predicted class).
 
@@ -340,6 +341,8 @@ def class_activation_map(model: Any, x: Any = None, class_index: int | None = No
     Pass ``acts`` from :func:`onnxact.get_activations` to reuse a capture (its ``.outputs`` give
     the prediction); otherwise ``x`` (array, image path, ...) is run through the model.
     The result says which layer was used and why (``reason``), and why this method (``why``).
+    ``providers`` / ``threads`` go to onnxruntime when ``model`` is not a loaded ``Model`` already
+    (see ``load``), as in :func:`onnxact.get_activations`.
     """
     from .model import load
     from .run import prepare_feeds, run_model
@@ -347,7 +350,7 @@ def class_activation_map(model: Any, x: Any = None, class_index: int | None = No
     if method not in ("auto", "cam", "eigencam"):
         raise InputError(f"method must be 'auto', 'cam' or 'eigencam', not {method!r}")
     cam_layer = cam_layer if cam_layer is not None else layer
-    m = load(model)
+    m = load(model, providers=providers, threads=threads)
     if acts is None and x is None:
         raise InputError("pass an input x (image path or array) or acts from get_activations")
     feeds: Mapping[str, np.ndarray] = dict(getattr(acts, "inputs", None) or {}) if acts is not None else {}

@@ -7,6 +7,9 @@ know that the message is a single line that says what is wrong and how to fix it
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 __all__ = [
     "OnnxactError",
     "ModelError",
@@ -16,6 +19,9 @@ __all__ = [
     "DependencyError",
     "ConversionError",
     "ProviderError",
+    "ClusterError",
+    "MissingInputError",
+    "RequestError",
 ]
 
 
@@ -55,6 +61,30 @@ class ConversionError(OnnxactError):
 
 class ProviderError(OnnxactError):
     """An onnxruntime execution provider asked for is not available."""
+
+
+class ClusterError(OnnxactError):
+    """The Ray cluster can't be reached or started."""
+
+
+class MissingInputError(InputError):
+    """Inputs were neither given nor fillable with zeros; ``missing`` holds their ``InputInfo``s.
+
+    A subclass so that the CLI can say ``--input NAME=...`` where the library says ``{name: array}``.
+    """
+
+    def __init__(self, message: str, missing: Sequence[Any]) -> None:
+        super().__init__(message)
+        self.missing = list(missing)
+
+
+class RequestError(OnnxactError):
+    """A viewer or notebook-widget request names what does not exist (an image id, a layer, a
+    channel) or asks what the model cannot give; ``status`` is the HTTP status the viewer answers."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def missing_dependency(package: str, extra: str, feature: str) -> DependencyError:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .activations import InputInfo
-from .errors import InputError
+from .errors import InputError, MissingInputError
 from .images import ARRAY_SUFFIXES, IMAGE_SUFFIXES
 
 __all__ = [
@@ -31,17 +31,6 @@ __all__ = [
 ]
 
 _INT_KINDS = "iu"
-
-
-class MissingInputError(InputError):
-    """Inputs were neither given nor fillable with zeros; ``missing`` holds their ``InputInfo``s.
-
-    A subclass so that the CLI can say ``--input NAME=...`` where the library says ``{name: array}``.
-    """
-
-    def __init__(self, message: str, missing: Sequence[InputInfo]) -> None:
-        super().__init__(message)
-        self.missing = list(missing)
 
 
 def input_info(model: Any, name: str) -> InputInfo:

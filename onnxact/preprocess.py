@@ -53,8 +53,13 @@ def load_image(image: Any, *, max_bytes: int | str | None = None) -> Any:
             if p.is_dir():
                 raise InputError(f"{p} is a directory; pass an image file")
             src, label = p, str(p)
+        elif type(image).__name__ == "ndarray":
+            raise InputError(
+                "an array is already a model input, not an image to decode: feed it to get_activations as it is, "
+                "or pass the image's path, bytes or a PIL image"
+            )
         else:
-            raise InputError(f"cannot read an image from {type(image).__name__}; pass a path, bytes, PIL image or array")
+            raise InputError(f"cannot read an image from {type(image).__name__}; pass a path, bytes or a PIL image")
         old = Image.MAX_IMAGE_PIXELS
         try:
             Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves, before decoding

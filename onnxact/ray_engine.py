@@ -32,18 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DependencyError, InputError, ModelError, OnnxactError
+from .errors import ClusterError, DependencyError, InputError, ModelError, OnnxactError
 
-__all__ = ["ClusterError", "scan_ray", "RETRIES", "KILL_ONCE_ENV"]
+__all__ = ["ClusterError", "scan_ray", "scan_exemplars_ray", "RETRIES", "KILL_ONCE_ENV"]
 
 RETRIES = 3
 #: Test hook: when this environment variable names a file that exists, the first actor to see it
 #: deletes it and kills its own process mid-scan (to test that Ray's retry counts nothing twice).
 KILL_ONCE_ENV = "ONNXACT_RAY_KILL_ONCE"
-
-
-class ClusterError(OnnxactError):
-    """The Ray cluster can't be reached or started."""
 
 
 def _ray() -> Any:
@@ -297,16 +293,20 @@ def scan_ray(model: Any, images: Any, *, layers: Sequence[Any] | None = None, th
     return result
 
 
-def _run(ray: Any, ctor: tuple, rows: list[dict[str, Any]], n: int, bar: Any) -> tuple[Any, list]:
+def _run(ray: Any, ctor: tuple, rows: list[dict[str, Any]], n: int, bar: Any, actor: Any = None,
+         watch: Any = None) -> tuple[Any, list]:
+    """``actor``: the actor class (default ``_ScanActor``); ``watch``: wraps the row iterator (progress)."""
     from .progress import progress
 
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
     # Bounded restarts/retries: Ray Data's default is unbounded, so a worker that crashes on every try
     # would loop forever.
-    ds = ds.map_batches(_ScanActor, batch_size=1, batch_format="numpy", fn_constructor_args=ctor,
+    ds = ds.map_batches(actor or _ScanActor, batch_size=1, batch_format="numpy", fn_constructor_args=ctor,
                         compute=ray.data.ActorPoolStrategy(size=n), num_cpus=1,
                         max_restarts=RETRIES, max_task_retries=RETRIES)
     it: Any = ds.iter_rows()
+    if watch is not None:
+        it = watch(it)
     if bar is not None:
         it = progress(it, total=len(rows), desc=f"scanning (ray, {n} workers)", stream=bar)
     try:
@@ -363,3 +363,94 @@ def _merge_in_order(rows: Any, total: int) -> tuple[Any, list[tuple[str, str]]]:
         raise ClusterError(f"the Ray scan returned {nxt} of {total} chunks; rerun it")
     return result, failed
 
+
+
+# -- exemplars (issue 15): the same machinery, one ExemplarRunner per actor ------------------------------
+class _ExemplarActor(_ScanActor):
+    """One Ray Data actor of the exemplar scan: decodes one chunk per row and returns its top lists."""
+
+    def __init__(self, blob: list[Any], providers: Any, layers: list[Any], k: int, batch_size: int, strict: bool,
+                 preprocess_kw: dict[str, Any], kill_marker: str | None) -> None:
+        import ray
+
+        from .exemplar_scan import ExemplarRunner
+        from .model import load
+
+        self.model = load(ray.get(blob[0]), providers=providers)
+        self.runner = ExemplarRunner(self.model, layers, k, threads=1)  # type: ignore[assignment]
+        self.batch_size, self.strict, self.kw = batch_size, strict, preprocess_kw
+        self.kill_marker = kill_marker
+
+    def scan(self, task: tuple) -> Any:
+        """``("ok", [(TopK | None, failed), ...])`` per batch of the chunk, or ``("error", OnnxactError)``."""
+        from .exemplar_scan import key_batches
+
+        chunk, keys = task
+        try:
+            parts = []
+            for b in key_batches(self.model, self._items(chunk), keys, self.batch_size, self.strict,
+                                 input_name=self.runner.input_name, **self.kw):
+                parts.append((self.runner.run(b.x, b.keys) if b.x is not None and b.keys else None, b.failed))
+            return ("ok", parts)
+        except OnnxactError as e:
+            return ("error", e)
+
+
+def _keyed_tasks(model: Any, items: Sequence[Any], keys: Sequence[int], batch_size: int) -> list[tuple[tuple, list[int]]]:
+    """The local engine's chunks (``_tasks``), each with its samples' keys (``exemplar_scan.sample_keys``)."""
+    from .images import ArrayRef
+
+    out: list[tuple[tuple, list[int]]] = []
+    pos, i = 0, 0
+    while i < len(items):
+        j = i + 1 if isinstance(items[i], ArrayRef) else i
+        while j < len(items) and not isinstance(items[j], ArrayRef):
+            j += 1
+        group = list(items[i:j])
+        n = len(group[0]) if isinstance(group[0], ArrayRef) else len(group)  # as sample_labels counts
+        mine = [int(k) for k in keys[pos:pos + n]]
+        done = 0
+        for t in _tasks(model, group, batch_size):
+            size = len(t[1]) if t[0] == "paths" else (t[3].shape[0] if t[0] == "array" else t[4] - t[3])
+            out.append((t, mine[done:done + size]))
+            done += size
+        pos += n
+        i = j
+    return out
+
+
+def scan_exemplars_ray(model: Any, items: Sequence[Any], keys: Sequence[int], layers: Sequence[Any], k: int, *,
+                       batch_size: int = 32, strict: bool = False, progress: Any = None, address: str | None = None,
+                       workers: int | None = None, **preprocess_kw: Any) -> Any:
+    """The exemplar scan on Ray: the same chunks, keys and total-order merge as the local engine, so
+    the same ``TopK`` (see :mod:`onnxact.exemplar_scan`)."""
+    ray = _ray()
+    if workers is not None and workers < 1:
+        raise InputError(f"workers must be at least 1, not {workers}")
+    if len(model.inputs) != 1:
+        raise InputError(f"{model.name} has {len(model.inputs)} inputs; the dataset scan supports one image input")
+    tasks = _keyed_tasks(model, items, keys, batch_size)
+    _connect(ray, address)
+    n = min(max(1, int(workers or ray.cluster_resources().get("CPU", 1))), len(tasks))
+    rows = [{"idx": i, "task": pickle.dumps(t)} for i, t in enumerate(tasks)]
+    ctor = ([ray.put(model.proto.SerializeToString())], model.providers, list(layers), int(k), batch_size, strict,
+            preprocess_kw, os.environ.get(KILL_ONCE_ENV))
+    sizes = [len(t[1]) for t in tasks]
+    total = sum(sizes)
+
+    def watch(it: Any) -> Any:
+        done = 0
+        for row in it:
+            done += sizes[int(row["idx"])]
+            if progress is not None:
+                progress(min(done, total), total)
+            yield row
+
+    with warnings.catch_warnings(), _quiet_stderr():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with _data_context(ray):
+            result, failed = _run(ray, ctor, rows, n, None, actor=_ExemplarActor, watch=watch)
+    if result is None:
+        raise InputError(f"none of the {len(failed)} images could be read; first: {failed[0][1] if failed else '-'}")
+    result.failed = failed
+    return result

@@ -51,9 +51,13 @@ def prepare_feeds(model: Model, x: Any, **preprocess_kw: Any) -> Feeds:
     ``None`` or ``{}``. Missing inputs are an error here; ``onnxact.feeds.fill_missing`` fills
     the fixed-shape ones with zeros first when that is wanted. Returns a dict (``Feeds``) whose
     ``.geometry`` records how images were fitted (size, letterbox padding, crop).
+    ``preprocess_kw`` (``size=``, ``normalize=`` ...) apply to images; given with arrays only,
+    which are fed as they are, they are refused rather than ignored.
     """
     from .feeds import MissingInputError, broadcast_batch, check_array, input_info
 
+    if preprocess_kw:
+        _check_preprocess_kw(preprocess_kw, x)
     names = [i.name for i in model.inputs]
     geometry: dict[str, list[Any]] = {}
     if not names:
@@ -80,11 +84,36 @@ def prepare_feeds(model: Model, x: Any, **preprocess_kw: Any) -> Feeds:
     return Feeds({names[0]: check_array(model, names[0], x)})
 
 
+def _is_array_file(x: Any) -> bool:
+    return isinstance(x, (str, os.PathLike)) and Path(x).suffix.lower() == ".npy"
+
+
+def _check_preprocess_kw(kw: Mapping[str, Any], x: Any) -> None:
+    """A keyword preprocessing doesn't take is a TypeError (as it is with an image); preprocessing
+    keywords given when ``x`` holds no image (arrays and .npy files are fed as they are) are an
+    InputError, so that ``size=`` or ``normalize=`` is never silently ignored."""
+    import inspect
+
+    from .preprocess import preprocess_with_geometry
+
+    known = [k for k in inspect.signature(preprocess_with_geometry).parameters if k not in ("image", "model")]
+    unknown = [k for k in kw if k not in known]
+    if unknown:
+        raise TypeError(f"unexpected keyword argument '{unknown[0]}' (preprocessing takes {', '.join(known)})")
+    given = [k for k, v in kw.items() if v is not None]
+    values = list(x.values()) if isinstance(x, Mapping) else [x]
+    if given and not any(_is_image_ref(v) and not _is_array_file(v) for v in values):
+        what = "an array file" if any(_is_array_file(v) for v in values) else "an array"
+        raise InputError(f"preprocessing ({', '.join(given)}) applies to images (paths, PIL images) only; the "
+                         f"input is {what}, fed as it is: leave {'it' if len(given) == 1 else 'them'} out, or pass "
+                         "the image")
+
+
 def _image_feed(model: Model, x: Any, name: str, kw: Mapping[str, Any], geometry: dict[str, list[Any]]) -> np.ndarray:
     from .feeds import check_array
     from .preprocess import preprocess_with_geometry
 
-    if isinstance(x, (str, os.PathLike)) and Path(x).suffix.lower() in (".npy",):
+    if _is_array_file(x):
         try:
             return check_array(model, name, np.load(x, allow_pickle=False))
         except (OSError, ValueError) as e:

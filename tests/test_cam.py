@@ -136,3 +136,18 @@ def test_eigencam_properties():
     assert not np.any(eigencam(np.zeros((4, 3, 3))))  # dead layer -> flat, no NaN
     with pytest.raises(InputError):
         cam_from_features(feats, np.ones((2, 3)), 5)
+
+
+def test_cam_loads_the_model_with_the_caller_s_providers_and_threads():
+    """``providers`` / ``threads`` reach the session CAM runs (they were taken for preprocessing keywords)."""
+    import onnxact
+
+    model_path, image = onnxact.demo_paths()
+    default = class_activation_map(str(model_path), str(image))
+    one = class_activation_map(str(model_path), str(image), providers="cpu", threads=1)
+    assert (one.method, one.class_index, one.reason) == (default.method, default.class_index, default.reason)
+    np.testing.assert_allclose(one.map, default.map, rtol=1e-4, atol=1e-6)
+    with pytest.raises(InputError, match="threads must be a whole number"):
+        class_activation_map(str(model_path), str(image), threads=0)
+    with pytest.raises(onnxact.ProviderError, match="not available"):
+        class_activation_map(str(model_path), str(image), providers="NoSuchExecutionProvider")

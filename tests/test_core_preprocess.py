@@ -102,3 +102,13 @@ def test_image_for_non_image_model_is_refused(tmp_path, rgb):
     Image.fromarray(rgb).save(p)
     with pytest.raises(InputError, match="not an image"):
         onnxact.preprocess_image(p, tiny.no_conv_net())
+
+
+def test_an_array_given_as_an_image_says_what_to_do_instead():
+    from onnxact.preprocess import load_image
+
+    with pytest.raises(InputError) as e:
+        load_image(np.zeros((4, 4, 3), np.uint8))
+    assert "already a model input" in str(e.value) and "get_activations" in str(e.value)
+    with pytest.raises(InputError, match=r"from float; pass a path, bytes or a PIL image$"):
+        load_image(3.0)

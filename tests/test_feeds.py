@@ -94,3 +94,39 @@ def test_casts_and_refusals():
         check_array(m, "scale", np.array([1 + 2j]))
     with pytest.raises(onnxact.InputError, match="no input 'bias'; its inputs are: image, shift, scale"):
         check_array(m, "bias", 1.0)
+
+
+def test_preprocessing_keywords_with_arrays_are_refused_not_ignored(tmp_path, capsys):
+    """``size=`` / ``normalize=`` shape images; an array (or .npy file) is fed as it is, so giving them
+    with one is an InputError that says so, never silently dropped. A keyword preprocessing does
+    not take is a TypeError whatever the input (it was swallowed with an array)."""
+    from onnxact.cli import main
+    from onnxact.preprocess import preprocess_image
+
+    model_path, image = onnxact.demo_paths()
+    m = onnxact.load(model_path)
+    name = m.inputs[0].name
+    x = preprocess_image(image, m)
+    np.save(tmp_path / "x.npy", x)
+    want = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    first = want.get_outputs()[0].name
+    for given in (x, {name: x}, str(tmp_path / "x.npy")):
+        with pytest.raises(onnxact.InputError, match=r"^preprocessing \(normalize, size\) applies to images .*the "
+                                                     r"input is an (array|array file), fed as it is: leave them out"):
+            onnxact.get_activations(m, given, normalize="imagenet", size=(128, 128))
+        with pytest.raises(TypeError, match="unexpected keyword argument 'sizes'"):
+            onnxact.get_activations(m, given, sizes=(128, 128))
+        acts = onnxact.get_activations(m, given, normalize=None)  # None: not given
+        np.testing.assert_allclose(acts.outputs[first], want.run([first], {name: x})[0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'sizes'"):
+        onnxact.get_activations(m, str(image), sizes=(128, 128))
+    # With an image the keywords are used: imagenet scaling gives other maps than the default 0-1
+    plain = onnxact.get_activations(m, str(image))
+    scaled = onnxact.get_activations(m, {name: str(image)}, normalize="imagenet")
+    assert not np.allclose(plain["conv1"], scaled["conv1"])
+    # The CLI: one line, exit 2
+    assert main(["inspect", str(model_path), "--input", f"{name}={tmp_path / 'x.npy'}", "--normalize", "imagenet",
+                 "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "preprocessing (normalize) applies to images" in err[0], err
+    assert not (tmp_path / "out").exists()

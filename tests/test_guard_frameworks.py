@@ -10,7 +10,8 @@ import pytest
 
 
 @pytest.mark.parametrize("module", ["torch", "onnxscript", "tensorflow", "keras", "tf2onnx", "tf_keras", "fastapi", "uvicorn",
-                                    "playwright", "schemathesis", "hypothesis", "skimage", "ray"])
+                                    "playwright", "schemathesis", "hypothesis", "skimage", "ray",
+                                    "model_explorer", "model_explorer_onnx"])
 def test_framework_importable(module):
     importlib.import_module(module)
 

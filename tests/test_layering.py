@@ -147,3 +147,48 @@ def test_the_old_stats_path_keeps_every_name() -> None:
         assert not isinstance(value, type) or value.__module__.startswith("onnxact.stats_"), name
     assert onnxact.find_dead_filters is stats.find_dead_filters
     assert onnxact.DeadFilterReport is stats.DeadFilterReport
+
+
+def test_no_module_reads_the_model_s_private_attributes() -> None:
+    """What other stages need from a ``Model`` is public (``elem_types``, ``producer``, ``build_session``)."""
+    tree = ast.parse((PACKAGE / "model.py").read_text(encoding="utf-8"))
+    private = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+               and n.value.id == "self" and n.attr.startswith("_") and not n.attr.startswith("__")}
+    assert {"_elem", "_producers", "_sessions"} <= private
+    reads = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "model.py" and path.parent == PACKAGE:
+            continue
+        for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(n, ast.Attribute) and n.attr in private and ast.unparse(n.value) not in ("self", "cls"):
+                reads.append(f"{path.relative_to(PACKAGE.parent)}:{n.lineno}: {ast.unparse(n)}")
+    assert reads == []
+
+
+def test_every_error_class_lives_in_errors_py_under_the_root() -> None:
+    """One family of exceptions, in one module: the CLI maps exactly it to exit 2.
+
+    A private signal such as the viewer's ``_Stopped`` (ends a scan nobody wants) never leaves its module.
+    """
+    from onnxact import errors
+
+    elsewhere = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == PACKAGE / "errors.py":
+            continue
+        for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(n, ast.ClassDef):
+                continue
+            signal = n.name.startswith("_") and not n.name.endswith("Error")  # private control flow, never raised out
+            if not signal and any(
+                    ast.unparse(b).split(".")[-1].endswith(("Error", "Exception")) for b in n.bases):
+                elsewhere.append(f"{path.relative_to(PACKAGE.parent)}:{n.lineno}: class {n.name}")
+    assert elsewhere == []
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        assert issubclass(cls, errors.OnnxactError) and getattr(onnxact, name) is cls, name
+    # still importable from where they were
+    from onnxact.feeds import MissingInputError
+    from onnxact.ray_engine import ClusterError
+
+    assert (MissingInputError, ClusterError) == (errors.MissingInputError, errors.ClusterError)

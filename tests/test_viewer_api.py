@@ -132,6 +132,26 @@ def test_tile_values_match_the_activation(client):
     assert np.abs(got - want).max() <= 2 / 255 + 1e-6
 
 
+def test_layer_stats_per_channel_match_an_independent_capture(client):
+    """channel_max / channel_mean come from the capture's ChannelStats (made once per image); they are
+    the float64 max and mean of each channel of a separate get_activations run, to 6 decimals."""
+    import onnxact
+
+    iid = _first_image(client)
+    state = client.app.state.viewer
+    x = onnxact.preprocess_image(state.image(iid).path, state.model)
+    acts = onnxact.get_activations(state.model, x, output_format="numbered")
+    layers = client.get("/api/model").json()["layers"]
+    assert len(layers) == len(acts) >= 4
+    for i in range(len(layers)):
+        a = np.asarray(acts[str(i)], np.float64)
+        assert a.ndim == 4 and a.shape[0] == 1
+        flat = a[0].reshape(a.shape[1], -1)
+        s = client.get(f"/api/images/{iid}/layers/{i}/stats").json()
+        assert s["channel_max"] == [round(float(v), 6) for v in flat.max(axis=1)], i
+        np.testing.assert_allclose(s["channel_mean"], flat.mean(axis=1), rtol=0, atol=5e-7 + 1e-12)
+
+
 def test_activations_are_captured_once_per_image_and_cache_is_bounded(gallery, monkeypatch):
     app = create_app(tiny.conv_net(), gallery, cache_entries=1)
     state = app.state.viewer

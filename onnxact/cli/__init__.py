@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("check_cmd", "scan images for dead / dormant / constant filters (exit 1 when found)"),
     "convert": ("convert_cmd", "convert a Keras file or a PyTorch module:factory to ONNX"),
     "serve": ("serve_cmd", "browse activations in a web page on 127.0.0.1"),
+    "explore": ("explore_cmd", "the dataset images (and patches) that excite each filter most, per layer"),
     "compare": ("compare_cmd", "compare two models layer by layer: where do they part ways? (exit 1 past the tolerance)"),
 }
 

@@ -21,6 +21,7 @@ from .common import (
     complete_inputs,
     preprocess_kwargs,
 )
+from .node_data_options import add_node_data_option, check_node_data_path, write_node_data
 
 DESCRIPTION = """Scan a dataset for dead, dormant and constant filters and fail the build when any are found.
 
@@ -41,6 +42,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
     p.add_argument("images", metavar="IMAGES", nargs="+", help="image files, folders, globs, list files, .npy/.npz")
     p.add_argument("--json", metavar="F", help="write the JSON report to F (also usable as an --allow baseline)")
     p.add_argument("--junit", metavar="F", help="write a JUnit XML report (one testcase per layer) to F")
+    add_node_data_option(p, "the fraction of dead filters")
     p.add_argument("--fail-on", default="dead", metavar="KINDS",
                    help="comma-separated kinds that fail the check: dead,dormant,constant (default: dead)")
     p.add_argument("--eps", type=float, default=0.0, help="dead when max |a| <= eps (default 0)")
@@ -78,7 +80,9 @@ def _refuse_outputs_over_inputs(args: argparse.Namespace) -> None:
     from ..images import expand_sources
     from ..safeio import check_outputs
 
-    outputs = {"--json": args.json, "--junit": args.junit, "--write-baseline": args.write_baseline}
+    outputs = {"--json": args.json, "--junit": args.junit, "--write-baseline": args.write_baseline,
+               "--node-data": args.node_data}
+    check_node_data_path(args.node_data)
     # The images are listed only when an output file already exists: a new file can't be one.
     exists = any(p is not None and os.path.lexists(p) for p in outputs.values())
     images = [getattr(i, "label", i) for i in expand_sources(args.images)] if exists else []
@@ -119,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         report.to_json(args.json)
     if args.junit:
         report.to_junit(args.junit, fail_on=fail_on, allow=allow)
+    write_node_data(report, model, args.node_data)
     print(report.table())
     if report.input_size and report.input_size["dynamic"]:
         h, w = report.input_size["size"]

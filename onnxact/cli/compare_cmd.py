@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import InputError
 from .common import add_normalize_options, normalize_kwargs
+from .node_data_options import add_node_data_option, check_node_data_path, write_node_data
 
 DESCRIPTION = """Run models A and B on the same images and compare their activations layer by layer.
 
@@ -35,6 +36,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
     p.add_argument("images", metavar="IMAGES", nargs="+", help="image files, folders, globs, list files, .npy/.npz")
     p.add_argument("--json", metavar="F", help="write the JSON report to F")
     p.add_argument("--junit", metavar="F", help="write JUnit XML to F (one testcase per layer)")
+    add_node_data_option(p, "each layer's SQNR in dB, on A's graph,")
     p.add_argument("--html", metavar="DIR", help="write a page with SQNR against depth and A/B/|A-B| grids to DIR")
     p.add_argument("--force", action="store_true", help="with --html: write into a non-empty folder")
     p.add_argument("--rtol", type=float, default=None, help="relative L2 error past which a layer diverges (default 1e-3)")
@@ -73,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, not {args.batch_size}")
-    outputs = {"--json": args.json, "--junit": args.junit}
+    outputs = {"--json": args.json, "--junit": args.junit, "--node-data": args.node_data}
+    check_node_data_path(args.node_data)
     inputs = {"model": [args.a, args.b], "--map file": [args.map] if args.map else []}
     exists = any(p is not None and os.path.lexists(p) for p in outputs.values())
     images = [getattr(i, "label", i) for i in expand_sources(args.images)] if exists or args.html else []
@@ -90,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         report.to_json(args.json)
     if args.junit:
         report.to_junit(args.junit)
+    write_node_data(report, args.a, args.node_data)
     if args.html:
         from ..compare_html import write_html
         from ..safeio import output_folder

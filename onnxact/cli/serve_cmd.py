@@ -30,7 +30,9 @@ def add_parser(sub, name: str, help: str) -> None:
         "image, heatmaps, class activation maps and top-5 predictions. Binds 127.0.0.1 unless --host says otherwise."
     ))
     p.add_argument("model", metavar="MODEL", help="the ONNX model file")
-    p.add_argument("images_dir", metavar="IMAGES_DIR", nargs="?", help="a folder of images for the gallery")
+    p.add_argument("images_dir", metavar="IMAGES_DIR", nargs="?",
+                   help="a folder of images for the gallery (or one image); clicking a filter shows its top "
+                   "images over the folder")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
@@ -38,6 +40,8 @@ def add_parser(sub, name: str, help: str) -> None:
                    "repeat for several. Requests naming any other host are refused (DNS rebinding)")
     p.add_argument("--labels", metavar="FILE", help="class names: one per line, or a JSON list (default: the model's)")
     p.add_argument("--open", action="store_true", help="open the page in a web browser")
+    p.add_argument("--top", type=int, default=9, metavar="K",
+                   help="top images per filter shown when a filter is clicked (default 9)")
     add_normalize_options(p)
     add_size_options(p)
     add_head_options(p)
@@ -68,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port must be between 0 and 65535, not {args.port}")
-    if args.images_dir is not None and not Path(args.images_dir).is_dir():
-        raise InputError(f"images folder not found: {args.images_dir}; pass a folder of images")
+    if args.images_dir is not None and not (Path(args.images_dir).is_dir() or Path(args.images_dir).is_file()):
+        raise InputError(f"images folder not found: {args.images_dir}; pass a folder of images (or one image)")
     model = load(args.model)
     norm = normalization_of(model, args)
     check_head_options(args, model)
@@ -84,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     # the Host check stays on whatever --host is: a wildcard bind answers only the names given
     allowed = [*_LOCAL, *([] if host in ("0.0.0.0", "::") else [host]), *args.allowed_host]
     app = create_app(model, args.images_dir, args.labels, allowed_hosts=allowed, preprocess=preprocess,
-                     cam_layer=args.cam_layer, class_output=args.class_output)
+                     cam_layer=args.cam_layer, class_output=args.class_output, exemplar_top=args.top)
     if not local:
         print(f"onnxact: warning: serving on {host}, not 127.0.0.1: anyone who can reach this address can "
               "browse IMAGES_DIR and run the model; use --host 127.0.0.1 unless you mean it. Requests must name "

@@ -153,6 +153,12 @@ def _convert(img: Any, fmt: str, title: str) -> Any:
     raise InputError(f"fmt must be 'image', 'array' or 'figure', not {fmt!r}")
 
 
+def numbering(show: bool | None, channel_numbers: bool | None) -> tuple[bool, bool]:
+    """(show, channel_numbers) with their defaults resolved: shown, and so numbered, in a notebook."""
+    show = _in_notebook() if show is None else bool(show)
+    return show, show if channel_numbers is None else bool(channel_numbers)
+
+
 def _finish(pics: Pictures, show: bool | None) -> Pictures:
     if show is None:
         show = _in_notebook()
@@ -173,7 +179,7 @@ def display_activations(activations: Mapping[str, Any], cmap: Any = None, save: 
                         layers: Sequence[str] | str | None = None, index: int | str | None = 0,
                         normalize: str = "tile", fmt: str = "image", show: bool | None = None,
                         progress: bool | str = False, max_width: int | None = None,
-                        channel_numbers: bool = False) -> Pictures:
+                        channel_numbers: bool | None = None) -> Pictures:
     """Draw one picture per layer: a grid of ~sqrt(C) x sqrt(C) tiles for 2-D maps, a bar chart
     for one value per channel (``[N, C]``, global pools, squeeze-excite), a channels x time image
     for 1-D maps; each with a title (name, op, shape) and a colour bar with numbers.
@@ -190,7 +196,8 @@ def display_activations(activations: Mapping[str, Any], cmap: Any = None, save: 
     each tile's range is in ``.details[key].tile_ranges``); ``"layer"`` uses one scale for the
     layer (a dead filter is then a flat tile at the bottom colour) and the colour bar gives its
     numbers. ``max_width`` (px) fits each picture to a page's width: columns and tile size are
-    chosen from it. ``channel_numbers=True`` writes each tile's channel number above it.
+    chosen from it. ``channel_numbers=True`` writes each tile's channel number above it (default:
+    when the pictures are shown in a notebook, so a tile can be named by its filter).
     ``index`` picks the sample of a batch (``"all"`` draws each). Returns :class:`Pictures`
     ``{key: PIL image}`` (``fmt="figure"`` for matplotlib Figures, ``"array"`` for uint8 arrays)
     with ``.details[key]`` (:class:`LayerPicture`: tile positions, channel numbers, ranges).
@@ -198,6 +205,7 @@ def display_activations(activations: Mapping[str, Any], cmap: Any = None, save: 
     """
     acts = activations
     check_data_format(data_format)
+    show, channel_numbers = numbering(show, channel_numbers)
     max_height = None
     if fig_size is not None:
         w_px, h_px = _fig_size_px(fig_size)

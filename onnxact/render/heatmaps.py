@@ -6,6 +6,7 @@ normalisation, resizing and alpha blending live here, apart from the plain activ
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -14,8 +15,20 @@ import numpy as np
 
 from ..errors import InputError
 from .colors import colormap_lut, unit_scale
-from .display import Pictures, PngWriter, _convert, _finish, _prepare_dir, _progress, _samples, _select, safe_filename
-from .picture import ColourBar, _compose, _shape_text, body_width
+from .display import (
+    Pictures,
+    PngWriter,
+    _convert,
+    _finish,
+    _prepare_dir,
+    _progress,
+    _samples,
+    _select,
+    numbering,
+    safe_filename,
+)
+from .picture import _NUMBER_SIZE, ColourBar, _compose, _shape_text, body_width
+from .text import line_height, stamp, text_width
 from .tiles import _layout, check_data_format, layer_kind, sample_tiles, tile_grid
 
 
@@ -178,13 +191,31 @@ def _positional(save: Any, directory: Any, extra: tuple[Any, ...], merge_filters
     return bool(save), directory, bool(merge_filters), cmap, alpha
 
 
+def _numbered(tiles: np.ndarray, cols: int | None, numbers: bool) -> np.ndarray:
+    """Overlays ``(n, h, w, 3)`` tiled with 2-px white separators; with ``numbers``, each under a
+    white band holding its channel number (where the tile is wide enough for it)."""
+    band = line_height(_NUMBER_SIZE) if numbers and text_width(str(len(tiles) - 1), _NUMBER_SIZE) + 2 <= \
+        tiles.shape[2] else 0
+    if band:
+        tiles = np.concatenate([np.full((len(tiles), band) + tiles.shape[2:], 255, np.uint8), tiles], axis=1)
+    cols = cols or max(1, math.ceil(math.sqrt(len(tiles))))  # tile_grid's default, needed for the positions
+    grid = tile_grid(tiles, cols=cols, sep=2, fill=255)
+    if band:
+        h, w = tiles.shape[1:3]
+        for i in range(len(tiles)):
+            r, c = divmod(i, cols)
+            stamp(grid, c * (w + 2) + 1, r * (h + 2), str(i), _NUMBER_SIZE)
+    return grid
+
+
 def display_heatmaps(activations: Mapping[str, Any], image: Any = None, save: Any = False,
                      directory: str | os.PathLike[str] | bool = ".", *keract_args: Any, merge_filters: bool = False,
                      cmap: Any = "jet", alpha: float = 0.3, fix: bool = True, input_image: Any = None,
                      layers: Sequence[str] | str | None = None, index: int = 0,
                      max_tile: int = 80, max_side: int = 1024, data_format: str | None = None,
                      fmt: str = "image", show: bool | None = None, progress: bool | str = False,
-                     geometry: Any = None, max_width: int | None = None) -> Pictures:
+                     geometry: Any = None, max_width: int | None = None,
+                     channel_numbers: bool | None = None) -> Pictures:
     """Overlay each filter map (or, with ``merge_filters``, the layer's mean map) on ``image``.
 
     ``image`` may be the model input (``x``) or the original picture: with the original, the maps
@@ -196,7 +227,8 @@ def display_heatmaps(activations: Mapping[str, Any], image: Any = None, save: An
     into one grid (tiles at most ``max_tile`` px; ``max_width`` px wide at most, as many columns
     as fit, when given); the merged overlay is at most ``max_side`` px. 1-D layers are skipped.
     ``save=True`` writes ``{position:03d}_{layer}_heatmap.png`` into ``directory``.
-    ``progress=True`` (or a label) shows a progress bar on a terminal.
+    ``progress=True`` (or a label) shows a progress bar on a terminal. ``channel_numbers=True``
+    writes each overlay's channel number above it (default: when shown in a notebook).
 
     Keract's signature works unchanged: ``display_heatmaps(acts, x, directory, save, fix,
     merge_filters)`` by position (a folder name in third place is read in Keract's order) or by
@@ -208,6 +240,7 @@ def display_heatmaps(activations: Mapping[str, Any], image: Any = None, save: An
     save, directory, merge_filters, cmap, alpha = _positional(save, directory, keract_args, merge_filters, cmap,
                                                               alpha)
     check_data_format(data_format)
+    show, channel_numbers = numbering(show, channel_numbers)
     acts = activations
     if (image is None) == (input_image is None):
         raise InputError("display_heatmaps needs the image to draw on: pass it as the second argument "
@@ -254,7 +287,7 @@ def display_heatmaps(activations: Mapping[str, Any], image: Any = None, save: An
         cols = None
         if max_width is not None:  # as many columns as the width takes
             cols = max(1, min(len(tiles), (body_width(max_width, bar) + 2) // (tiles.shape[2] + 2)))
-        grid = tile_grid(tiles, cols=cols, sep=2, fill=255) if len(tiles) > 1 else tiles[0]
+        grid = _numbered(tiles, cols, channel_numbers) if len(tiles) > 1 else tiles[0]
         op, act = getattr(info, "op_type", None), getattr(info, "activation", None)
         op = f"{op}+{act}" if op and act else op
         title = "  |  ".join([key] + ([op] if op else []) + [_shape_text(arr)]

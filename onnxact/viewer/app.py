@@ -9,8 +9,10 @@ slice of that capture, rendered on demand with the shared renderer (``onnxact.re
 
 This module is the app factory and its routes; the stages it wires together each have their
 own module: :mod:`.state` (model, images, uploads, captures), :mod:`.cache` (the bounded capture
-LRU), :mod:`.security` (limits, upload checks, headers, errors), :mod:`.payloads` (PNG bytes,
-scaling, softmax, class maps) and :mod:`.schema` (the JSON response models).
+LRU), :mod:`.checks` (limits, upload checks, refusals), :mod:`.security` (headers, Host and
+same-origin checks, errors as JSON), :mod:`.payloads` (each endpoint's body: statistics, PNG
+bytes, predictions, class maps; the notebook widget, :mod:`.widget`, calls the same) and
+:mod:`.schema` (the JSON response models).
 """
 
 import os
@@ -18,7 +20,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, File, Query, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -27,19 +28,20 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import InputError
 from ..model import load
-from .payloads import _cache_headers, _cam_method, _class_map, _dead_channels, _png, _predictions
+from . import payloads
+from .exemplars_job import ExemplarJobs, check_top
+from .exemplars_routes import add_exemplar_routes
+from .payloads import _cache_headers, _cam_method, _png, _predictions
 from .schema import (
     Colormap,
     Error,
     ImageModel,
-    InputModel,
-    LayerModel,
     LayerStats,
     ModelSummary,
     Normalize,
     Predictions,
 )
-from .security import _ID_PATTERN, MAX_UPLOAD_BYTES, BodyLimit, _http, install_guards
+from .security import _ID_PATTERN, MAX_UPLOAD_BYTES, BodyLimit, install_guards
 from .state import IMAGE_EXTENSIONS, PAGE_SIZE, ViewerState, _read_labels
 
 __all__ = ["create_app", "ViewerState", "IMAGE_EXTENSIONS", "MAX_UPLOAD_BYTES"]
@@ -51,7 +53,7 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
                allowed_hosts: list[str] | None = None, cache_entries: int = 16, cache_bytes: int = 1 << 30,
                max_upload: int = MAX_UPLOAD_BYTES, scan_dead: bool = True,
                preprocess: dict[str, Any] | None = None, cam_layer: str | None = None,
-               class_output: str | None = None) -> Any:
+               class_output: str | None = None, exemplar_top: int = 9) -> Any:
     """The FastAPI app for ``model`` (path, bytes, proto or Model), gallery ``images_dir`` and ``labels``.
 
     ``labels``: a list of class names or a file (one name a line, or a JSON list); default the
@@ -61,13 +63,18 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
     keyword arguments of ``preprocess_image`` for every image: ``size`` / ``resize`` (default: see
     onnxact.sizing), ``normalize`` / ``mean`` / ``std`` (default: see onnxact.normalization).
     ``cam_layer`` / ``class_output``: the CAM's layer and the classifier output, as in ``inspect``.
+    ``exemplar_top``: how many top images per filter the exemplar panel shows (:mod:`.exemplars_job`).
     """
+    check_top(exemplar_top)
     m = load(model)
     root: Path | None = None
     if images_dir is not None:
         root = Path(images_dir).expanduser()
-        if not root.is_dir():
-            raise InputError(f"images folder not found: {root}; pass a folder of images")
+        if root.is_file() and not root.name.lower().endswith(IMAGE_EXTENSIONS):
+            raise InputError(f"{root} is not an image ({', '.join(IMAGE_EXTENSIONS)}); pass a folder of images "
+                             "(or one image)")
+        if not root.is_dir() and not root.is_file():
+            raise InputError(f"images folder not found: {root}; pass a folder of images (or one image)")
     state = ViewerState(m, root, _read_labels(labels) or m.class_names, cache_entries, cache_bytes, max_upload,
                         preprocess=preprocess)
 
@@ -90,53 +97,12 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
 
     ImageId = PathParam(pattern=_ID_PATTERN, description="an image id from GET /api/images")
 
-    def layer_or_404(layer: int) -> Any:
-        if layer >= len(m.layers):
-            raise _http(404, f"layer {layer} does not exist; the model has {len(m.layers)} layers (0-based)")
-        return m.layers[layer]
-
     # -- model and images ---------------------------------------------------------------------
     @app.get("/api/model", response_model=ModelSummary, summary="Model summary: inputs, outputs and layers")
     def model_summary(image: str | None = Query(None, pattern=_ID_PATTERN,
                                                 description="an image id: `captured_shape` from its capture")) -> Any:
-        from ..render.tiles import layer_kind
-
         cap = state.capture(image) if image is not None else None  # 404 for an unknown id
-        report = state.dead_report()
-        dead_now = {row["layer"]: row["dead"] for row in report.per_layer}
-        with state._lock:
-            seen = len(state.seen)
-            shapes = dict(state.shapes)
-            dataset = state.dataset_dead if state.dataset_images >= seen else None
-            n_dataset = state.dataset_images
-        if cap is not None:
-            shapes.update({int(k): [int(d) for d in np.shape(v)] for k, v in cap.acts.items()})
-        out = []
-        for i, layer in enumerate(m.layers):
-            shape = list(layer.shape) if layer.shape is not None else None
-            got = shapes.get(i)
-            ax = layer.channel_axis
-            ch = shape[ax] if shape is not None and ax is not None and ax < len(shape) else None
-            if not isinstance(ch, int) and got is not None and ax is not None and ax < len(got):
-                ch = got[ax]
-            ch = ch if isinstance(ch, int) else None
-            dead = dead_now.get(str(i))
-            if dataset is not None:
-                dead = dataset.get(layer.name, 0)
-            # how the page draws it: a tile grid ("maps"), or one picture (bars for 1x1 maps, ...)
-            kind = layer_kind(np.broadcast_to(np.float32(0), got), layer.layout) if got else None
-            out.append(LayerModel(
-                index=i, name=layer.name, tensor=layer.tensor, op_type=layer.op_type, activation=layer.activation,
-                layout=layer.layout, shape=shape, captured_shape=got, kind=kind, channels=ch,
-                spatial=layer.layout in ("NCHW", "NHWC", "NCDHW", "NDHWC"), dead_filters=dead,
-                dead_over_images=n_dataset if dataset is not None else seen,
-            ))
-        return ModelSummary(
-            name=m.name, sha256=m.sha256, framework=m.framework,
-            inputs=[InputModel(name=i.name, shape=list(i.shape), dtype=i.dtype, layout=i.layout) for i in m.inputs],
-            outputs=list(m.output_names), class_names=state.labels, layers=out, cam_method=cam_method,
-            dead_eps=report.eps,
-        )
+        return ModelSummary(**payloads.model_summary(state, cam_method, cap))
 
     @app.get("/api/images", response_model=list[ImageModel],
              responses={200: {"headers": {"X-Total-Count": {"description": "images in all pages",
@@ -178,88 +144,47 @@ def create_app(model: Any, images_dir: str | os.PathLike[str] | None = None, lab
     @app.get("/api/images/{image_id}/layers/{layer}/stats", response_model=LayerStats,
              summary="Statistics of one layer's activation for this image")
     def layer_stats(image_id: str = ImageId, layer: int = PathParam(ge=0, le=100_000)) -> Any:
-        layer_or_404(layer)
-        cap = state.capture(image_id)
-        tiles, lo, hi = state.layer_tiles(cap, layer)
-        a = np.asarray(cap.acts[str(layer)], dtype=np.float32)
-        flat = tiles.reshape(tiles.shape[0], -1)
-        cmax = flat.max(axis=1)
-        dead = _dead_channels(cap, layer)
-        return LayerStats(
-            image=image_id, layer=layer, name=m.layers[layer].name, shape=[int(d) for d in a.shape],
-            min=lo, max=hi, mean=float(a.mean()), std=float(a.std()), zero_fraction=float((a == 0).mean()),
-            channels=int(tiles.shape[0]), dead_on_image=len(dead), dead_channels=dead,
-            channel_max=[round(float(x), 6) for x in cmax], channel_mean=[round(float(x), 6) for x in flat.mean(1)],
-        )
+        payloads.layer_info(m, layer)  # 404 before the capture
+        return LayerStats(image=image_id, **payloads.layer_stats(state, state.capture(image_id), layer))
 
     @app.get("/api/images/{image_id}/layers/{layer}/tiles/{channel}.png", responses=png, response_class=Response,
              summary="One filter's map as a coloured PNG (one pixel per activation)")
     def tile(image_id: str = ImageId, layer: int = PathParam(ge=0, le=100_000),
              channel: int = PathParam(ge=0, le=1_000_000), cmap: Colormap = "viridis",
              normalize: Normalize = "tile", scale: int = Query(1, ge=1, le=16)) -> Any:
-        from ..render import apply_colormap
-        from ..render.colors import unit_scale
-
-        layer_or_404(layer)
-        cap = state.capture(image_id)
-        tiles, lo, hi = state.layer_tiles(cap, layer)
-        if channel >= tiles.shape[0]:
-            raise _http(404, f"layer {layer} has {tiles.shape[0]} filters; channel {channel} does not exist")
-        t = tiles[channel]
-        v = unit_scale(t) if normalize == "tile" else unit_scale(t, lo, hi)
-        rgb = apply_colormap(v, cmap)
-        if scale > 1 and max(rgb.shape[:2]) * scale <= 2048:
-            rgb = rgb.repeat(scale, axis=0).repeat(scale, axis=1)
-        return Response(_png(rgb), media_type="image/png", headers=_cache_headers())
+        payloads.layer_info(m, layer)
+        png = payloads.tile_png(state, state.capture(image_id), layer, channel, cmap, normalize, scale)
+        return Response(png, media_type="image/png", headers=_cache_headers())
 
     @app.get("/api/images/{image_id}/layers/{layer}/picture.png", responses=png, response_class=Response,
              summary="The whole layer as one picture, as the report draws it: a bar chart for 1x1 maps "
                      "(global pools, squeeze-excite), a channels x time image for 1-D maps, else a tile grid")
     def picture(image_id: str = ImageId, layer: int = PathParam(ge=0, le=100_000), cmap: Colormap = "viridis",
                 normalize: Normalize = "tile", width: int = Query(720, ge=200, le=2000)) -> Any:
-        from ..render import render_layer
-
-        info = layer_or_404(layer)
-        cap = state.capture(image_id)
-        key = str(layer)
-        if key not in cap.acts:
-            raise _http(404, f"layer {layer} was not captured for this image")
-        pic = render_layer(info.name, np.asarray(cap.acts[key]), cap.acts.layers.get(key), cmap=cmap,
-                           normalize=normalize, max_width=width, channel_numbers=True)
-        return Response(_png(np.asarray(pic.image.convert("RGB"))), media_type="image/png", headers=_cache_headers())
+        payloads.layer_info(m, layer)
+        png = payloads.picture_png(state, state.capture(image_id), layer, cmap, normalize, width)
+        return Response(png, media_type="image/png", headers=_cache_headers())
 
     @app.get("/api/images/{image_id}/layers/{layer}/heatmap.png", responses=png, response_class=Response,
              summary="A filter's map (or, with channel=-1, the mean of the layer's maps) over the image")
     def heatmap(image_id: str = ImageId, layer: int = PathParam(ge=0, le=100_000),
                 channel: int = Query(-1, ge=-1, le=1_000_000), alpha: float = Query(0.4, ge=0.0, le=1.0),
                 cmap: Colormap = "jet") -> Any:
-        from ..render import overlay
-
-        info = layer_or_404(layer)
-        if info.layout not in ("NCHW", "NHWC", "NCDHW", "NDHWC"):
-            raise _http(422, f"layer {info.name} has no spatial maps (layout {info.layout}); pick a conv or pool layer")
-        cap = state.capture(image_id)
-        tiles, _, _ = state.layer_tiles(cap, layer)
-        if channel >= tiles.shape[0]:
-            raise _http(404, f"layer {layer} has {tiles.shape[0]} filters; channel {channel} does not exist")
-        heat = tiles.mean(axis=0) if channel < 0 else tiles[channel]
-        img = overlay(cap.display, heat, cmap=cmap, alpha=alpha)
-        return Response(_png(np.asarray(img)), media_type="image/png", headers=_cache_headers())
+        payloads.spatial_layer(m, layer)  # refused before the capture
+        png = payloads.heatmap_png(state, state.capture(image_id), layer, channel, alpha, cmap)
+        return Response(png, media_type="image/png", headers=_cache_headers())
 
     @app.get("/api/images/{image_id}/cam.png", responses=png, response_class=Response,
              summary="Class activation map over the image (class_index=-1: the top class)")
     def cam(image_id: str = ImageId, class_index: int = Query(-1, ge=-1, le=100_000),
             alpha: float = Query(0.45, ge=0.0, le=1.0), cmap: Colormap = "jet",
             output: str | None = Query(None, max_length=256, description="classifier output of class_index")) -> Any:
-        from ..render import overlay
+        png, extra = payloads.cam_png(m, state.capture(image_id), class_index, cam_layer, output or class_output,
+                                      alpha, cmap)
+        return Response(png, media_type="image/png", headers={**_cache_headers(), **extra})
 
-        cap = state.capture(image_id)
-        found = _class_map(m, cap, class_index, cam_layer, output or class_output)
-        if found is None:
-            raise _http(422, "this model has no spatial layer to compute a class activation map from")
-        heat, extra = found
-        img = overlay(cap.display, heat, cmap=cmap, alpha=alpha)
-        return Response(_png(np.asarray(img)), media_type="image/png", headers={**_cache_headers(), **extra})
+    app.state.exemplars = ExemplarJobs(state, exemplar_top)
+    add_exemplar_routes(app, app.state.exemplars)
 
     # -- the page -----------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)

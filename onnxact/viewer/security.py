@@ -4,7 +4,6 @@ Its own stage because these are the rules every request passes through, whatever
 keeping them together makes the security review (tests/test_viewer_security.py) one file's read.
 """
 
-import io
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,10 +14,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import OnnxactError
+from .checks import _ALLOWED_FORMATS, _ID_PATTERN, MAX_UPLOAD_BYTES, _http, check_upload
 
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024
-_ALLOWED_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp", "TIFF": ".tif"}
-_ID_PATTERN = r"^[gu][0-9a-f]{16}$"
+__all__ = ["BodyLimit", "check_upload", "cross_site", "install_guards", "MAX_UPLOAD_BYTES", "_ALLOWED_FORMATS",
+           "_ID_PATTERN", "_http"]
+
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -54,44 +54,6 @@ class BodyLimit:
             return msg
 
         await self.app(scope, counted, send)
-
-
-def _http(status: int, detail: str) -> Exception:
-    return HTTPException(status_code=status, detail=detail)
-
-
-def check_upload(data: bytes, max_upload: int) -> str:
-    """The Pillow format name of an upload, after refusing empty, oversized, non-image and bomb files.
-
-    Identifying the format is not enough (a header can lie), so the whole image is decoded once
-    with the pixel-count limit of :func:`onnxact.preprocess.load_image` before it is kept.
-    """
-    from PIL import Image
-
-    from ..limits import decode_slot
-    from ..preprocess import load_image
-
-    if not data:
-        raise _http(422, "the uploaded file is empty")
-    if len(data) > max_upload:
-        limit = f"{max_upload // 2**20} MB" if max_upload >= 2**20 else f"{max_upload:,}-byte"
-        raise _http(413, f"the upload is over the {limit} limit")
-    try:
-        fmt = Image.open(io.BytesIO(data)).format
-    except Image.DecompressionBombError:
-        raise _http(422, "the uploaded image has too many pixels to decode safely; resize it first") from None
-    except Exception:  # noqa: BLE001 - any failure to identify means "not an image"
-        fmt = None
-    if fmt not in _ALLOWED_FORMATS:
-        raise _http(415, "the upload is not an image in a supported format (PNG, JPEG, GIF, BMP, WebP, TIFF)")
-    try:
-        with decode_slot():
-            load_image(data)  # full decode, within the decoded-bytes bound (refused from the header)
-    except OnnxactError as e:
-        raise _http(422, str(e)) from None
-    except Exception:  # noqa: BLE001 - Pillow raises many types for hostile files
-        raise _http(422, "the upload could not be decoded as an image") from None
-    return fmt
 
 
 def _host_name(value: str) -> str:
@@ -152,7 +114,8 @@ def install_guards(app: FastAPI, allowed_hosts: list[str] | None,
 
     @app.exception_handler(OnnxactError)
     async def onnxact_error(request: Request, exc: OnnxactError) -> Any:
-        return JSONResponse({"detail": public(str(exc))}, status_code=422)
+        # a RequestError carries its status (404 for an unknown id or layer); any other: bad input
+        return JSONResponse({"detail": public(str(exc))}, status_code=getattr(exc, "status", 422))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Any:

@@ -21,7 +21,7 @@ from ..activations import Activations
 from ..errors import InputError, OnnxactError
 from ..model import Model
 from .cache import Capture, LRUCache
-from .security import _ALLOWED_FORMATS, MAX_UPLOAD_BYTES, _http, check_upload
+from .checks import _ALLOWED_FORMATS, MAX_UPLOAD_BYTES, _http, check_upload
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MAX_UPLOADS = 64
@@ -60,6 +60,10 @@ class ViewerState:
                  cache_entries: int = 16, cache_bytes: int = 1 << 30, max_upload: int = MAX_UPLOAD_BYTES,
                  preprocess: dict[str, Any] | None = None) -> None:
         self.model = model
+        # one image instead of a folder: the gallery is that file alone, in its folder
+        self.single: str | None = images_dir.name if images_dir is not None and images_dir.is_file() else None
+        if images_dir is not None and self.single is not None:
+            images_dir = images_dir.parent
         self.root = images_dir.resolve() if images_dir is not None else None
         self.labels = labels
         self.max_upload = max_upload
@@ -81,6 +85,7 @@ class ViewerState:
         self.preprocess: dict[str, Any] = dict(preprocess or {})
         self.dataset_dead: dict[str, int] | None = None  # {layer name: dead count} from onnxact.stats
         self.dataset_images = 0
+        self.on_close: list[Any] = []  # callables run by close(): background jobs to stop
 
     def scan_dead_filters(self, limit: int = 64) -> None:
         """Dead filters over (up to ``limit``) gallery images with onnxact.stats; run in a background thread."""
@@ -103,6 +108,8 @@ class ViewerState:
             logging.getLogger("onnxact.viewer").warning("dead-filter scan of the gallery failed", exc_info=True)
 
     def close(self) -> None:
+        for stop in self.on_close:
+            stop()
         self._tmp.cleanup()
 
     # -- images -----------------------------------------------------------------------------
@@ -111,7 +118,8 @@ class ViewerState:
         if self.root is None:
             return []
         found: dict[str, ImageEntry] = {}
-        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
+        walk = [(str(self.root), [], [self.single])] if self.single else os.walk(self.root, followlinks=False)
+        for dirpath, dirnames, filenames in walk:
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for fn in sorted(filenames):
                 if fn.startswith(".") or not fn.lower().endswith(IMAGE_EXTENSIONS):

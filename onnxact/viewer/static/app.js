@@ -147,7 +147,7 @@ async function loadMoreImages() {
   }
 }
 
-async function selectImage(id) {
+async function selectImage(id, name) {
   S.image = id;
   S.camClass = -1;
   S.camOutput = null;
@@ -157,7 +157,7 @@ async function selectImage(id) {
   const prev = $("#input-preview");
   prev.src = `${imgBase()}/image.png?size=384`;
   prev.hidden = false;
-  $("#input-name").textContent = im ? im.name : id;
+  $("#input-name").textContent = im ? im.name : (name || id);
   status("Capturing activations…");
   try {
     const p = await (await api(`${imgBase()}/predictions?k=5`)).json();
@@ -264,7 +264,9 @@ function renderTiles(L, token) {
     const img = el("img", { loading: "lazy", decoding: "async", alt: `filter ${c}`, src: tileUrl(c) });
     img.addEventListener("load", () => tileLoaded(token, start, n));
     img.addEventListener("error", () => tileLoaded(token, start, n));
-    const t = el("div", { class: `tile${S.overlay ? " smooth" : ""}`, "data-ch": c, onclick: () => openModal(c) },
+    const t = el("div", { class: `tile${S.overlay ? " smooth" : ""}`, "data-ch": c, tabindex: "0", role: "button",
+      "aria-label": `filter ${c}: enlarge, with its top images over the folder`, onclick: () => openModal(c, true),
+      onkeydown: (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); openModal(c, true); } } },
       img, el("span", { class: "ch", text: `#${c}` }));
     if (S.overlay) t.style.backgroundImage = bg;
     frag.append(t);
@@ -385,7 +387,7 @@ function applyOverlay() {
 }
 
 // ------------------------------------------------------------------ modal
-function openModal(ch) {
+function openModal(ch, fresh = false) {
   const L = S.model.layers[S.layer];
   const dims = mapDims(L);
   const stage = $("#modal-stage");
@@ -397,10 +399,103 @@ function openModal(ch) {
   $("#modal-title").textContent = `${L.name} · filter ${ch} of ${L.channels}`;
   const s = S.stats && S.stats.layer === S.layer ? S.stats : null;
   $("#modal-meta").textContent = s ? `max ${fmt(s.channel_max[ch])} · mean ${fmt(s.channel_mean[ch])}${s.dead_channels.includes(ch) ? " · dead on this image" : ""} · ← → to step through filters` : "";
+  const wasHidden = $("#modal").hidden;
   $("#modal").hidden = false;
   $("#modal").dataset.ch = ch;
+  if (wasHidden) { EX.returnFocus = document.activeElement; $("#modal-close").focus(); }
+  showExemplars(S.layer, ch, fresh);
 }
-const closeModal = () => { $("#modal").hidden = true; };
+const closeModal = () => {
+  $("#modal").hidden = true;
+  EX.want = null;
+  if (EX.returnFocus && document.contains(EX.returnFocus)) EX.returnFocus.focus();
+};
+
+// ------------------------------------------------------------------ exemplars: a filter's top images over the folder
+// One scan of IMAGES_DIR (POST /api/exemplars) in the background; the panel polls its progress,
+// then shows the filter's top crops. The page posts on its first panel and on "Rescan": each POST
+// walks the folder again (seconds for 100,000 files, so not on every tile) and the server reuses
+// its cached result when no file was added, removed or changed.
+const EX = { status: null, lists: new Map(), want: null, timer: null, returnFocus: null, posted: false };
+
+function exStatusText(st) {
+  if (st.state === "running") return `Computing the top images of every filter: ${st.done} of ${st.total} images…`;
+  if (st.state === "failed" || st.state === "unavailable") return st.error || st.state;
+  return "";
+}
+
+function exShowStatus(st) {
+  $("#ex-title").textContent = st.folder ? `Top images over ${st.folder}` : "Top images";
+  const bar = $("#ex-progress");
+  bar.hidden = st.state !== "running";
+  bar.max = Math.max(st.total, 1);
+  bar.value = st.done;
+  const s = $("#ex-status");
+  s.textContent = exStatusText(st);
+  s.classList.toggle("error", st.state === "failed" || st.state === "unavailable");
+}
+
+async function showExemplars(layer, ch, fresh) {
+  const want = `${layer}/${ch}`;
+  EX.want = want;
+  clearTimeout(EX.timer);
+  const box = $("#exemplars");
+  box.dataset.ready = "";
+  $("#ex-list").replaceChildren();
+  try {
+    let st = await (await api("/api/exemplars")).json();
+    if (st.state !== "unavailable" && ((fresh && !EX.posted) || st.state === "idle")) {
+      st = await (await api("/api/exemplars", { method: "POST" })).json();
+      EX.posted = true;
+    }
+    $("#ex-rescan").hidden = st.state === "unavailable";
+    while (EX.want === want && st.state === "running") {
+      exShowStatus(st);
+      await new Promise((res) => { EX.timer = setTimeout(res, 300); });
+      if (EX.want !== want) return;
+      st = await (await api("/api/exemplars")).json();
+    }
+    if (EX.want !== want) return;
+    EX.status = st;
+    exShowStatus(st);
+    if (st.state !== "done") { box.dataset.ready = want; return; }
+    const key = `${st.scan}/${want}`;
+    let list = EX.lists.get(key);
+    if (!list) {
+      list = await (await api(`/api/exemplars/layers/${layer}/channels/${ch}`)).json();
+      EX.lists.set(key, list);
+    }
+    if (EX.want !== want) return;
+    renderExemplars(list, st);
+  } catch (e) {
+    if (EX.want !== want) return;
+    const s = $("#ex-status");
+    s.textContent = e.message;
+    s.classList.add("error");
+    $("#ex-progress").hidden = true;
+  }
+  box.dataset.ready = want;
+}
+
+function renderExemplars(list, st) {
+  const ol = $("#ex-list");
+  const num = (v) => (v === null ? "not finite" : fmt(v));
+  const items = list.top.map((e) => el("li", { class: "ex-item" },
+    el("button", { class: "ex-btn", type: "button", "data-image": e.image, "data-value": String(e.value),
+      title: `${e.image}: max ${e.value} at map position ${e.position.join(", ")}; box ${e.box.join(", ")} in image pixels` +
+        (e.id ? "; click to open this image" : ""),
+      onclick: () => { if (!e.id) return; closeModal(); selectImage(e.id, e.image); } },
+      el("img", { src: `/api/exemplars/layers/${list.layer}/channels/${list.channel}/${e.rank}.png?size=160&scan=${st.scan}`,
+        alt: `top ${e.rank + 1}: ${e.image}, max ${num(e.value)}`, loading: "lazy" }),
+      el("span", { class: "ex-value", text: num(e.value) }),
+      el("span", { class: "ex-name", text: e.image.split("/").pop() }))));
+  ol.replaceChildren(...items);
+  const notes = [`filter ${list.channel}'s highest maxima over ${list.images} image${list.images === 1 ? "" : "s"}`];
+  if (list.top.length < st.top) notes.push(`only ${list.top.length} shown: the folder has fewer than ${st.top} usable images`);
+  if (list.top.length && list.top.every((e) => e.value !== null && e.value <= 0)) notes.push("this filter never fires on the folder (max ≤ 0 everywhere)");
+  if (st.skipped) notes.push(`${st.skipped} unreadable image${st.skipped === 1 ? "" : "s"} skipped`);
+  $("#ex-status").textContent = notes.join(" · ");
+}
 
 // ------------------------------------------------------------------ wiring
 function setView(v) {
@@ -424,6 +519,10 @@ function wire() {
     if (g.scrollLeft + g.clientWidth >= g.scrollWidth - 200 || g.scrollTop + g.clientHeight >= g.scrollHeight - 200) loadMoreImages();
   });
   $("#modal-close").addEventListener("click", closeModal);
+  $("#ex-rescan").addEventListener("click", () => {
+    EX.posted = false;
+    if (!$("#modal").hidden) showExemplars(S.layer, +$("#modal").dataset.ch, true);
+  });
   $("#modal").addEventListener("click", (e) => { if (e.target.id === "modal") closeModal(); });
   document.addEventListener("keydown", (e) => {
     if (!$("#modal").hidden) {
@@ -432,6 +531,13 @@ function wire() {
       const ch = +$("#modal").dataset.ch;
       if (e.key === "ArrowRight" && ch + 1 < n) openModal(ch + 1);
       if (e.key === "ArrowLeft" && ch > 0) openModal(ch - 1);
+      if (e.key === "Tab") { // keep the focus inside the dialog: close button, then the top images
+        const f = [...$("#modal").querySelectorAll("button")];
+        const i = f.indexOf(document.activeElement);
+        const next = e.shiftKey ? (i <= 0 ? f.length - 1 : i - 1) : (i + 1) % f.length;
+        e.preventDefault();
+        f[next].focus();
+      }
       return;
     }
     if (e.target.tagName === "INPUT" || !S.model || S.layer === null) return;
