@@ -17,8 +17,8 @@ and ``[N, C, W]`` maps are read as ``[N, C, 1, 1]`` and ``[N, C, 1, W]``):
 Why not one ``ArgMax`` over the flattened map: onnxruntime 1.32's ArgMax is a scalar loop, about
 20x slower than its vectorised ``ReduceMax`` (a [8, 64, 112, 112] map: 45 ms against 2 ms on the
 dev machine). So: each row's max (``ReduceMax`` over W, the one pass over the map), the first row
-holding the maximum (``ArgMax`` over H values), that row gathered (``GatherElements``, W values),
-and the first column in it (``ArgMax`` over W values).
+holding the maximum (``ArgMax`` over H values), that row gathered (``GatherND`` with two batch
+dims, W values), and the first column in it (``ArgMax`` over W values).
 
 A Keras export's channels-last tensor made by a ``Transpose`` of a channels-first one is read on
 its channels-first side (the same values; :mod:`onnxact.stats_graph` does the same). Any other
@@ -153,20 +153,23 @@ def add_channel_argmax(
         tail.append(reduce("ReduceMax", x, rows, [3]))  # [N, C, H]
         tail.append(helper.make_node("ArgMax", [rows], [row], axis=2, keepdims=1, name=f"{row}/ArgMax"))
         tail.append(helper.make_node("GatherElements", [rows, row], [val], axis=2, name=f"{val}/Gather"))
-        tail.append(unsqueeze(row, row4, [3]))  # [N, C, 1, 1]
-        if isinstance(width, int) and width > 0:
-            expand_to = ints(f"expand{width}", [1, 1, 1, width])
-        else:
-            dims = f"{tag}/dims"
-            tail.append(helper.make_node("Shape", [x], [dims], name=f"{dims}/Shape"))
-            tail.append(helper.make_node("Slice", [dims, ints("three", [3]), ints("four", [4])], [f"{tag}/w"],
-                                         name=f"{tag}/SliceW"))
-            tail.append(helper.make_node("Concat", [ints("ones3", [1, 1, 1]), f"{tag}/w"], [f"{tag}/expand"], axis=0,
-                                         name=f"{tag}/ExpandShape"))
-            expand_to = f"{tag}/expand"
-        tail.append(helper.make_node("Expand", [row4, expand_to], [idx], name=f"{idx}/Expand"))  # [N, C, 1, W]
-        tail.append(helper.make_node("GatherElements", [x, idx], [line], axis=2, name=f"{line}/Gather"))
-        tail.append(squeeze(line, line3, 2))  # [N, C, W]
+        if opset >= 12:  # the row itself, [N, C, W]: one slice copy per channel
+            tail.append(helper.make_node("GatherND", [x, row], [line3], batch_dims=2, name=f"{line3}/GatherND"))
+        else:  # GatherND has no batch_dims before opset 12: the row index spread over W, then GatherElements
+            tail.append(unsqueeze(row, row4, [3]))  # [N, C, 1, 1]
+            if isinstance(width, int) and width > 0:
+                expand_to = ints(f"expand{width}", [1, 1, 1, width])
+            else:
+                dims = f"{tag}/dims"
+                tail.append(helper.make_node("Shape", [x], [dims], name=f"{dims}/Shape"))
+                tail.append(helper.make_node("Slice", [dims, ints("three", [3]), ints("four", [4])], [f"{tag}/w"],
+                                             name=f"{tag}/SliceW"))
+                tail.append(helper.make_node("Concat", [ints("ones3", [1, 1, 1]), f"{tag}/w"], [f"{tag}/expand"],
+                                             axis=0, name=f"{tag}/ExpandShape"))
+                expand_to = f"{tag}/expand"
+            tail.append(helper.make_node("Expand", [row4, expand_to], [idx], name=f"{idx}/Expand"))  # [N, C, 1, W]
+            tail.append(helper.make_node("GatherElements", [x, idx], [line], axis=2, name=f"{line}/Gather"))
+            tail.append(squeeze(line, line3, 2))  # [N, C, W]
         tail.append(helper.make_node("ArgMax", [line3], [col], axis=2, keepdims=1, name=f"{col}/ArgMax"))
         # [N, C]: over the channels too ([N]) was several times slower in onnxruntime 1.32 (a
         # reduction to N values parallelises over N only); the host averages the channels

@@ -5,9 +5,10 @@ Layout of the folder::
     exemplars.json                  the whole result (issue 15 schema)
     index.html                      the layers, linked
     layers/<layer>/index.html       per channel: its top crops in a row, its activation map beside them
-    layers/<layer>/c<ch>_<rank>.png one crop per entry: the box of the original image, upscaled
-                                    (nearest) so that a 7-pixel field is still visible
     layers/<layer>/c<ch>_map.png    the channel's map on its top image, colour-mapped
+    crops/<n>.png                   one crop per distinct (image, box) (each entry's ``crop`` in the
+                                    JSON): the box of the original image, upscaled (nearest) so
+                                    that a 7-pixel field is still visible
 
 Why maps are re-captured here: the scan keeps only K values per channel (bounded memory), so
 the map beside each row is computed again, one capture per distinct top-1 image (all layers at
@@ -65,27 +66,41 @@ def _layer_dirs(names: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _crops(ex: Any, dirs: dict[str, str], root: Path) -> dict[tuple[str, int, int], str]:
-    """Cut every entry's box from its original image; {(layer, channel, rank): relative path}."""
+def _crops(ex: Any, root: Path) -> dict[tuple[str, int, int], str]:
+    """Cut every entry's box from its original image; {(layer, channel, rank): path under ``root``}.
+
+    One PNG per distinct (image, box): channels that share their top image and box (a whole-image
+    field, dead channels at (0, 0)) share the file. Each original is decoded once; crops are scaled
+    and encoded on a few threads (Pillow's resize and zlib release the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from .preprocess import load_image
     from .render import save_png
 
-    jobs: dict[str, list[tuple[str, int, int, tuple[int, int, int, int]]]] = {}
+    jobs: dict[str, dict[tuple[int, int, int, int], list[tuple[str, int, int]]]] = {}
     for name, chans in ex.layers.items():
         for c, entries in enumerate(chans):
             for r, e in enumerate(entries):
-                jobs.setdefault(e.image, []).append((name, c, r, e.box))
+                jobs.setdefault(e.image, {}).setdefault(tuple(e.box), []).append((name, c, r))
     out: dict[tuple[str, int, int], str] = {}
-    for image, todo in jobs.items():
-        try:
-            img = load_image(image).convert("RGB")
-        except Exception:  # noqa: BLE001 - an array sample, or an image gone since the scan: no crop
-            continue
-        for name, c, r, box in todo:
-            rel = f"layers/{dirs[name]}/c{c}_{r}.png"
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            save_png(_scaled(img.crop(box)), root / rel)
-            out[(name, c, r)] = rel
+    (root / "crops").mkdir(parents=True, exist_ok=True)
+    n = 0
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for image, boxes in jobs.items():
+            try:
+                img = load_image(image).convert("RGB")
+            except Exception:  # noqa: BLE001 - an array sample, or an image gone since the scan: no crop
+                continue
+            futures = []
+            for box, users in boxes.items():
+                rel = f"crops/{n}.png"
+                n += 1
+                piece = img.crop(box)  # cut here, scaled and encoded on the pool
+                futures.append(pool.submit(lambda p=piece, rel=rel: save_png(_scaled(p), root / rel)))
+                for u in users:
+                    out[u] = rel
+            for f in futures:  # one original in memory at a time; errors surface here
+                f.result()
     return out
 
 
@@ -143,23 +158,24 @@ def _layer_page(ex: Any, name: str, crops: dict[tuple[str, int, int], str], maps
     rows = []
     for c, entries in enumerate(ex.layers[name]):
         cells = []
+        note = ""
         if entries and all(x.value == 0 for x in entries) and ex.images >= len(entries):
-            cells.append("<span class='muted'>max 0 on every image shown: this filter does not fire on these "
-                         "images (see <code>onnxact check</code>)</span>")
+            note = ("<div class='muted'>max 0 on every image shown: this filter does not fire on these images "
+                    "(see <code>onnxact check</code>)</div>")
         m = maps.get((name, c))
         if m:
-            cells.append(f"<figure class='map'><img src='{e(_href(m.split('/', 2)[2]), quote=True)}' "
+            cells.append(f"<figure class='map'><img src='{e(_href(m.rsplit('/', 1)[1]), quote=True)}' "
                          f"alt='{e(f'channel {c} map', quote=True)}'><figcaption>map on #1</figcaption></figure>")
         for r, x in enumerate(entries):
             rel = crops.get((name, c, r))
             what = f"{os.path.basename(x.image)} max {x.value:.4g} at {x.position}"
             tip = f"{x.image}: max {x.value:.6g} at row {x.position[0]}, col {x.position[1]}; box {list(x.box)}"
-            img = (f"<img src='{e(_href(rel.split('/', 2)[2]), quote=True)}' alt='{e(what, quote=True)}' "
+            img = (f"<img src='{e(depth + _href(rel), quote=True)}' alt='{e(what, quote=True)}' "
                    f"title='{e(tip, quote=True)}' loading='lazy'>" if rel else f"<span class='muted'>{e(what)}</span>")
             cells.append(f"<figure>{img}<figcaption>{e(os.path.basename(x.image))}<br>{x.value:.4g}</figcaption></figure>")
         if not entries:
             cells.append("<span class='muted'>no image</span>")
-        rows.append(f"<tr id='c{c}'><th>{c}</th><td><div class='ex'>{''.join(cells)}</div></td></tr>")
+        rows.append(f"<tr id='c{c}'><th>{c}</th><td>{note}<div class='ex'>{''.join(cells)}</div></td></tr>")
     style = ("<style>.ex{display:flex;gap:8px;flex-wrap:wrap;align-items:flex-end}figure{margin:0;text-align:center;"
              "font-size:11px;color:#555}figure img{image-rendering:pixelated;display:block}figure.map{padding-right:8px;"
              "border-right:2px solid #cfd8dc}th{vertical-align:middle}td{text-align:left}</style>")
@@ -206,10 +222,13 @@ def write_exemplars(ex: Any, folder: str | os.PathLike[str], *, force: bool = Fa
         inputs["model"] = [ex.model_path]
     with output_folder(folder, force=force, inputs=inputs) as out:
         root = out.staging
-        write_text(root / "exemplars.json", json.dumps(ex.to_json(), indent=1) + "\n")
+        doc = ex.to_json()
+        dirs = _layer_dirs(list(ex.layers))
+        cut = _crops(ex, root) if crops else {}
+        for (name, c, r), rel in cut.items():  # each entry's crop file, beside its box
+            doc["layers"][name][c]["top"][r]["crop"] = rel
+        write_text(root / "exemplars.json", json.dumps(doc, indent=1) + "\n")
         if crops or pages:
-            dirs = _layer_dirs(list(ex.layers))
-            cut = _crops(ex, dirs, root) if crops else {}
             maps = _maps(ex, dirs, root) if pages else {}
             if pages:
                 for name in ex.layers:

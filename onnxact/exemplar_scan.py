@@ -128,6 +128,13 @@ class ExemplarRunner:
         self._fetch = [o.name for o in proto.graph.output]
         b = data.shape[0] if data.shape else None
         self.fixed_batch = b if isinstance(b, int) and b > 0 else None
+        # Batches run in chunks whose largest map stays in cache while its reductions read it, as
+        # the dead-filter scan's StatsRunner does (the same bound).
+        from .stats_runner import StatsRunner, _map_bytes
+
+        biggest = max((_map_bytes(layer) for layer in self.layers), default=0)
+        chunk = StatsRunner.CHUNK_BYTES // biggest if biggest else 0
+        self.chunk = 0 if self.fixed_batch or chunk < 2 else int(chunk)
 
     def _values(self, x: np.ndarray) -> dict[str, np.ndarray]:
         from .run import quiet_run_options, run_failure
@@ -140,6 +147,9 @@ class ExemplarRunner:
     def _run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
         fb = self.fixed_batch
         n = int(x.shape[0])
+        if not fb and self.chunk and n > self.chunk:
+            parts = [self._values(x[i:i + self.chunk]) for i in range(0, n, self.chunk)]
+            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         if not fb or fb == n:
             return self._values(x)
         parts = []

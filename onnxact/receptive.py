@@ -174,13 +174,16 @@ def _resize(node: Any, f: Field, consts: Any, fields: Mapping[str, Field], layou
     return Field(_scale_axis(f.y, fy, mode), _scale_axis(f.x, fx, mode), f.whole)
 
 
-def _whole(f: Field) -> Field:
-    return Field(Axis(f.y.jump, math.inf, f.y.start, 1), Axis(f.x.jump, math.inf, f.x.start, 1), True)
+def _whole(f: Field, pooled: bool) -> Field:
+    """Every input pixel; ``pooled``: a global pool or reduction (one cell, broadcast when merged)."""
+    n = 1 if pooled else None
+    return Field(Axis(f.y.jump, math.inf, f.y.start, n), Axis(f.x.jump, math.inf, f.x.start, n), True)
 
 
 def _largest(fs: Sequence[Field]) -> Field:
-    """The field of a merge: the largest of the inputs that are not broadcast over space."""
-    spatial = [f for f in fs if f.whole or not (f.y.length == 1 and f.x.length == 1)]
+    """The field of a merge: the largest of the inputs that are not broadcast over space (a
+    squeeze-excite gate, one cell, multiplying a map keeps the map's field)."""
+    spatial = [f for f in fs if not (f.y.length == 1 and f.x.length == 1)]
     pool = spatial or list(fs)
     return max(pool, key=lambda f: (f.whole, f.y.size * f.x.size))
 
@@ -221,7 +224,7 @@ def receptive_fields(model: Any, tensors: Sequence[str] | None = None,
         elif op in ("Resize", "Upsample") and not f.whole:
             f = _resize(node, fields.get(node.input[0], f), consts, fields, layouts.get(node.input[0], "NCHW"))
         elif op in _GLOBAL or (op == "MatMul" and len(ins) > 1):
-            f = _whole(f)
+            f = _whole(f, op.startswith(("Global", "QLinearGlobal", "Reduce")))
         elif op in ("SpaceToDepth", "DepthToSpace") and not f.whole:
             b = int(_attr(node, "blocksize", 1)) or 1
             if op == "SpaceToDepth":

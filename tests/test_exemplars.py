@@ -179,3 +179,25 @@ def test_json_schema(photos):
                 assert set(e) >= {"image", "value", "box"} and len(e["box"]) == 4
     back = onnxact.Exemplars.from_json(d)
     assert back.layers["pool5"][3] == ex.layers["pool5"][3]
+
+
+def test_rapidocr_det_letterboxed_matches_capture(photos, tmp_path):
+    """PP-OCRv4 det (dynamic H/W, letterboxed at one size for the scan, weights in Constants): the
+    top list of a stride-8 layer equals the whole-map capture's."""
+    from tests.subjects import rapidocr_models
+
+    det = rapidocr_models()["det"]
+    d = tmp_path / "four"
+    d.mkdir()
+    for name in ("page.png", "coffee.png", "rocket.jpg", "camera.png"):
+        shutil.copy(photos / name, d / name)
+    m = onnxact.load(det)
+    layer = "conv2d_401"  # a Conv + HardSwish at stride 8 of the backbone
+    assert layer in [li.name for li in m.layers]
+    ex = onnxact.find_exemplars(m, d, top=3, layers=[layer], size=(320, 320))
+    assert ex.resize == "letterbox" and ex.input_size == (320, 320)
+    ref = reference(det, d, layer, size=(320, 320))
+    for c, entries in enumerate(ex.layers[layer]):
+        assert [e.image for e in entries] == [w[0] for w in ref[c][:3]], c
+        np.testing.assert_allclose([e.value for e in entries], [w[1] for w in ref[c][:3]], rtol=1e-4, atol=1e-5)
+        assert [e.position for e in entries] == [w[2] for w in ref[c][:3]], c

@@ -38,17 +38,16 @@ def test_cli_writes_json_crops_and_pages(photos, tmp_path, capsys):
         assert "<script src" not in page and "http" not in page.replace("http-equiv", "")
         for c in chans:
             assert len(c["top"]) == 3
-            for r in range(len(c["top"])):
-                crop = out / "layers" / name / f"c{c['channel']}_{r}.png"
-                with Image.open(crop) as im:
+            for e in c["top"]:
+                with Image.open(out / e["crop"]) as im:
                     assert min(im.size) >= 1 and im.format == "PNG"
-                assert f"c{c['channel']}_{r}.png" in page
+                assert f"../../{e['crop']}" in page
     index = (out / "index.html").read_text()
     assert "layers/conv2/index.html" in index and "layers/pool5/index.html" in index
     # a crop is the box of the original image, upscaled: its aspect follows the box
     e = d["layers"]["conv2"][0]["top"][0]
     x0, y0, x1, y1 = e["box"]
-    with Image.open(out / "layers" / "conv2" / "c0_0.png") as im:
+    with Image.open(out / e["crop"]) as im:
         assert abs(im.size[0] / im.size[1] - (x1 - x0) / (y1 - y0)) < 0.1
 
 
@@ -114,3 +113,17 @@ def test_ray_json_equals_local(photos):
         ray.shutdown()
     assert json.dumps(remote, sort_keys=True) == json.dumps(local, sort_keys=True)
     assert seen and seen[-1] == (6, 6)
+
+
+def test_pages_escape_names(photos, tmp_path):
+    """A layer or image name with markup is text on the pages, and its folder name is safe."""
+    from onnxact.exemplars import Exemplar, Exemplars
+
+    img = str(photos / "coffee.png")
+    name = "<script>alert('x')</script>/../conv"
+    ex = Exemplars("m<b>.onnx", 1, 1, {name: [[Exemplar(img, 1.5, (0, 0, 10, 10), (0, 0))]]}, {name: 0.5}, [])
+    out = ex.save(tmp_path / "esc")
+    pages = [p.read_text() for p in out.rglob("index.html")]
+    assert len(pages) == 2 and all("<script>alert" not in p and "<b>.onnx" not in p for p in pages)
+    assert any("&lt;script&gt;alert" in p for p in pages)
+    assert all(p.resolve().is_relative_to(out.resolve()) for p in out.rglob("*"))

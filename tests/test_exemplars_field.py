@@ -134,3 +134,17 @@ def test_auto_pad(tmp_path, auto_pad):
     # SAME_UPPER at 9 px, stride 2: out 5, total pad 2, 1 before -> cell 0 centred on pixel 0 (0.5)
     want_start, want_len = (0.5, 5) if auto_pad == "SAME_UPPER" else (1.5, 4)
     assert (f.x.start, f.x.length, f.x.size, f.x.jump) == (want_start, want_len, 3.0, 2.0)
+
+
+def test_equal_maxima_give_the_first_position_in_reading_order(tmp_path):
+    """Two equally bright spots: the position is the first in reading order, as a row-major argmax."""
+    model = _model(tmp_path / "c3.onnx", [("Conv", 3, 1, 1)] * 2)
+    d = tmp_path / "imgs"
+    d.mkdir()
+    a = np.zeros((32, 32), np.uint8)
+    a[12, 3] = a[5, 20] = 255  # (row, col): (5, 20) comes first
+    Image.fromarray(a, "L").save(d / "two.png")
+    ex = onnxact.find_exemplars(model, d, top=1)
+    for entries in ex.layers[list(ex.layers)[-1]]:
+        assert entries[0].position == (5, 20)
+        assert entries[0].box == (20 - 2, 5 - 2, 20 + 3, 5 + 3)  # two 3x3 convs: 5x5 field
