@@ -10,8 +10,6 @@ filters never fire and the network stays near chance for most of its epochs.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from .torch import _import_torch
@@ -57,21 +55,15 @@ def build_seed_cnn_torch(n_classes: int, image_size=(128, 128), filters=(16, 32,
 
 
 def _training_threads(torch, image_pixels: int) -> int:
-    """Intra-op threads to train with: torch's setting, less the cores other processes keep busy.
+    """Intra-op threads to train with: one for tiny images, torch's own setting otherwise.
 
-    Why: torch's OpenMP threads wait for each other at every op; when the cores are shared with
-    other work one late thread stalls the rest (measured on 2 loaded cores: 1.0 s per 32-image
-    batch of 128x128 with 2 threads, 0.45 s with 1; 30x on 32x32 images). Tiny images always get
-    one thread, where synchronisation costs more than it saves even on idle cores.
+    Why: torch's OpenMP threads wait for each other at every op; on tiny images that
+    synchronisation costs more than it saves (30x on 32x32 images on 2 cores). The choice never
+    depends on the machine's load, so a run repeats exactly with the same torch settings. On cores
+    shared with other work, ``torch.set_num_threads(1)`` before training can be faster (measured on
+    2 loaded cores: 1.0 s per 32-image batch of 128x128 with 2 threads, 0.45 s with 1).
     """
-    threads = torch.get_num_threads()
-    if image_pixels <= 64 * 64:
-        return 1
-    try:
-        idle = (os.cpu_count() or 1) - os.getloadavg()[0]
-    except (OSError, AttributeError):  # no load average (Windows): keep torch's setting
-        return threads
-    return max(1, min(threads, int(idle + 0.5)))
+    return 1 if image_pixels <= 64 * 64 else torch.get_num_threads()
 
 
 def train_torch(x_tr, y_tr, x_va, y_va, n_classes, *, epochs, batch_size, learning_rate, seed, filters, dense, verbose):
