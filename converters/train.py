@@ -107,7 +107,9 @@ def train_image_classifier(
     the result (``val_accuracy``). With ``output``, the trained model is converted to ONNX there
     with the class names and ``{"normalize": "0-1", "color": "rgb"}`` in its metadata.
     Returns a :class:`TrainResult` whose ``.model`` is the trained Keras model or torch module.
-    Training is seeded; with the same seed, data and thread count results repeat.
+    Training is seeded; with the same seed, data and thread count results repeat. PyTorch trains on
+    one thread for images up to 64x64, else on torch's own thread count (``torch.set_num_threads``);
+    both frameworks start from Keras' initial weights and train with Keras' Adam.
     """
     if framework not in ("keras", "torch"):
         raise InputError(f"framework must be 'keras' or 'torch', got {framework!r}")

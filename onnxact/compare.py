@@ -4,8 +4,9 @@ Why two layers, as Polygraphy splits ``Comparator.run`` from ``compare_accuracy`
 ``get_activations`` (or a framework side from ``onnxact.converters.sides``), comparing is pure
 numpy over two ``{layer: ndarray}`` mappings (``compare_activations``, which also takes folders
 written by ``save_activations``). A dataset is streamed: each batch only adds to per-layer sums
-(``sum A^2``, ``sum B^2``, ``sum AB``, ``sum (A-B)^2``, per-channel error, max |A-B|), so memory
-stays flat in the number of images.
+(``sum A^2``, ``sum B^2``, ``sum (A-B)^2``, per-channel error, max |A-B|; ``sum AB`` follows), so
+memory stays flat in the number of images. The sums take one pass over each map, in cache-sized
+chunks, in threads that end with the comparison (``compare_sums.py``).
 
 Layers are matched once (``plan``, in ``compare_match.py``): by the layer name where each side reads the layer (a conv
 read after its BN/ReLU is read at its last fused layer; a framework side holds every module's own
@@ -27,135 +28,18 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from .activations import Activations
 from .compare_match import _DQ, Pair, _dequantized, _squeezed, plan
-from .compare_report import Comparison, LayerResult, Unmatched, layer_metrics
+from .compare_report import Comparison, LayerResult, Unmatched
+from .compare_sums import Accumulator, Job, Post, SumPool
 from .errors import InputError
 
 __all__ = ["compare", "compare_activations", "Comparison", "LayerResult", "Pair", "plan", "Accumulator"]
-
-# -- streamed metrics ---------------------------------------------------------------------------
-
-_ROWS = 1024  # rows per float32 partial sum when reducing down columns (channels-last)
-
-
-def _channel_dots(x: np.ndarray, y: np.ndarray, axis: int | None) -> np.ndarray:
-    """sum(x * y) per channel along ``axis`` (one value when None), in float64 across rows.
-
-    Why einsum row dot products: one pass over each operand and no temporaries, 5-8x faster than
-    ``(x * y).sum(axis=..., dtype=float64)`` on 250 MB of activations; each float32 partial sum
-    spans one map row (a channel's H*W) or ``_ROWS`` rows, so its rounding stays near 1e-7.
-    """
-    if x.size == 0:
-        return np.zeros(1 if axis is None else x.shape[axis])
-    if axis is None or x.ndim < 2:
-        r = x.reshape(-1, x.shape[-1]) if x.ndim >= 2 else x.reshape(1, -1)
-        return np.array([np.einsum("ij,ij->i", r, y.reshape(r.shape)).sum(dtype=np.float64)])
-    c = x.shape[axis]
-    if axis == x.ndim - 1:  # channels last: down the columns, a block of rows at a time
-        r, ry = x.reshape(-1, c), y.reshape(-1, c)
-        out = np.zeros(c)
-        for s in range(0, len(r), _ROWS):
-            out += np.einsum("ij,ij->j", r[s:s + _ROWS], ry[s:s + _ROWS])
-        return out
-    pre = int(np.prod(x.shape[:axis]))
-    r = x.reshape(pre * c, -1)
-    return np.einsum("ij,ij->i", r, y.reshape(r.shape)).reshape(pre, c).sum(axis=0, dtype=np.float64)
-
-
-class _Scratch:
-    """One float32 buffer reused for every layer's A-B: a fresh 100 MB array per layer and batch
-    costs more in page faults than the subtraction itself (30 ms vs 21 ms measured)."""
-
-    def __init__(self) -> None:
-        self.buf = np.empty(0, np.float32)
-
-    def get(self, shape: tuple[int, ...]) -> np.ndarray:
-        n = int(np.prod(shape))
-        if self.buf.size < n:
-            self.buf = np.empty(n, np.float32)
-        return self.buf[:n].reshape(shape)
-
-
-class Accumulator:
-    """Sums for one matched layer over every batch: memory is O(channels), not O(images)."""
-
-    def __init__(self) -> None:
-        self.sum_a2 = self.sum_b2 = self.sum_ab = 0.0
-        self.max_abs = 0.0
-        self.ch_a2: np.ndarray | None = None
-        self.ch_d2: np.ndarray | None = None
-
-    def update(self, a: np.ndarray, b: np.ndarray, axis: int | None, scratch: _Scratch | None = None) -> None:
-        a = np.asarray(a)
-        b = np.asarray(b)
-        if a.dtype != np.float32 or b.dtype != np.float32:  # fp16 / fp64 sides: one common dtype
-            dt = np.float64 if np.float64 in (a.dtype, b.dtype) else np.float32
-            a, b = a.astype(dt, copy=False), b.astype(dt, copy=False)
-        a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
-        d = np.subtract(a, b, out=scratch.get(a.shape)) if scratch is not None and a.dtype == np.float32 else a - b
-        ch_a2 = _channel_dots(a, a, axis)
-        ch_d2 = _channel_dots(d, d, axis)
-        self.sum_b2 += float(_channel_dots(b, b, None)[0])
-        self.sum_ab += float(_channel_dots(a, b, None)[0])
-        if d.size:
-            self.max_abs = max(self.max_abs, float(d.max()), -float(d.min()))
-        self.sum_a2 += float(ch_a2.sum())
-        self.ch_a2 = ch_a2 if self.ch_a2 is None else self.ch_a2 + ch_a2
-        self.ch_d2 = ch_d2 if self.ch_d2 is None else self.ch_d2 + ch_d2
-
-    def result(self, pair: Pair, rtol: float | None, min_sqnr: float | None) -> LayerResult:
-        sum_d2 = float(self.ch_d2.sum()) if self.ch_d2 is not None else 0.0
-        rel, cos, sqnr = layer_metrics(self.sum_a2, self.sum_b2, self.sum_ab, sum_d2)
-        worst = -1
-        if pair.axis is not None and self.ch_d2 is not None and self.ch_d2.size:
-            # relative error per channel; channels with under 1% of the mean energy are judged
-            # against that floor so float noise on a near-dead channel does not win
-            floor = max(float(self.ch_a2.mean()) * 1e-2, 1e-30)
-            worst = int(np.argmax(self.ch_d2 / np.maximum(self.ch_a2, floor)))
-        ok = (rtol is None or rel <= rtol) and (min_sqnr is None or sqnr >= min_sqnr)
-        return LayerResult(pair.name, pair.a_tensor, pair.b_tensor, rel, cos, sqnr, self.max_abs, worst,
-                           pair.matched_by, bool(ok))
-
-
-_LOCAL = threading.local()
-_POOL: ThreadPoolExecutor | None = None
-
-
-def _update_one(job: tuple[Accumulator, np.ndarray, np.ndarray, int | None]) -> None:
-    scratch = getattr(_LOCAL, "scratch", None)
-    if scratch is None:
-        scratch = _LOCAL.scratch = _Scratch()
-    job[0].update(job[1], job[2], job[3], scratch)
-
-
-def _update_all(jobs: list[tuple[Accumulator, np.ndarray, np.ndarray, int | None]]) -> None:
-    """Each layer's sums in a thread of a small pool (numpy releases the GIL in its loops).
-
-    Why: the metrics are single-threaded numpy passes over every map while onnxruntime's threads
-    wait; layers are independent, each accumulator is updated by one thread in batch order, so
-    the sums are the same as serially. One thread per CPU, at most 4.
-    """
-    _pmap(_update_one, jobs)
-
-
-def _pmap(fn: Any, items: Sequence[Any]) -> list[Any]:
-    """``[fn(x) for x in items]`` on the pool of ``_update_all`` (serially on one CPU)."""
-    global _POOL
-    workers = min(os.cpu_count() or 1, 4)
-    if workers < 2 or len(items) < 2:
-        return [fn(x) for x in items]
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(workers, thread_name_prefix="onnxact-compare")
-    return list(_POOL.map(fn, items))
-
 
 def _tolerance(rtol: float | None, min_sqnr: float | None) -> tuple[float | None, float | None]:
     if rtol is None and min_sqnr is None:
@@ -169,7 +53,10 @@ def _tolerance(rtol: float | None, min_sqnr: float | None) -> tuple[float | None
 
 
 class _Session:
-    """One comparison in progress: a plan made on the first batch, sums added per batch."""
+    """One comparison in progress: a plan made on the first batch, sums added per batch.
+
+    A context manager: the threads that sum the layers (``SumPool``) end with it.
+    """
 
     def __init__(self, rtol: float | None, min_sqnr: float | None, map: Mapping[str, str] | None,
                  keep_samples: bool, map_how: str = "map") -> None:
@@ -184,14 +71,24 @@ class _Session:
         self.samples: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.sample_info: dict[str, Any] = {}
         self.images = 0
+        self.pool = SumPool()
 
-    def add(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> None:
+    def __enter__(self) -> _Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.close()
+
+    def add(self, a: Mapping[str, Any], b: Mapping[str, Any], post_b: Mapping[str, Post] | None = None) -> None:
+        """Add one batch. ``post_b``: ``{B key: transform}`` for B's values still to be transformed
+        elementwise (a QDQ side read before its QuantizeLinear), applied chunk by chunk as summed."""
         if self.pairs is None:
             self.pairs, self.un_a, self.un_b = plan(a, b, self.map, self.map_how)
             self.acc = {p.name: Accumulator() for p in self.pairs}
         infos = getattr(a, "layers", None) or {}
         n = 0
-        jobs: list[tuple[Accumulator, np.ndarray, np.ndarray, int | None]] = []
+        jobs: list[Job] = []
+        post_b = post_b or {}
         for p in list(self.pairs):
             va, vb = np.asarray(a[p.a_key]), np.asarray(b[p.b_key])
             if p.perm is not None and vb.ndim == len(p.perm):
@@ -209,12 +106,14 @@ class _Session:
                 self.un_a.append(Unmatched("a", p.a_key, why))
                 self.un_b.append(Unmatched("b", p.b_key, why))
                 continue
-            jobs.append((self.acc[p.name], va, vb, p.axis))
+            post = post_b.get(p.b_key)
+            jobs.append((self.acc[p.name], va, vb, p.axis, post))
             n = max(n, va.shape[0] if va.ndim else 1)
             if self.keep and p.name not in self.samples:
-                self.samples[p.name] = (np.array(va[:1]), np.array(vb[:1]))
+                sb = np.array(vb[:1])
+                self.samples[p.name] = (np.array(va[:1]), sb if post is None else post(sb))
                 self.sample_info[p.name] = infos.get(p.a_key)
-        _update_all(jobs)
+        self.pool.update(jobs)
         self.images += n
 
     def report(self, a_name: str, b_name: str) -> Comparison:
@@ -241,8 +140,8 @@ def compare_activations(a: Any, b: Any, *, rtol: float | None = None, min_sqnr: 
     Pure: no model is run. Layers are matched as described in the module docstring; a layer
     diverges when ``rel_l2 > rtol`` (default 1e-3) or, when given, ``sqnr_db < min_sqnr``.
     """
-    s = _Session(rtol, min_sqnr, map, keep_samples)
-    s.add(_as_mapping(a), _as_mapping(b))
+    with _Session(rtol, min_sqnr, map, keep_samples) as s:
+        s.add(_as_mapping(a), _as_mapping(b))
     return s.report(*names)
 
 
@@ -300,29 +199,29 @@ class _OnnxSide:
             other.requant = requant_sources(other.model.proto, [t for t in picks.values() if t.endswith(_DQ)])
         return picks
 
-    def capture(self, feeds: Any) -> Any:
+    def capture(self, feeds: Any) -> tuple[Any, dict[str, Post]]:
+        """This side's layers on ``feeds``, and ``{layer: transform}`` still to apply to some of them.
+
+        A QDQ side (``requant`` set by ``align``) reads each DQ output's float source (fusions
+        kept) and returns it untouched under the DQ layer's name, with its ``Requant.apply``: the
+        sums requantize it chunk by chunk in cache (``compare_sums``), never a whole-map pass.
+        """
         from .capture import get_activations
 
         if not self.requant:
-            return get_activations(self.model, feeds, self.layer_names, layout="source")
-        # a QDQ side: read each DQ output's float source (fusions kept), requantize here
+            return get_activations(self.model, feeds, self.layer_names, layout="source"), {}
         layers = self.model.select(self.layer_names)
         reads = list(dict.fromkeys(self.requant[la.tensor].source if la.tensor in self.requant else la.tensor
                                    for la in layers))
         src = get_activations(self.model, feeds, reads, output_format="full")
-        uses: dict[str, int] = {}
+        data, infos, post = {}, {}, {}
         for la in layers:
-            t = self.requant[la.tensor].source if la.tensor in self.requant else la.tensor
-            uses[t] = uses.get(t, 0) + 1
-
-        def read(la: Any) -> np.ndarray:
             r = self.requant.get(la.tensor)
-            return r.apply(src[r.source], in_place=uses[r.source] == 1) if r is not None else src[la.tensor]
-
-        data, infos = {}, {}
-        for la, arr in zip(layers, _pmap(read, layers)):
+            arr = src[r.source] if r is not None else src[la.tensor]
             data[la.name], infos[la.name] = arr, self.model.shaped(la, arr.shape)
-        return Activations(data, infos)
+            if r is not None:
+                post[la.name] = r.apply
+        return Activations(data, infos), post
 
 
 def _side(x: Any, layer_names: Any, providers: Any, threads: int | None) -> Any:
@@ -455,8 +354,14 @@ def compare(a: Any, b: Any, x: Any, *, rtol: float | None = None, min_sqnr: floa
         from .progress import progress
 
         batches = progress(batches, desc="compare")
-    for feeds in batches:
-        s.add(sa.capture(to_a(feeds)), sb.capture(to_b(feeds)))
+    with s:
+        for feeds in batches:
+            # only B is ever read before its QuantizeLinear (``sa.align(sb)``), so A has no transforms
+            acts_a = sa.capture(to_a(feeds))[0] if isinstance(sa, _OnnxSide) else sa.capture(to_a(feeds))
+            acts_b, post_b = sb.capture(to_b(feeds)) if isinstance(sb, _OnnxSide) else (sb.capture(to_b(feeds)), {})
+            s.add(acts_a, acts_b, post_b)
+            # before the next batch runs: onnxruntime's arena then reuses these maps' memory
+            del acts_a, acts_b
     if s.pairs is None:
         why = f" (first: {failed[0][0]}: {failed[0][1]})" if failed else ""
         raise InputError(f"no image could be read, nothing was compared{why}")

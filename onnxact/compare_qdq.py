@@ -42,13 +42,16 @@ class Requant:
     lo: float  # qmin - zero_point: the clip range in quantization steps
     hi: float
 
-    def apply(self, x: np.ndarray, in_place: bool = False) -> np.ndarray:
+    def apply(self, x: np.ndarray, in_place: bool = False, out: np.ndarray | None = None) -> np.ndarray:
         """DequantizeLinear(QuantizeLinear(x)) for a per-tensor scale, in float32.
 
-        ``in_place``: overwrite ``x`` when it is a writable float32 array (a fresh capture read by
-        nobody else): a new 100 MB array costs more in page faults than the arithmetic.
+        ``out``: a float32 array of x's shape to write into (a chunk buffer of
+        ``compare_sums``, so a captured map is requantized chunk by chunk in cache, never
+        written back). ``in_place``: overwrite ``x`` when it is a writable float32 array.
         """
-        if in_place and x.dtype == np.float32 and x.flags.writeable and x.flags.c_contiguous:
+        if out is not None:
+            y = np.divide(x, np.float32(self.scale), out=out)
+        elif in_place and x.dtype == np.float32 and x.flags.writeable and x.flags.c_contiguous:
             y = np.divide(x, np.float32(self.scale), out=x)
         else:
             y = np.divide(x, np.float32(self.scale), dtype=np.float32)

@@ -155,7 +155,7 @@ def test_qdq_side_read_before_its_quantize_equals_its_dq_outputs(nets, monkeypat
     qdq = d / "base_qdq.onnx"
     _quantized(p["base"], qdq)
     x = _x(5, seed=4)
-    fast = compare(str(p["base"]), str(qdq), x, batch_size=2)
+    fast = compare(str(p["base"]), str(qdq), x, batch_size=2, keep_samples=True)
     back = compare(str(qdq), str(p["base"]), x, batch_size=2)  # the QDQ side as A: its own set, by tensor
     assert back.layers and all(la.a_tensor == la.b_tensor + "_DequantizeLinear_Output" for la in back.layers)
     assert all(15 < la.sqnr_db < 80 for la in back.layers), back.table()
@@ -164,7 +164,9 @@ def test_qdq_side_read_before_its_quantize_equals_its_dq_outputs(nets, monkeypat
     # every layer read before its Q but the GAP, which onnxruntime fuses with its Q (QLinearGlobalAveragePool)
     assert sorted(side.requant) == sorted(la.b_tensor for la in fast.layers if la.name != "gap")
     monkeypatch.setattr(cmp, "_REQUANT", False)
-    slow = compare(str(p["base"]), str(qdq), x, batch_size=2)
+    slow = compare(str(p["base"]), str(qdq), x, batch_size=2, keep_samples=True)
+    for k, (_a, b_fast) in fast.samples.items():  # the HTML page's B grids: requantized like the sums
+        np.testing.assert_array_equal(b_fast, slow.samples[k][1])
     base = onnxact.load(str(p["base"]))
     assert [la.b_tensor for la in fast.layers] == [la.tensor + "_DequantizeLinear_Output" for la in base.select()]
     assert all(15 < la.sqnr_db < 80 for la in fast.layers), fast.table()
