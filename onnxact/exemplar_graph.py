@@ -54,7 +54,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .activations import LayerInfo
 from .errors import ModelError
-from .stats_graph import _native_side, _opset, _prune, layer_rank
+from .stats_graph import _native_side, _opset, _prune, layer_rank, outputless_copy
 
 __all__ = ["ArgmaxOutputs", "add_channel_argmax", "split_spatial", "EXEMPLAR_PREFIX"]
 
@@ -131,12 +131,8 @@ def add_channel_argmax(
     if not layers:
         raise ModelError("no layers to find exemplars for")
     opset = _opset(model)
-    new = onnx.ModelProto()
-    new.CopyFrom(model)
-    g = new.graph
-    del g.output[:]
+    new, g, producers = outputless_copy(model)
     elem_types = elem_types or {}
-    producers = {o: n for n in g.node for o in n.output if o}
     outs: list[ArgmaxOutputs] = []
     done: dict[str, ArgmaxOutputs] = {}  # tensor -> outputs (two layer names for one tensor share them)
     attach: dict[str, list[onnx.NodeProto]] = {}  # tensor -> its reduction nodes

@@ -136,6 +136,19 @@ def reduce_axes(layer: LayerInfo, rank: int | None = None) -> tuple[int, list[in
     return ca, [a for a in range(r) if a != ca]
 
 
+def outputless_copy(model: onnx.ModelProto) -> tuple[onnx.ModelProto, onnx.GraphProto, dict[str, onnx.NodeProto]]:
+    """(copy, its graph, tensor -> producing node) of ``model`` with the graph outputs removed.
+
+    Why: the derived scan graphs (channel statistics, exemplar maxima) replace every output with
+    their small reductions; the caller appends those and prunes what only fed the old outputs.
+    """
+    new = onnx.ModelProto()
+    new.CopyFrom(model)
+    g = new.graph
+    del g.output[:]
+    return new, g, {o: n for n in g.node for o in n.output if o}
+
+
 def _prune(g: onnx.GraphProto) -> None:
     """Drop nodes no output depends on (onnxruntime keeps them): the classifier head, mostly."""
     needed = {o.name for o in g.output}
@@ -266,12 +279,8 @@ def add_channel_stats(
     if not layers:
         raise ModelError("no layers to compute statistics for")
     opset = _opset(model)
-    new = onnx.ModelProto()
-    new.CopyFrom(model)
-    g = new.graph
-    del g.output[:]
+    new, g, producers = outputless_copy(model)
     elem_types = elem_types or {}
-    producers = {o: n for n in g.node for o in n.output if o}
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in g.node:
         if node.input:

@@ -108,7 +108,9 @@ def test_bad_input_exit_2_one_line(case, gap_model, tmp_path, capsys):
 
 
 def test_installed_command_smoke(tmp_path):
-    exe = shutil.which("onnxact")
+    # the script installed beside this interpreter (a venv's bin/), else the one on PATH
+    beside = Path(sys.executable).with_name("onnxact")
+    exe = str(beside) if beside.is_file() else shutil.which("onnxact")
     cmd = [exe] if exe else [sys.executable, "-c", "from onnxact.cli import entry; entry()"]
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run(cmd + ["inspect", "-o", str(tmp_path / "o")], capture_output=True, text=True, timeout=120,

@@ -18,6 +18,7 @@ from .common import (
     add_normalize_options,
     add_provider_option,
     add_size_options,
+    check_engine_options,
     complete_inputs,
     preprocess_kwargs,
 )
@@ -100,12 +101,7 @@ def run(args: argparse.Namespace) -> int:
     bad = [k for k in fail_on if k not in KINDS]
     if bad or not fail_on:
         raise InputError(f"--fail-on takes {', '.join(KINDS)} (comma-separated), not '{args.fail_on}'")
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, not {args.batch_size}")
-    if args.workers is not None and args.workers < 1:
-        raise InputError(f"--workers must be at least 1, not {args.workers}")
-    if args.engine == "local" and (args.address or args.workers):
-        raise InputError("--address and --workers need --engine ray")
+    check_engine_options(args)
     _refuse_outputs_over_inputs(args)
     allow = load_allow_list(args.allow) if args.allow else set()
     kw = preprocess_kwargs(args)

@@ -144,3 +144,15 @@ def complete_inputs(model: Any, x: dict[str, Any], exclude: Any = ()) -> dict[st
     if filled:
         print(f"onnxact: note: no --input for {', '.join(filled)}: fed zeros", file=sys.stderr)
     return x
+
+
+def check_engine_options(args: argparse.Namespace) -> None:
+    """The batch and engine options ``check`` and ``explore`` share, refused in one line each."""
+    from ..errors import InputError
+
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, not {args.batch_size}")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1, not {args.workers}")
+    if args.engine == "local" and (args.address or args.workers):
+        raise InputError("--address and --workers need --engine ray")

@@ -9,8 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import InputError
-from .common import add_normalize_options, add_provider_option, add_size_options, preprocess_kwargs
+from .common import (
+    add_normalize_options,
+    add_provider_option,
+    add_size_options,
+    check_engine_options,
+    preprocess_kwargs,
+)
 from .node_data_options import add_node_data_option, check_node_data_path, write_node_data
 
 DESCRIPTION = """For every channel of every captured layer, find the K images of a dataset with the
@@ -75,12 +80,7 @@ def _bar() -> object:
 def run(args: argparse.Namespace) -> int:
     from ..exemplars import find_exemplars
 
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, not {args.batch_size}")
-    if args.workers is not None and args.workers < 1:
-        raise InputError(f"--workers must be at least 1, not {args.workers}")
-    if args.engine == "local" and (args.address or args.workers):
-        raise InputError("--address and --workers need --engine ray")
+    check_engine_options(args)
     check_node_data_path(args.node_data, args.model, args.images)
     ex = find_exemplars(args.model, args.images, top=args.top, layers=args.layers, op_types=args.op_types,
                         batch_size=args.batch_size, strict=args.strict, engine=args.engine, address=args.address,
