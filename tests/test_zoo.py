@@ -25,6 +25,7 @@ import onnxact
 from onnxact.cli import main
 
 from . import subjects
+from .test_node_data import check_file, dead_fractions
 
 ZOO = subjects.zoo_models()
 KEYS = list(ZOO)
@@ -145,7 +146,8 @@ def test_zoo_inspect(zoo, zoo_photos, tmp_path, capfd):
 def test_zoo_check(zoo, zoo_photos, tmp_path, capfd):
     m, path = zoo
     report = tmp_path / "check.json"
-    rc = main(["check", str(path), str(zoo_photos), "--json", str(report)])
+    node_data = tmp_path / "dead.json"
+    rc = main(["check", str(path), str(zoo_photos), "--json", str(report), "--node-data", str(node_data)])
     std = capfd.readouterr()
     problems = _stderr_problems(std.err)
     if rc not in (0, 1):
@@ -158,6 +160,8 @@ def test_zoo_check(zoo, zoo_photos, tmp_path, capfd):
     names = [r["layer"] for r in data["layers"]]
     problems += _names_problems(names) if names else ["no layer checked"]
     assert not problems, _report(m, problems)
+    # --node-data: every key a node of the graph Model Explorer's ONNX adapter builds, each value the dead fraction
+    check_file(node_data, path, dead_fractions(data))
 
 
 def test_zoo_get_activations(zoo, zoo_photos):
@@ -199,3 +203,126 @@ def test_zoo_get_activations(zoo, zoo_photos):
         elif res.map.shape != (h, w) or not np.isfinite(res.map).all():
             problems.append(f"CAM map {res.map.shape} is not the {h}x{w} map of {res.layer!r} or not finite")
     assert not problems, _report(m, problems)
+
+
+def _photo_sizes(folder: Path) -> dict[str, tuple[int, int]]:
+    """{path as onnxact reports it: (width, height)} of every photo in ``folder``."""
+    from PIL import Image
+
+    sizes = {}
+    for p in folder.iterdir():
+        with Image.open(p) as im:
+            sizes[str(p)] = im.size
+    return sizes
+
+
+def test_zoo_explore(zoo, zoo_photos, tmp_path, capfd):
+    """``onnxact explore`` on the photos of mixed sizes: the issue's schema, every box inside its
+    photo, each top list sorted, readable layer names, and a ``--node-data`` file whose keys are
+    nodes of the adapter's graph and whose values are the layers' mean activations."""
+    m, path = zoo
+    out, node_data = tmp_path / "explore", tmp_path / "mean.json"
+    rc = main(["explore", str(path), str(zoo_photos), "-o", str(out), "--top", "3", "--node-data", str(node_data)])
+    std = capfd.readouterr()
+    problems = _stderr_problems(std.err)
+    if rc != 0:
+        problems.insert(0, f"explore exit {rc}: {_last_line(std.err)}")
+        pytest.fail(_report(m, problems))
+    ex = json.loads((out / "exemplars.json").read_text())
+    sizes = _photo_sizes(zoo_photos)
+    if not (isinstance(ex.get("model"), str) and ex.get("images") == len(sizes) and isinstance(ex.get("layers"), dict)):
+        problems.append(f"not the issue's schema: model={ex.get('model')!r} images={ex.get('images')!r}")
+    layers = ex.get("layers") or {}
+    problems += _names_problems(layers) if layers else ["no layer explored"]
+    for name, channels in layers.items():
+        for c, ch in enumerate(channels):
+            top = ch["top"]
+            values = [e["value"] for e in top]
+            where = f"{name}[{ch['channel']}]"
+            if ch["channel"] != c or len(top) != min(3, len(sizes)):
+                problems.append(f"{where}: channel index {ch['channel']} at {c}, {len(top)} entries")
+            if any(v is None for v in values) or values != sorted(values, reverse=True):
+                problems.append(f"{where}: top not sorted descending: {values}")
+            for e in top:
+                x0, y0, x1, y1 = e["box"]
+                w, h = sizes.get(e["image"], (0, 0))
+                if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+                    problems.append(f"{where}: box {e['box']} outside {e['image']} ({w}x{h}) or empty")
+                    break
+            if len(problems) > 12:
+                break
+    assert not problems, _report(m, problems[:12])
+    means = {ex["layer_info"][name]["tensor"]: v for name, v in ex["means"].items() if v is not None}
+    check_file(node_data, path, means)
+
+
+def _scaled_conv(path: Path, out: Path) -> str:
+    """Write a copy of ``path`` whose middle conv layer has its weights scaled by 1.5 (the weights
+    an initializer or a Constant node, as Paddle writes them); returns that layer's name, where the
+    first divergence must be. The conv is found from the layer's tensor back through its
+    activation / BatchNormalization, in the graph alone."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnxact.load(path)
+    proto = onnx.load(path)
+    made_by = {o: n for n in proto.graph.node for o in n.output}
+    inits = {t.name: t for t in proto.graph.initializer}
+
+    def conv_of(tensor: str) -> onnx.NodeProto | None:
+        node = made_by.get(tensor)
+        for _ in range(6):
+            if node is None or node.op_type == "Conv":
+                return node
+            node = made_by.get(node.input[0])
+        return None
+
+    convs = [(la, c) for la in model.layers if la.op_type == "Conv" and (c := conv_of(la.tensor)) is not None]
+    layer, conv = convs[len(convs) // 2]
+    w = conv.input[1]
+    t = inits[w] if w in inits else next(a.t for a in made_by[w].attribute if a.name == "value")
+    t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) * np.float32(1.5), t.name))
+    onnx.save(proto, out)
+    return layer.name
+
+
+_SCALED = ("ppocr_cls", "mtcnn_onet", "open_nsfw_tf")
+
+
+def test_zoo_compare_self(zoo, zoo_photos, tmp_path, capfd):
+    """``onnxact compare MODEL MODEL``: every layer matched and identical (SQNR inf, rel_l2 0); for a
+    few float models, a copy with one conv's weights scaled diverges first at that conv's layer."""
+    m, path = zoo
+    report = tmp_path / "self.json"
+    rc = main(["compare", str(path), str(path), str(zoo_photos), "--json", str(report)])
+    std = capfd.readouterr()
+    problems = _stderr_problems(std.err)
+    if rc != 0:
+        problems.insert(0, f"compare exit {rc}: {_last_line(std.err)}")
+        pytest.fail(_report(m, problems))
+    data = json.loads(report.read_text())
+    if data["images"] != len(list(zoo_photos.iterdir())):
+        problems.append(f"{data['images']} images compared")
+    if data["unmatched_a"] or data["unmatched_b"]:
+        problems.append(f"unmatched layers: {data['unmatched_a'][:3]} / {data['unmatched_b'][:3]}")
+    if not data["layers"]:
+        problems.append("no layer compared")
+    problems += _names_problems([r["name"] for r in data["layers"]])
+    differ = [r["name"] for r in data["layers"] if r["sqnr_db"] != float("inf") or r["rel_l2"] != 0]
+    if differ or data["first_divergence"] is not None:
+        problems.append(f"the model differs from itself at {differ[:4]} (first divergence {data['first_divergence']})")
+    assert not problems, _report(m, problems)
+    if m.key not in _SCALED:
+        return
+    b = tmp_path / "scaled.onnx"
+    layer = _scaled_conv(path, b)
+    rc = main(["compare", str(path), str(b), str(zoo_photos), "--json", str(tmp_path / "scaled.json")])
+    std = capfd.readouterr()
+    assert rc == 1 and not _stderr_problems(std.err), _report(m, [f"compare with a scaled conv: exit {rc}",
+                                                                  *_stderr_problems(std.err)])
+    data = json.loads((tmp_path / "scaled.json").read_text())
+    names = [r["name"] for r in data["layers"]]
+    assert data["first_divergence"] == layer, _report(m, [f"scaled {layer!r}, first divergence "
+                                                          f"{data['first_divergence']!r}"])
+    before = data["layers"][: names.index(layer)]
+    assert all(r["sqnr_db"] == float("inf") for r in before), [r["name"] for r in before if r["sqnr_db"] != float("inf")]
