@@ -45,7 +45,7 @@ channels-last map is transposed first. Maps of more than two spatial dims are no
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -114,6 +114,29 @@ def split_spatial(layers: Sequence[LayerInfo]) -> tuple[list[LayerInfo], list[st
         else:
             kept.append(layer)
     return kept, notes
+
+
+def _masked_row(x: str, row: str, tag: str, height: object, dst: str, ints: Callable[[str, list[int]], str],
+                const: Callable[[str, np.ndarray], str], dtype: type) -> list[onnx.NodeProto]:
+    """Nodes giving ``dst`` [N, C, W], the row ``row`` [N, C, 1] of the map ``x`` [N, C, H, W], with
+    opset 9/10 ops only (no GatherElements or GatherND there): ``OneHot`` of the row index along H,
+    ``Where`` it keeps ``x`` (-inf elsewhere), ``ReduceMax`` over H. Exact: the row's own values,
+    NaN and -inf included, come out unchanged."""
+    depth, hot, mask, kept = (f"{tag}/{n}" for n in ("depth", "onehot", "mask", "kept"))
+    nodes = []
+    if isinstance(height, int) and height > 0:
+        depth = ints(f"depth{height}", [height])
+    else:  # H read at run time (Gather, not Slice: Slice changed signature at opset 10)
+        dims = f"{tag}/dims"
+        nodes += [helper.make_node("Shape", [x], [dims], name=f"{dims}/Shape"),
+                  helper.make_node("Gather", [dims, ints("two", [2])], [depth], axis=0, name=f"{depth}/Gather")]
+    off_on = const(f"{EXEMPLAR_PREFIX}/off_on", np.asarray([0, 1], np.float32))
+    low = const(f"{EXEMPLAR_PREFIX}/minus_inf_{np.dtype(dtype).name}", np.asarray(-np.inf, dtype))  # x's type
+    nodes += [helper.make_node("OneHot", [row, depth, off_on], [hot], axis=2, name=f"{hot}/OneHot"),  # [N, C, H, 1]
+              helper.make_node("Cast", [hot], [mask], to=TensorProto.BOOL, name=f"{mask}/Cast"),
+              helper.make_node("Where", [mask, x, low], [kept], name=f"{kept}/Where"),
+              helper.make_node("ReduceMax", [kept], [dst], axes=[2], keepdims=0, name=f"{dst}/ReduceMax")]
+    return nodes
 
 
 def add_channel_argmax(
@@ -204,9 +227,15 @@ def add_channel_argmax(
         # Ties resolve as a row-major ArgMax would: the first position in reading order.
         tail.append(reduce("ReduceMax", x, rows, [3]))  # [N, C, H]
         tail.append(helper.make_node("ArgMax", [rows], [row], axis=2, keepdims=1, name=f"{row}/ArgMax"))
-        tail.append(helper.make_node("GatherElements", [rows, row], [val], axis=2, name=f"{val}/Gather"))
+        if opset >= 11:
+            tail.append(helper.make_node("GatherElements", [rows, row], [val], axis=2, name=f"{val}/Gather"))
+        else:  # no GatherElements before opset 11 (tf2onnx's opset 9 models): the max of the row maxima
+            tail.append(helper.make_node("ReduceMax", [rows], [val], axes=[2], keepdims=1, name=f"{val}/ReduceMax"))
         if opset >= 12:  # the row itself, [N, C, W]: one slice copy per channel
             tail.append(helper.make_node("GatherND", [x, row], [line3], batch_dims=2, name=f"{line3}/GatherND"))
+        elif opset < 11:  # the row picked by a one-hot mask over H ([N, C, H, 1]), the other rows -inf
+            tail += _masked_row(x, row, tag, spatial[0] if spatial else None, line3, ints, const,
+                                np.float64 if acc == TensorProto.DOUBLE else np.float32)
         else:  # GatherND has no batch_dims before opset 12: the row index spread over W, then GatherElements
             tail.append(unsqueeze(row, row4, [3]))  # [N, C, 1, 1]
             if isinstance(width, int) and width > 0:

@@ -90,3 +90,34 @@ def test_the_tied_entries_take_the_fallback_and_all_zero_maps_do_not(saturated, 
                                  v[o.rowmax].reshape(n, 8, -1), v[o.colmax].reshape(n, 8, -1))
     assert not tied[0].any() and (rows[0] == 0).all() and (cols[0] == 0).all()
     assert tied[1].all()
+
+
+@pytest.mark.parametrize(("opset", "dynamic"), [(9, False), (9, True), (10, True)])
+def test_exact_graph_before_opset_11_equals_the_whole_map_capture(photos, tmp_path, opset, dynamic):  # noqa: F811
+    """Opset 9/10 have no GatherElements / batched GatherND (tf2onnx 1.8's open-nsfw is opset 9):
+    the exact graph picks the maximum's row with OneHot + Where instead, and must give the same
+    value and first position in reading order as a whole-map capture, static or dynamic H and W."""
+    import onnx
+    import onnxruntime as ort
+
+    from onnxact.exemplar_graph import add_channel_argmax
+
+    path = tmp_path / f"sat{opset}.onnx"
+    axes = {"x": {0: "n", 2: "h", 3: "w"}} if dynamic else {"x": {0: "n"}}
+    torch.onnx.export(Saturated().eval(), torch.rand(1, 3, 48, 64), str(path), dynamo=False, opset_version=opset,
+                      input_names=["x"], dynamic_axes=axes)
+    m = onnxact.load(path)
+    derived, outs = add_channel_argmax(onnx.load(path), list(m.layers), blocked=False)
+    assert derived.opset_import[0].version == opset and not any(o.blocked for o in outs)
+    sess = ort.InferenceSession(derived.SerializeToString(), providers=["CPUExecutionProvider"])
+    for p in sorted(photos.iterdir())[:3]:
+        x = onnxact.preprocess_image(str(p), m, **({} if dynamic else {"size": (48, 64)}))
+        got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"x": x})))
+        acts = onnxact.get_activations(m, x)
+        for o in outs:
+            a = np.asarray(acts[o.layer.name])[0]
+            flat = a.reshape(a.shape[0], -1)
+            first = flat.argmax(axis=1)
+            np.testing.assert_array_equal(got[o.value].reshape(-1), flat.max(axis=1))
+            np.testing.assert_array_equal(got[o.row].reshape(-1), first // a.shape[-1])
+            np.testing.assert_array_equal(got[o.col].reshape(-1), first % a.shape[-1])
