@@ -8,7 +8,10 @@ layer names a user of the source framework can read (not ``849``, ``/Conv_12_out
 ``Identity:0``, ``conv2d_450.tmp_0`` or a TF op path), a CAM on a spatial feature map with many
 channels (H and W over 1; one row only for an exact CAM on the map a global pool averages),
 top-k predictions only for a classifier (and from its class output), exactly the layer asked
-for, and nothing written beside the model or the photos.
+for, and nothing written beside the model or the photos. ``onnxact explore`` gives the issue's
+exemplars.json with every box inside its photo; ``compare`` of a model with itself finds every
+layer identical; every ``--node-data`` key names a node of the graph the model-explorer-onnx
+adapter builds from the same file.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pytest
 
 import onnxact
 from onnxact.cli import main
+from onnxact.node_data import SQNR_CAP_DB
 
 from . import subjects
 from .test_node_data import check_file, dead_fractions
@@ -290,11 +294,12 @@ _SCALED = ("ppocr_cls", "mtcnn_onet", "open_nsfw_tf")
 
 
 def test_zoo_compare_self(zoo, zoo_photos, tmp_path, capfd):
-    """``onnxact compare MODEL MODEL``: every layer matched and identical (SQNR inf, rel_l2 0); for a
-    few float models, a copy with one conv's weights scaled diverges first at that conv's layer."""
+    """``onnxact compare MODEL MODEL``: every layer matched and identical (SQNR inf, rel_l2 0, the
+    ``--node-data`` SQNR at its cap on the adapter's nodes); for a few float models, a copy with one conv's weights scaled diverges first at that conv's layer."""
     m, path = zoo
     report = tmp_path / "self.json"
-    rc = main(["compare", str(path), str(path), str(zoo_photos), "--json", str(report)])
+    node_data = tmp_path / "sqnr.json"
+    rc = main(["compare", str(path), str(path), str(zoo_photos), "--json", str(report), "--node-data", str(node_data)])
     std = capfd.readouterr()
     problems = _stderr_problems(std.err)
     if rc != 0:
@@ -312,6 +317,7 @@ def test_zoo_compare_self(zoo, zoo_photos, tmp_path, capfd):
     if differ or data["first_divergence"] is not None:
         problems.append(f"the model differs from itself at {differ[:4]} (first divergence {data['first_divergence']})")
     assert not problems, _report(m, problems)
+    check_file(node_data, path, {r["a_tensor"]: SQNR_CAP_DB for r in data["layers"]})  # identical: the cap
     if m.key not in _SCALED:
         return
     b = tmp_path / "scaled.onnx"
