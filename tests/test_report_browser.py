@@ -11,15 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from viewer_support import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 import onnxact
 from onnxact.cli import main
 
 from .subjects import photo
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 
 sync_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")
@@ -34,7 +31,7 @@ LOADED = "() => performance.getEntriesByType('navigation')[0].loadEventEnd > 0"
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
 

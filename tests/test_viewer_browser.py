@@ -7,7 +7,6 @@ BENCHMARKS.md) and takes a screenshot.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -19,11 +18,8 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from viewer_support import live_server, no_upload_folders_left  # noqa: E402,F401 - autouse: no upload folder left behind
+from viewer_support import CHROMIUM, CHROMIUM_ARGS, live_server, no_upload_folders_left  # noqa: E402,F401 - autouse: no upload folder left behind
 
-CHROMIUM = os.environ.get("ONNXACT_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "models" / "demo_cnn.onnx"
 
@@ -78,7 +74,7 @@ def server(tmp_path_factory):
 def test_page_pick_image_and_layer_shows_tiles(server):
     url, tmp = server
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 900}, bypass_csp=True)  # test probes use eval
             errors: list[str] = []

@@ -21,7 +21,7 @@ import tiny  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 from subjects import photo  # noqa: E402
-from viewer_support import no_upload_folders_left, serve_process  # noqa: E402,F401 - autouse: no upload folder left behind
+from viewer_support import no_upload_folders_left, photo_folder, serve_process  # noqa: E402,F401 - autouse: no upload folder left behind
 
 from onnxact.errors import InputError  # noqa: E402
 from onnxact.viewer.app import create_app  # noqa: E402
@@ -33,11 +33,7 @@ TOP = 3
 
 
 def _folder(tmp: Path) -> Path:
-    d = tmp / "photos"
-    for src, rel in PHOTOS.items():
-        (d / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(photo(src), d / rel)
-    return d
+    return photo_folder(tmp, PHOTOS)
 
 
 def _model():

@@ -8,7 +8,6 @@ on the same folder. Then it steps to the next filter and opens a top image from 
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 from pathlib import Path
@@ -20,11 +19,8 @@ pytest.importorskip("uvicorn")
 sync_api = pytest.importorskip("playwright.sync_api")
 
 from subjects import photo  # noqa: E402
-from viewer_support import live_server, no_upload_folders_left  # noqa: E402,F401 - autouse: no upload folder left behind
+from viewer_support import CHROMIUM, CHROMIUM_ARGS, live_server, no_upload_folders_left, photo_folder  # noqa: E402,F401 - autouse: no upload folder left behind
 
-CHROMIUM = os.environ.get("ONNXACT_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "models" / "demo_cnn.onnx"
 TOP = 4
@@ -38,11 +34,7 @@ PHOTOS = {"astronaut.png": "astronaut.png", "chelsea.png": "cats/chelsea.png", "
 
 
 def _folder(tmp: Path) -> Path:
-    d = tmp / "photos"
-    for src, rel in PHOTOS.items():
-        (d / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(photo(src), d / rel)
-    return d
+    return photo_folder(tmp, PHOTOS)
 
 
 def _expected(folder: Path) -> dict[int, list[tuple[str, float]]]:
@@ -87,7 +79,7 @@ def test_tile_click_shows_top_images_over_the_folder(tmp_path, gate):
     expected = _expected(folder)
     app = create_app(DEMO, folder, scan_dead=False, exemplar_top=TOP)
     with live_server(app) as url, sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 900}, bypass_csp=True)  # test probes use eval
             errors: list[str] = []
@@ -150,7 +142,7 @@ def test_served_one_image_the_panel_says_exemplars_need_a_folder(tmp_path):
     shutil.copy(photo("coffee.png"), one)
     app = create_app(DEMO, one, scan_dead=False)  # onnxact serve MODEL IMAGE
     with live_server(app) as url, sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800}, bypass_csp=True)  # test probes use eval
             page.goto(url + "/")
@@ -186,7 +178,7 @@ def test_a_top_image_past_the_loaded_gallery_page_opens(tmp_path):
         shutil.copy(photo(name), folder / f"z_{name}")
     app = create_app(DEMO, folder, scan_dead=False, exemplar_top=2)
     with live_server(app) as url, sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800}, bypass_csp=True)  # test probes use eval
             page.goto(url + "/")

@@ -10,7 +10,6 @@ a global average pool (1x1 maps) and a linear classifier follow.
 from __future__ import annotations
 
 import io
-import os
 import shutil
 from pathlib import Path
 
@@ -19,12 +18,9 @@ import pytest
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
-from viewer_support import live_server, no_upload_folders_left  # noqa: E402,F401 - autouse: no upload folder left behind
+from viewer_support import CHROMIUM, CHROMIUM_ARGS, live_server, no_upload_folders_left  # noqa: E402,F401 - autouse: no upload folder left behind
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("ONNXACT_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 
 
 def _photo(size: tuple[int, int] = (72, 56), seed: int = 0) -> bytes:
@@ -244,7 +240,7 @@ def test_page_unknown_dims_and_one_by_one(signed_net, folder, tmp_path):
         shutil.copyfile(folder / "b.png", gallery / f"{i:03d}.png")
     app = create_app(signed_net, gallery, scan_dead=False)
     with live_server(app) as url, sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 860}, bypass_csp=True)  # probes use eval
             errors: list[str] = []

@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from pathlib import Path
 
 import pytest
+from viewer_support import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 import onnxact
 
 pytest.importorskip("anywidget")
 sync_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = os.environ.get("ONNXACT_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 STATIC = Path(onnxact.__file__).parent / "viewer" / "static"
 
 PAGE = """<!doctype html><html><head><style>%(css)s</style></head><body><div id="root"></div>
@@ -93,7 +90,7 @@ def session():
     html = PAGE % {"css": (STATIC / "widget.css").read_text(), "state": json.dumps(_synced(w)),
                    "js": json.dumps((STATIC / "widget.js").read_text())}
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             errors: list[str] = []

@@ -26,6 +26,10 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Debian's Chromium, driven by playwright (``playwright install`` cannot download here)
+CHROMIUM = os.environ.get("ONNXACT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
 needs_proc = pytest.mark.skipif(not Path("/proc/self/net/tcp").exists(), reason="reads sockets from Linux /proc")
 
 
@@ -122,3 +126,16 @@ def live_server(app: Any, log_level: str = "critical", close_app: bool = True) -
         t.join(10)
         if close_app:
             app.state.viewer.close()
+
+
+def photo_folder(tmp: Path, photos: dict[str, str]) -> Path:
+    """``tmp/photos`` holding each test photo (``subjects.photo`` name) at its relative path."""
+    import shutil
+
+    from subjects import photo
+
+    d = tmp / "photos"
+    for src, rel in photos.items():
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo(src), d / rel)
+    return d
