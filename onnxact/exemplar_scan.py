@@ -134,13 +134,10 @@ class ExemplarRunner:
         self._exact: tuple[Any, list[str], dict[str, Any]] | None = None
         b = data.shape[0] if data.shape else None
         self.fixed_batch = b if isinstance(b, int) and b > 0 else None
-        # Batches run in chunks whose largest map stays in cache while its reductions read it, as
-        # the dead-filter scan's StatsRunner does (the same bound).
-        from .stats_runner import StatsRunner, _map_bytes
+        # Batches run in chunks whose largest map stays in cache, as the dead-filter scan's do.
+        from .stats_runner import cache_chunk
 
-        biggest = max((_map_bytes(layer) for layer in self.layers), default=0)
-        chunk = StatsRunner.CHUNK_BYTES // biggest if biggest else 0
-        self.chunk = 0 if self.fixed_batch or chunk < 2 else int(chunk)
+        self.chunk = 0 if self.fixed_batch else cache_chunk(self.layers)
 
     def _values(self, x: np.ndarray, session: Any = None, fetch: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         from .run import quiet_run_options, run_failure

@@ -69,10 +69,8 @@ class StatsRunner:
         self.input_name = data.name
         b = data.shape[0] if data.shape else None
         self.fixed_batch = b if isinstance(b, int) and b > 0 else None
-        if chunk is None:  # whole batches where not even two images' maps would stay in cache
-            biggest = max((_map_bytes(layer) for layer in self.layers), default=0)
-            chunk = self.CHUNK_BYTES // biggest if biggest else 0
-            chunk = chunk if chunk >= 2 else 0
+        if chunk is None:
+            chunk = cache_chunk(self.layers)
         self.chunk = 0 if self.fixed_batch else int(chunk)
 
     def _use(self, proto: Any, outputs: list[StatOutputs]) -> None:
@@ -150,6 +148,14 @@ class StatsRunner:
             layers[o.layer.name] = LayerStats(mn, mx, over_batch("sum", o.sum) * per_image, sumsq, above,
                                               per_image * n)
         return ChannelStats(layers, {li.name: li for li in self.layers}, int(x.shape[0]), [], self.threshold)
+
+
+def cache_chunk(layers: Sequence[LayerInfo]) -> int:
+    """Images per onnxruntime call so that the largest map stays in cache while its reductions
+    read it (``StatsRunner.CHUNK_BYTES``); 0, whole batches, where not even two images' maps fit."""
+    biggest = max((_map_bytes(layer) for layer in layers), default=0)
+    chunk = StatsRunner.CHUNK_BYTES // biggest if biggest else 0
+    return chunk if chunk >= 2 else 0
 
 
 def _map_bytes(layer: LayerInfo) -> int:
