@@ -175,7 +175,7 @@ def _layer_page(ex: Any, name: str, crops: dict[tuple[str, int, int], str], maps
             cells.append(f"<figure>{img}<figcaption>{e(os.path.basename(x.image))}<br>{x.value:.4g}</figcaption></figure>")
         if not entries:
             cells.append("<span class='muted'>no image</span>")
-        rows.append(f"<tr id='c{c}'><th>{c}</th><td>{note}<div class='ex'>{''.join(cells)}</div></td></tr>")
+        rows.append(f"<tr id='c{c}'><th>{c}</th><td><div class='ex'>{''.join(cells)}</div>{note}</td></tr>")
     style = ("<style>.ex{display:flex;gap:8px;flex-wrap:wrap;align-items:flex-end}figure{margin:0;text-align:center;"
              "font-size:11px;color:#555}figure img{image-rendering:pixelated;display:block}figure.map{padding-right:8px;"
              "border-right:2px solid #cfd8dc}th{vertical-align:middle}td{text-align:left}</style>")

@@ -44,6 +44,15 @@ def test_cli_writes_json_crops_and_pages(photos, tmp_path, capsys):
                 assert f"../../{e['crop']}" in page
     index = (out / "index.html").read_text()
     assert "layers/conv2/index.html" in index and "layers/pool5/index.html" in index
+    # a filter that never fires is said in its own row, after its crops (not above the next row's)
+    for name, chans in d["layers"].items():
+        page = (out / "layers" / name / "index.html").read_text()
+        for c in chans:
+            row = page.split(f"<tr id='c{c['channel']}'>", 1)[1].split("</tr>", 1)[0]
+            silent = all(e["value"] == 0 for e in c["top"])
+            assert ("does not fire" in row) == silent
+            if silent:
+                assert row.index("does not fire") > row.rindex("<figure")
     # a crop is the box of the original image, upscaled: its aspect follows the box
     e = d["layers"]["conv2"][0]["top"][0]
     x0, y0, x1, y1 = e["box"]
